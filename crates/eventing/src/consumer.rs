@@ -1,0 +1,547 @@
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::{SecondsFormat, Utc};
+use futures::FutureExt;
+use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use sqlx::{Acquire, PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::failpoint::Crashed;
+use crate::{Failpoints, InboundEvent, KafkaConfig, RetryPolicy, headers};
+
+/// Where a consumer group with no committed offset starts reading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartPosition {
+    /// From the oldest retained record: a new subscriber backfills history.
+    Earliest,
+    /// From records produced after it joined: live events only.
+    Latest,
+}
+
+/// Settings of a [`Consumer`].
+#[derive(Clone, Debug)]
+pub struct ConsumerConfig {
+    /// The inbox's consumer name: whose effects these are. One service, one name.
+    pub name: String,
+    /// Kafka consumer group; defaults to `name`. Replaying a topic safely means reading it again
+    /// under a new group id (or with the group's offsets reset) with the same `name`: the inbox
+    /// then skips everything already applied.
+    pub group_id: String,
+    /// Topics to subscribe to.
+    pub topics: Vec<String>,
+    /// Where records this consumer gives up on go. Default `<name>.dlq`.
+    pub dead_letter_topic: String,
+    /// Where a new group starts. Default [`StartPosition::Earliest`].
+    pub start: StartPosition,
+    /// Retries of transient handler failures.
+    pub retry: RetryPolicy,
+    /// Most records applied in one database transaction. Records already fetched are batched;
+    /// the consumer never waits to fill a batch.
+    pub max_batch: usize,
+    /// Kafka group session timeout: how long the group waits for a dead member.
+    pub session_timeout: Duration,
+    /// Crash points for tests.
+    pub failpoints: Failpoints,
+}
+
+impl ConsumerConfig {
+    /// Defaults for consumer group `name` reading `topics`.
+    pub fn new(name: impl Into<String>, topics: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        let name = name.into();
+        Self {
+            dead_letter_topic: format!("{name}.dlq"),
+            group_id: name.clone(),
+            name,
+            topics: topics.into_iter().map(Into::into).collect(),
+            start: StartPosition::Earliest,
+            retry: RetryPolicy::default(),
+            max_batch: 200,
+            session_timeout: Duration::from_secs(10),
+            failpoints: Failpoints::from_env(),
+        }
+    }
+}
+
+/// Why a handler could not apply an event.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// May succeed when tried again (a lock timeout, a serialization failure, a dependency
+    /// briefly down): retried with backoff, then dead-lettered when the retries are exhausted.
+    #[error("transient: {0:#}")]
+    Transient(anyhow::Error),
+    /// Will fail however often it is tried (a malformed payload, an event that violates the
+    /// contract): dead-lettered at once.
+    #[error("permanent: {0:#}")]
+    Permanent(anyhow::Error),
+}
+
+impl HandlerError {
+    /// A failure worth retrying.
+    pub fn transient(error: impl Into<anyhow::Error>) -> Self {
+        Self::Transient(error.into())
+    }
+
+    /// A failure not worth retrying.
+    pub fn permanent(error: impl Into<anyhow::Error>) -> Self {
+        Self::Permanent(error.into())
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Transient(_) => "transient",
+            Self::Permanent(_) => "permanent",
+        }
+    }
+}
+
+impl From<sqlx::Error> for HandlerError {
+    /// Connection trouble, pool exhaustion and the SQLSTATE classes that mean "try again"
+    /// (40: serialization failure or deadlock; 53: insufficient resources; 57: operator
+    /// intervention, e.g. a restart; 08: connection exception) are transient. Other database
+    /// errors (constraint violations, bad SQL) are permanent: retrying cannot change them.
+    fn from(error: sqlx::Error) -> Self {
+        let transient = match &error {
+            sqlx::Error::Database(db) => db
+                .code()
+                .is_some_and(|code| ["40", "53", "57", "08"].iter().any(|c| code.starts_with(c))),
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Protocol(_) => true,
+            _ => false,
+        };
+        if transient { Self::Transient(error.into()) } else { Self::Permanent(error.into()) }
+    }
+}
+
+/// Applies one event. Implemented by each subscriber; everything else (decoding helpers,
+/// deduplication, retries, dead letters, offsets, tracing) is the [`Consumer`]'s job.
+pub trait Handler: Send + Sync + 'static {
+    /// Applies `event` using `tx`, the transaction its inbox row is written in. Write every
+    /// effect through `tx` (including outbox appends): it commits only if this returns `Ok`.
+    /// Events this handler does not care about should return `Ok(())`.
+    fn handle(
+        &self,
+        tx: &mut PgConnection,
+        event: &InboundEvent,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+}
+
+/// A consumer-group loop that applies each record exactly once in effect.
+///
+/// For each record: begin a transaction, insert `(consumer, ce_id)` into the inbox (a conflict
+/// means the record was applied before: skip the handler), run the handler in the same
+/// transaction, commit, and only then store the offset for the next auto-commit. Records already
+/// fetched are applied in one transaction (a savepoint each), so one fsync covers a batch.
+pub struct Consumer<H> {
+    pool: PgPool,
+    consumer: StreamConsumer,
+    dead_letters: FutureProducer,
+    config: ConsumerConfig,
+    handler: H,
+}
+
+impl<H> std::fmt::Debug for Consumer<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// Why processing stopped early.
+enum Stop {
+    Shutdown,
+    Crashed(Crashed),
+}
+
+impl From<Crashed> for Stop {
+    fn from(c: Crashed) -> Self {
+        Self::Crashed(c)
+    }
+}
+
+struct Run {
+    /// How many records of the slice were committed, from its start.
+    committed: usize,
+    /// The handler failure that ended the run, on the record after the committed ones.
+    failure: Option<HandlerError>,
+}
+
+impl<H: Handler> Consumer<H> {
+    /// Creates the consumer and subscribes to the configured topics.
+    ///
+    /// # Errors
+    /// When the Kafka clients cannot be created or the subscription is refused.
+    pub fn new(
+        pool: PgPool,
+        kafka: &KafkaConfig,
+        config: ConsumerConfig,
+        handler: H,
+    ) -> KafkaResult<Self> {
+        let mut client = kafka.client_config();
+        client
+            .set("group.id", &config.group_id)
+            .set("client.id", &config.name)
+            // Offsets are stored by hand after the database commit and committed in the
+            // background; nothing is committed that is not applied.
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            .set("session.timeout.ms", config.session_timeout.as_millis().to_string())
+            .set(
+                "auto.offset.reset",
+                match config.start {
+                    StartPosition::Earliest => "earliest",
+                    StartPosition::Latest => "latest",
+                },
+            );
+        for (k, v) in &kafka.properties {
+            client.set(k, v);
+        }
+        let consumer: StreamConsumer = client.create()?;
+        let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics)?;
+        Ok(Self { pool, consumer, dead_letters: kafka.idempotent_producer()?, config, handler })
+    }
+
+    /// Consumes until `shutdown` is cancelled, then finishes the batch in hand, commits the
+    /// stored offsets and leaves the group.
+    ///
+    /// # Errors
+    /// Only when a crash failpoint fires (tests); the group is then left without committing,
+    /// as a dead process would.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Crashed> {
+        tracing::info!(consumer = %self.config.name, topics = ?self.config.topics, "Consuming.");
+        loop {
+            let first = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                received = self.consumer.recv() => received,
+            };
+            let mut batch = match first {
+                Ok(message) => vec![message.detach()],
+                Err(error) => {
+                    self.kafka_error(&error).await;
+                    continue;
+                }
+            };
+            while batch.len() < self.config.max_batch {
+                match self.consumer.recv().now_or_never() {
+                    Some(Ok(message)) => batch.push(message.detach()),
+                    Some(Err(error)) => {
+                        self.kafka_error(&error).await;
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            let events: Vec<InboundEvent> = batch.iter().map(InboundEvent::from_message).collect();
+            match self.process(&events, &shutdown).await {
+                Ok(()) => {}
+                Err(Stop::Shutdown) => break,
+                Err(Stop::Crashed(crashed)) => return Err(crashed),
+            }
+        }
+        // Drained: make the stored offsets durable before leaving, so the next owner of these
+        // partitions starts right after what was applied.
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+            Err(error) => tracing::warn!(%error, "Final offset commit failed; records since the last commit will be redelivered and skipped by the inbox."),
+        }
+        self.consumer.unsubscribe();
+        tracing::info!(consumer = %self.config.name, "Consumer stopped.");
+        Ok(())
+    }
+
+    async fn kafka_error(&self, error: &KafkaError) {
+        tracing::warn!(%error, consumer = %self.config.name, "Kafka consumer error.");
+        // Errors usually repeat until the broker is back; do not spin.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    /// Applies `events` in order: runs of successes in one transaction each, failures settled one
+    /// by one (retried, then dead-lettered), so a bad record never blocks its partition.
+    async fn process(&self, events: &[InboundEvent], shutdown: &CancellationToken) -> Result<(), Stop> {
+        let mut next = 0;
+        let mut outages = 0;
+        while next < events.len() {
+            let run = match self.apply(&events[next..]).await {
+                Ok(run) => run,
+                Err(error) => {
+                    // The database itself failed (not a handler): nothing was applied. Wait and
+                    // try again; the records are not the problem, so they are not dead-lettered.
+                    outages += 1;
+                    tracing::warn!(%error, consumer = %self.config.name, "Database unavailable; retrying the batch.");
+                    self.pause(self.config.retry.backoff(outages.min(10)), shutdown).await?;
+                    continue;
+                }
+            };
+            outages = 0;
+            if run.committed > 0 {
+                self.config.failpoints.hit("consumer.after_commit")?;
+                self.store_offsets(&events[next..next + run.committed]);
+                next += run.committed;
+            }
+            if let Some(failure) = run.failure {
+                self.settle(&events[next], failure, shutdown).await?;
+                next += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a prefix of `events` in one transaction: each in a savepoint, stopping at the
+    /// first handler failure. `Err` only when the database failed (nothing committed).
+    async fn apply(&self, events: &[InboundEvent]) -> Result<Run, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let mut run = Run { committed: 0, failure: None };
+        if let [event] = events {
+            // A lone record needs no savepoint: on failure the whole transaction goes.
+            match self.apply_one(&mut tx, event).await? {
+                Ok(()) => {
+                    tx.commit().await?;
+                    run.committed = 1;
+                }
+                Err(failure) => run.failure = Some(failure),
+            }
+            return Ok(run);
+        }
+        for event in events {
+            let mut savepoint = tx.begin().await?;
+            match self.apply_one(&mut savepoint, event).await? {
+                Ok(()) => {
+                    savepoint.commit().await?;
+                    run.committed += 1;
+                }
+                Err(failure) => {
+                    savepoint.rollback().await?;
+                    run.failure = Some(failure);
+                    break;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(run)
+    }
+
+    /// Claims `event` in the inbox and runs the handler. The outer `Result` is the inbox write
+    /// (infrastructure), the inner one the handler's verdict.
+    async fn apply_one(
+        &self,
+        conn: &mut PgConnection,
+        event: &InboundEvent,
+    ) -> Result<Result<(), HandlerError>, sqlx::Error> {
+        let span = tracing::info_span!(
+            "process",
+            otel.name = %format!("process {}", event.topic),
+            otel.kind = "consumer",
+            messaging.system = "kafka",
+            messaging.operation.type = "process",
+            messaging.destination.name = %event.topic,
+            messaging.consumer.group.name = %self.config.name,
+            messaging.destination.partition.id = event.partition,
+            messaging.kafka.offset = event.offset,
+            messaging.message.id = %event.id,
+            event.type = event.event_type.as_deref().unwrap_or(""),
+            duplicate = tracing::field::Empty,
+        );
+        shop_telemetry::set_parent_from_headers(
+            &span,
+            event.headers.iter().filter_map(|(k, v)| Some((k.as_str(), std::str::from_utf8(v).ok()?))),
+        );
+        async {
+            let claimed = sqlx::query(
+                "INSERT INTO eventing_inbox (consumer, event_id, event_type, topic, kafka_partition, kafka_offset) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            )
+            .bind(&self.config.name)
+            .bind(&event.id)
+            .bind(event.event_type.as_deref().unwrap_or(""))
+            .bind(&event.topic)
+            .bind(event.partition)
+            .bind(event.offset)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected()
+                == 1;
+            tracing::Span::current().record("duplicate", !claimed);
+            if !claimed {
+                tracing::debug!("Already applied; skipping.");
+                return Ok(Ok(()));
+            }
+            Ok(self.handler.handle(conn, event).await)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Retries a failed record (transient failures, with backoff) until it applies or is
+    /// dead-lettered; stores its offset either way.
+    async fn settle(
+        &self,
+        event: &InboundEvent,
+        mut failure: HandlerError,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Stop> {
+        let mut attempts = 1;
+        loop {
+            let retryable = matches!(failure, HandlerError::Transient(_))
+                && attempts < self.config.retry.max_attempts;
+            if !retryable {
+                self.dead_letter(event, &failure, attempts, shutdown).await?;
+                self.store_offsets(std::slice::from_ref(event));
+                return Ok(());
+            }
+            let delay = self.config.retry.backoff(attempts);
+            tracing::warn!(
+                error = %failure, attempt = attempts, ?delay, event.id = %event.id,
+                consumer = %self.config.name, "Handler failed; retrying."
+            );
+            self.pause(delay, shutdown).await?;
+            match self.apply(std::slice::from_ref(event)).await {
+                Ok(Run { failure: None, .. }) => {
+                    self.config.failpoints.hit("consumer.after_commit")?;
+                    self.store_offsets(std::slice::from_ref(event));
+                    return Ok(());
+                }
+                Ok(Run { failure: Some(next), .. }) => {
+                    failure = next;
+                    // Only tries made while the database answers count: an outage must not
+                    // push valid records to the dead-letter topic.
+                    if self.database_reachable().await {
+                        attempts += 1;
+                    }
+                }
+                Err(error) => failure = HandlerError::transient(error),
+            }
+        }
+    }
+
+    async fn database_reachable(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    /// Publishes `event` to the dead-letter topic with the error and its origin, and records that
+    /// in the database. A record this consumer already dead-lettered (a replay) is skipped.
+    async fn dead_letter(
+        &self,
+        event: &InboundEvent,
+        failure: &HandlerError,
+        attempts: u32,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Stop> {
+        let known = loop {
+            match sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM eventing_dead_letter WHERE consumer = $1 AND event_id = $2)",
+            )
+            .bind(&self.config.name)
+            .bind(&event.id)
+            .fetch_one(&self.pool)
+            .await
+            {
+                Ok(known) => break known,
+                Err(error) => {
+                    tracing::warn!(%error, "Database unavailable while dead-lettering; retrying.");
+                    self.pause(self.config.retry.max_backoff, shutdown).await?;
+                }
+            }
+        };
+        if known {
+            tracing::info!(event.id = %event.id, "Already dead-lettered; skipping.");
+            return Ok(());
+        }
+
+        let error_text = format!("{failure}");
+        let partition = event.partition.to_string();
+        let offset = event.offset.to_string();
+        let failed_at = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+        let attempts_text = attempts.to_string();
+        loop {
+            let mut headers = OwnedHeaders::new_with_capacity(event.headers.len() + 8);
+            for (key, value) in &event.headers {
+                headers = headers.insert(Header { key: key.as_str(), value: Some(value.as_slice()) });
+            }
+            for (key, value) in [
+                (headers::DLQ_ERROR, error_text.as_str()),
+                (headers::DLQ_ERROR_KIND, failure.kind()),
+                (headers::DLQ_ATTEMPTS, attempts_text.as_str()),
+                (headers::DLQ_CONSUMER, self.config.name.as_str()),
+                (headers::DLQ_SOURCE_TOPIC, event.topic.as_str()),
+                (headers::DLQ_SOURCE_PARTITION, partition.as_str()),
+                (headers::DLQ_SOURCE_OFFSET, offset.as_str()),
+                (headers::DLQ_FAILED_AT, failed_at.as_str()),
+            ] {
+                headers = headers.insert(Header { key, value: Some(value) });
+            }
+            let mut record = FutureRecord::to(&self.config.dead_letter_topic)
+                .payload(event.payload.as_slice())
+                .headers(headers);
+            if let Some(key) = &event.key {
+                record = record.key(key.as_str());
+            }
+            match self.dead_letters.send(record, Timeout::After(Duration::from_secs(30))).await {
+                Ok(_) => break,
+                Err((error, _)) => {
+                    tracing::warn!(%error, "Publishing to the dead-letter topic failed; retrying.");
+                    self.pause(self.config.retry.max_backoff, shutdown).await?;
+                }
+            }
+        }
+        loop {
+            let recorded = sqlx::query(
+                "INSERT INTO eventing_dead_letter \
+                 (consumer, event_id, event_type, topic, kafka_partition, kafka_offset, dead_letter_topic, error, attempts) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+            )
+            .bind(&self.config.name)
+            .bind(&event.id)
+            .bind(event.event_type.as_deref())
+            .bind(&event.topic)
+            .bind(event.partition)
+            .bind(event.offset)
+            .bind(&self.config.dead_letter_topic)
+            .bind(&error_text)
+            .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
+            .execute(&self.pool)
+            .await;
+            match recorded {
+                Ok(_) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "Database unavailable while recording a dead letter; retrying.");
+                    self.pause(self.config.retry.max_backoff, shutdown).await?;
+                }
+            }
+        }
+        tracing::error!(
+            event.id = %event.id, event.type = event.event_type.as_deref().unwrap_or(""),
+            topic = %event.topic, partition = event.partition, offset = event.offset,
+            dead_letter_topic = %self.config.dead_letter_topic, error = %failure, attempts,
+            "Dead-lettered a record; the partition moves on."
+        );
+        Ok(())
+    }
+
+    fn store_offsets(&self, events: &[InboundEvent]) {
+        for event in events {
+            // Fails only when the partition was revoked meanwhile; its new owner re-reads the
+            // record and the inbox skips it.
+            if let Err(error) = self.consumer.store_offset(&event.topic, event.partition, event.offset) {
+                tracing::debug!(%error, "Offset not stored (partition revoked).");
+            }
+        }
+    }
+
+    async fn pause(&self, delay: Duration, shutdown: &CancellationToken) -> Result<(), Stop> {
+        tokio::select! {
+            () = shutdown.cancelled() => Err(Stop::Shutdown),
+            () = tokio::time::sleep(delay) => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,267 @@
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sqlx::postgres::PgListener;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+
+use crate::failpoint::Crashed;
+use crate::{Failpoints, KafkaConfig, headers};
+
+/// The NOTIFY channel the outbox trigger signals on commit.
+const CHANNEL: &str = "eventing_outbox";
+/// Session advisory lock held by the replica that relays (ASCII "outbox-relay" folded into 63 bits).
+const RELAY_LOCK: i64 = 0x6f75_7462_6f78_7265;
+
+/// Tuning of a [`Relay`].
+#[derive(Clone, Debug)]
+pub struct RelayConfig {
+    /// Rows read, published and deleted per round trip.
+    pub batch_size: usize,
+    /// How long to wait for a NOTIFY before reading the table anyway. Only matters when a
+    /// notification is lost (e.g. the listening connection dropped); it bounds that delay.
+    pub poll_interval: Duration,
+    /// How often a standby replica tries to take the relay lock.
+    pub standby_retry: Duration,
+    /// Pause after a database or Kafka failure before starting over.
+    pub error_backoff: Duration,
+    /// Crash points for tests.
+    pub failpoints: Failpoints,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 1000,
+            poll_interval: Duration::from_secs(1),
+            standby_retry: Duration::from_secs(1),
+            error_backoff: Duration::from_millis(500),
+            failpoints: Failpoints::from_env(),
+        }
+    }
+}
+
+/// Why a relay stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Crashed(#[from] Crashed),
+}
+
+/// Publishes committed outbox rows to Kafka, then deletes them.
+///
+/// Every replica of a service runs one; the replica holding a PostgreSQL session advisory lock
+/// relays and the others stand by, ready to take over within [`RelayConfig::standby_retry`] of
+/// the leader's connection going away. A single publisher per outbox is what keeps each key's
+/// events in order: two relays claiming disjoint rows concurrently could publish a key's second
+/// event before its first.
+///
+/// The relay never remembers how far it got. Each round it reads the oldest rows still in the
+/// table, so a transaction that took an early id but committed late is simply read on a later
+/// round: no gap can be skipped.
+pub struct Relay {
+    pool: PgPool,
+    producer: FutureProducer,
+    config: RelayConfig,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct OutboxRow {
+    id: i64,
+    event_id: uuid::Uuid,
+    topic: String,
+    partition_key: String,
+    event_type: String,
+    source: String,
+    payload: Vec<u8>,
+    headers: serde_json::Value,
+    created_at: DateTime<Utc>,
+}
+
+impl OutboxRow {
+    fn kafka_headers(&self) -> OwnedHeaders {
+        let id = self.event_id.to_string();
+        let time = self.created_at.to_rfc3339_opts(SecondsFormat::Micros, true);
+        let mut out = OwnedHeaders::new_with_capacity(8)
+            .insert(header(headers::CE_ID, &id))
+            .insert(header(headers::CE_TYPE, &self.event_type))
+            .insert(header(headers::CE_SOURCE, &self.source))
+            .insert(header(headers::CE_SPECVERSION, headers::SPEC_VERSION))
+            .insert(header(headers::CE_TIME, &time))
+            .insert(header(headers::CE_PARTITIONKEY, &self.partition_key))
+            .insert(header(headers::CONTENT_TYPE, headers::PROTOBUF));
+        if let Some(extra) = self.headers.as_object() {
+            for (k, v) in extra {
+                if let Some(v) = v.as_str() {
+                    out = out.insert(header(k, v));
+                }
+            }
+        }
+        out
+    }
+}
+
+fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
+    Header { key, value: Some(value) }
+}
+
+impl Relay {
+    /// A relay for the outbox in `pool`'s database, publishing through `kafka`.
+    ///
+    /// # Errors
+    /// When the Kafka producer cannot be created (invalid properties).
+    pub fn new(pool: PgPool, kafka: &KafkaConfig, config: RelayConfig) -> Result<Self, RelayError> {
+        Ok(Self { pool, producer: kafka.idempotent_producer()?, config })
+    }
+
+    /// Relays until `shutdown` is cancelled. Database and Kafka failures are logged and retried
+    /// after [`RelayConfig::error_backoff`]; rows stay in the outbox until they are published.
+    ///
+    /// # Errors
+    /// Only when a crash failpoint fires (tests).
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), RelayError> {
+        while !shutdown.is_cancelled() {
+            match self.lead(&shutdown).await {
+                Ok(()) => break,
+                Err(RelayError::Crashed(c)) => return Err(c.into()),
+                Err(error) => {
+                    tracing::warn!(%error, "Outbox relay failed; starting over.");
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(self.config.error_backoff) => {}
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the relay lock, then relays until shutdown or a failure.
+    async fn lead(&self, shutdown: &CancellationToken) -> Result<(), RelayError> {
+        // A dedicated connection, not a pooled one: the session lock lives as long as this
+        // connection, and a pooled connection would carry it to whoever borrowed it next. Rows
+        // are read and deleted over the same connection, so a leader whose connection died
+        // (lock released, another replica took over) cannot delete anything any more.
+        let mut conn = PgConnection::connect_with(&self.pool.connect_options()).await?;
+        loop {
+            let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(RELAY_LOCK)
+                .fetch_one(&mut conn)
+                .await?;
+            if leader {
+                break;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(self.config.standby_retry) => {}
+            }
+        }
+        tracing::info!("This replica now relays the outbox.");
+
+        // Listen before the first read, so no commit can fall between read and listen.
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(CHANNEL).await?;
+        loop {
+            // Notifications already received are about rows the next read sees anyway.
+            while listener.next_buffered().is_some() {}
+            let read = self.publish_batch(&mut conn).await?;
+            if read == self.config.batch_size {
+                if shutdown.is_cancelled() {
+                    break;
+                }
+                continue;
+            }
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                notification = listener.recv() => { notification?; }
+                () = tokio::time::sleep(self.config.poll_interval) => {}
+            }
+        }
+        let _ = conn.close().await;
+        Ok(())
+    }
+
+    /// Publishes the oldest rows (up to one batch) and deletes those Kafka acknowledged.
+    /// Returns how many rows were read.
+    #[tracing::instrument(name = "outbox relay batch", skip_all, fields(rows))]
+    async fn publish_batch(&self, conn: &mut PgConnection) -> Result<usize, RelayError> {
+        let rows: Vec<OutboxRow> = sqlx::query_as(
+            "SELECT id, event_id, topic, partition_key, event_type, source, payload, headers, created_at \
+             FROM eventing_outbox ORDER BY id LIMIT $1",
+        )
+        .bind(i64::try_from(self.config.batch_size).unwrap_or(i64::MAX))
+        .fetch_all(&mut *conn)
+        .await?;
+        tracing::Span::current().record("rows", rows.len());
+        if rows.is_empty() {
+            return Ok(0);
+        }
+
+        // Enqueue the whole batch, then await the acknowledgements: one broker round trip per
+        // batch instead of one per event.
+        let mut deliveries = Vec::with_capacity(rows.len());
+        let mut failure: Option<KafkaError> = None;
+        for row in &rows {
+            let record = FutureRecord::to(&row.topic)
+                .key(&row.partition_key)
+                .payload(&row.payload)
+                .headers(row.kafka_headers())
+                .timestamp(row.created_at.timestamp_millis());
+            match self.producer.send_result(record) {
+                Ok(delivery) => deliveries.push(delivery),
+                Err((error, _)) => {
+                    // E.g. the local queue is full: publish what is enqueued, retry the rest.
+                    failure = Some(error);
+                    break;
+                }
+            }
+        }
+        let mut acked = Vec::with_capacity(deliveries.len());
+        let mut failed_keys = HashSet::new();
+        for (row, delivery) in rows.iter().zip(deliveries) {
+            match delivery.await {
+                // A key that already failed in this batch keeps its later rows too: deleting
+                // them would let them overtake the failed one when it is retried.
+                Ok(Ok(_)) if !failed_keys.contains(&(&row.topic, &row.partition_key)) => {
+                    acked.push(row.id);
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err((error, _))) => {
+                    failed_keys.insert((&row.topic, &row.partition_key));
+                    failure.get_or_insert(error);
+                }
+                Err(_) => {
+                    failed_keys.insert((&row.topic, &row.partition_key));
+                    failure.get_or_insert(KafkaError::Canceled);
+                }
+            }
+        }
+
+        self.config.failpoints.hit("relay.after_publish")?;
+        if !acked.is_empty() {
+            sqlx::query("DELETE FROM eventing_outbox WHERE id = ANY($1)")
+                .bind(&acked)
+                .execute(&mut *conn)
+                .await?;
+        }
+        match failure {
+            Some(error) => Err(error.into()),
+            None => Ok(rows.len()),
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! Shared set-up of the eventing tests: a database and a broker of their own per test, the
+//! eventing tables migrated, and a recording handler whose effects the tests count.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use shop_eventing::{
+    Consumer, ConsumerConfig, Handler, HandlerError, InboundEvent, KafkaConfig, NewEvent, Outbox,
+    Relay, RelayConfig, RelayError, RetryPolicy,
+};
+use shop_testkit::{Record, TestDb, TestKafka};
+use sqlx::{PgConnection, PgPool};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Env {
+    pub db: TestDb,
+    pub kafka: TestKafka,
+    pub config: KafkaConfig,
+    pub outbox: Outbox,
+}
+
+pub async fn setup() -> Env {
+    shop_telemetry::init_for_tests();
+    let db = TestDb::create().await;
+    shop_eventing::migrate(&db.pool).await.expect("eventing migrations");
+    sqlx::query(
+        "CREATE TABLE effects (event_id text NOT NULL, key text, payload bytea, \
+         applied_at timestamptz NOT NULL DEFAULT clock_timestamp())",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let kafka = TestKafka::start();
+    let config = KafkaConfig::new(kafka.bootstrap_servers());
+    Env { db, kafka, config, outbox: Outbox::new("/shop/test") }
+}
+
+impl Env {
+    pub async fn topic(&self, prefix: &str, partitions: i32) -> String {
+        let topic = TestKafka::unique_topic(prefix);
+        self.kafka.create_topic(&topic, partitions).await;
+        topic
+    }
+
+    /// Appends `events` in one committed transaction.
+    pub async fn commit(&self, events: Vec<NewEvent>) {
+        let mut tx = self.db.pool.begin().await.unwrap();
+        for event in events {
+            self.outbox.append(&mut tx, event).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+
+    pub fn relay(&self, config: RelayConfig) -> Relay {
+        Relay::new(self.db.pool.clone(), &self.config, config).unwrap()
+    }
+
+    pub fn spawn_relay(&self, config: RelayConfig) -> (CancellationToken, JoinHandle<Result<(), RelayError>>) {
+        let relay = self.relay(config);
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        (stop, tokio::spawn(async move { relay.run(token).await }))
+    }
+
+    pub fn spawn_consumer<H: Handler>(
+        &self,
+        config: ConsumerConfig,
+        handler: H,
+    ) -> (CancellationToken, JoinHandle<()>) {
+        let consumer = Consumer::new(self.db.pool.clone(), &self.config, config, handler).unwrap();
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        (stop, tokio::spawn(async move { consumer.run(token).await.unwrap() }))
+    }
+
+    pub async fn outbox_len(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM eventing_outbox").fetch_one(&self.db.pool).await.unwrap()
+    }
+
+    pub async fn effects(&self) -> Vec<(String, String)> {
+        sqlx::query_as("SELECT event_id, key FROM effects ORDER BY applied_at")
+            .fetch_all(&self.db.pool)
+            .await
+            .unwrap()
+    }
+
+    pub async fn read(&self, topic: &str, count: usize) -> Vec<Record> {
+        self.kafka.read_all(topic, count, TIMEOUT, Duration::from_millis(1500)).await
+    }
+
+    /// Waits until the outbox is empty.
+    pub async fn drained(&self) {
+        shop_testkit::eventually("the outbox to drain", TIMEOUT, || async {
+            (self.outbox_len().await == 0).then_some(())
+        })
+        .await;
+    }
+
+    /// Waits until an effect of event `id` exists.
+    pub async fn applied(&self, id: &str) {
+        shop_testkit::eventually(&format!("event {id} to be applied"), TIMEOUT, || async {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM effects WHERE event_id = $1")
+                .bind(id)
+                .fetch_one(&self.db.pool)
+                .await
+                .unwrap();
+            (n > 0).then_some(())
+        })
+        .await;
+    }
+}
+
+/// Consumer settings for tests: short session timeout (a restarted member rejoins quickly) and
+/// fast retries.
+pub fn consumer_config(name: &str, topic: &str) -> ConsumerConfig {
+    let mut config = ConsumerConfig::new(name, [topic]);
+    config.session_timeout = Duration::from_secs(6);
+    config.retry = RetryPolicy {
+        max_attempts: 3,
+        initial_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(200),
+    };
+    config
+}
+
+/// An event whose payload is `key/seq`, so tests can check per-key order.
+pub fn sequenced(topic: &str, key: &str, seq: usize) -> NewEvent {
+    NewEvent::raw(topic, key, "shop.test.v1.Sequenced", format!("{key}/{seq}").into_bytes())
+}
+
+pub fn seq_of(payload: &[u8]) -> (String, usize) {
+    let text = std::str::from_utf8(payload).unwrap();
+    let (key, seq) = text.split_once('/').unwrap();
+    (key.to_owned(), seq.parse().unwrap())
+}
+
+/// Checks that, ignoring repeated ce_ids, every key's records carry 0..n in order.
+pub fn assert_per_key_order(records: &[Record], keys: usize, per_key: usize) {
+    let mut seen = std::collections::HashSet::new();
+    let mut by_key: HashMap<String, Vec<usize>> = HashMap::new();
+    for record in records {
+        if !seen.insert(record.header("ce_id").unwrap().to_owned()) {
+            continue;
+        }
+        let (key, seq) = seq_of(&record.payload);
+        assert_eq!(record.key.as_deref(), Some(key.as_str()), "record key is the aggregate id");
+        by_key.entry(key).or_default().push(seq);
+    }
+    assert_eq!(by_key.len(), keys, "every key delivered");
+    for (key, seqs) in by_key {
+        assert_eq!(seqs, (0..per_key).collect::<Vec<_>>(), "order of key {key}");
+    }
+}
+
+/// Records every event it applies in the `effects` table, inside the consumer's transaction.
+/// Events listed in `fail` fail that many times first (after writing, so a leaked write would
+/// show); payloads starting with `poison` fail permanently.
+#[derive(Clone, Default)]
+pub struct Recorder {
+    pub fail: Arc<Mutex<HashMap<String, (u32, bool)>>>,
+    pub calls: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+impl Recorder {
+    /// `id` fails transiently `times` times before succeeding.
+    pub fn fail_transiently(&self, id: &str, times: u32) {
+        self.fail.lock().unwrap().insert(id.to_owned(), (times, false));
+    }
+
+    pub fn calls(&self, id: &str) -> u32 {
+        self.calls.lock().unwrap().get(id).copied().unwrap_or(0)
+    }
+}
+
+impl Handler for Recorder {
+    async fn handle(&self, tx: &mut PgConnection, event: &InboundEvent) -> Result<(), HandlerError> {
+        *self.calls.lock().unwrap().entry(event.id.clone()).or_default() += 1;
+        sqlx::query("INSERT INTO effects (event_id, key, payload) VALUES ($1, $2, $3)")
+            .bind(&event.id)
+            .bind(&event.key)
+            .bind(&event.payload)
+            .execute(&mut *tx)
+            .await?;
+        if event.payload.starts_with(b"poison") {
+            return Err(HandlerError::permanent(anyhow::anyhow!("poison payload")));
+        }
+        let mut fail = self.fail.lock().unwrap();
+        if let Some((left, _)) = fail.get_mut(&event.id) {
+            if *left > 0 {
+                *left -= 1;
+                return Err(HandlerError::transient(anyhow::anyhow!("flaky dependency")));
+            }
+        }
+        Ok(())
+    }
+}
+
+pub async fn count(pool: &PgPool, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}

@@ -1,0 +1,177 @@
+use std::sync::mpsc;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientConfig;
+
+/// A Kafka-protocol broker for one test.
+///
+/// With `KAFKA_BOOTSTRAP_SERVERS` set, that external broker (tansu in CI, or a real Kafka);
+/// otherwise a private librdkafka mock cluster, listening on loopback ports, alive as long as
+/// this value.
+#[derive(Debug)]
+pub struct TestKafka {
+    bootstrap: String,
+    // The mock cluster is not `Send`, so a thread owns it and serves topic creation.
+    mock: Option<mpsc::Sender<(String, i32, mpsc::Sender<Result<(), String>>)>>,
+}
+
+/// A record read back from a topic.
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub key: Option<String>,
+    pub payload: Vec<u8>,
+    pub partition: i32,
+    pub offset: i64,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Record {
+    /// The first header named `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+impl TestKafka {
+    /// The external broker, or a new mock cluster.
+    ///
+    /// # Panics
+    /// When the mock cluster cannot start.
+    pub fn start() -> Self {
+        if let Ok(bootstrap) = std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
+            if !bootstrap.trim().is_empty() {
+                return Self { bootstrap, mock: None };
+            }
+        }
+        Self::mock(1)
+    }
+
+    /// A new mock cluster with `brokers` brokers, whatever the environment says.
+    ///
+    /// # Panics
+    /// When the mock cluster cannot start.
+    pub fn mock(brokers: i32) -> Self {
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (cmd_tx, cmd_rx) = mpsc::channel::<(String, i32, mpsc::Sender<Result<(), String>>)>();
+        std::thread::Builder::new()
+            .name("mock-kafka".into())
+            .spawn(move || {
+                let cluster = match MockCluster::new(brokers) {
+                    Ok(cluster) => cluster,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
+                // Runs until every sender is dropped, i.e. the TestKafka is gone.
+                for (topic, partitions, reply) in cmd_rx {
+                    let _ = reply.send(cluster.create_topic(&topic, partitions, 1).map_err(|e| e.to_string()));
+                }
+            })
+            .expect("spawn mock-kafka thread");
+        let bootstrap = ready_rx.recv().expect("mock thread died").expect("mock cluster failed to start");
+        Self { bootstrap, mock: Some(cmd_tx) }
+    }
+
+    /// `host:port` list to give clients.
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap
+    }
+
+    /// Whether this is the in-process mock cluster.
+    pub fn is_mock(&self) -> bool {
+        self.mock.is_some()
+    }
+
+    /// A topic name no other test uses.
+    pub fn unique_topic(prefix: &str) -> String {
+        format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+    }
+
+    /// Creates `topic` with `partitions` partitions (an existing topic is fine).
+    ///
+    /// # Panics
+    /// When the broker refuses.
+    pub async fn create_topic(&self, topic: &str, partitions: i32) {
+        if let Some(mock) = &self.mock {
+            let (reply_tx, reply_rx) = mpsc::channel();
+            mock.send((topic.to_owned(), partitions, reply_tx)).expect("mock thread gone");
+            reply_rx.recv().expect("mock thread gone").expect("mock create_topic failed");
+            return;
+        }
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .create()
+            .expect("admin client");
+        let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+        let results = admin
+            .create_topics([&new], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))))
+            .await
+            .expect("CreateTopics failed");
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => panic!("creating topic {name} failed: {code}"),
+            }
+        }
+    }
+
+    /// Reads `topic` from the beginning with a fresh consumer group until `count` records
+    /// arrived or `timeout` passed, and returns them (in per-partition order).
+    pub async fn read(&self, topic: &str, count: usize, timeout: Duration) -> Vec<Record> {
+        self.read_until(topic, count, timeout, Duration::ZERO).await
+    }
+
+    /// Like [`TestKafka::read`], then keeps reading until no record came for `quiet`, to catch
+    /// records that should not be there (duplicates, rolled-back events).
+    pub async fn read_all(&self, topic: &str, count: usize, timeout: Duration, quiet: Duration) -> Vec<Record> {
+        self.read_until(topic, count, timeout, quiet).await
+    }
+
+    async fn read_until(&self, topic: &str, count: usize, timeout: Duration, quiet: Duration) -> Vec<Record> {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("group.id", format!("reader-{}", uuid::Uuid::new_v4().simple()))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("reader consumer");
+        consumer.subscribe(&[topic]).expect("subscribe");
+        let mut records = Vec::new();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let until = if records.len() < count { deadline } else { tokio::time::Instant::now() + quiet };
+            if records.len() >= count && quiet.is_zero() {
+                break;
+            }
+            let Ok(received) = tokio::time::timeout_at(until, consumer.recv()).await else {
+                break;
+            };
+            let Ok(message) = received else { continue };
+            records.push(Record {
+                key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                partition: message.partition(),
+                offset: message.offset(),
+                headers: message
+                    .headers()
+                    .map(|hs| {
+                        hs.iter()
+                            .map(|h| {
+                                (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            });
+        }
+        records
+    }
+}
