@@ -62,7 +62,10 @@ mod tests {
 
     #[test]
     fn event_type_names_are_fully_qualified_protobuf_names() {
-        assert_eq!(crate::order::v1::OrderPlaced::full_name(), "shop.order.v1.OrderPlaced");
+        assert_eq!(
+            crate::order::v1::OrderPlaced::full_name(),
+            "shop.order.v1.OrderPlaced"
+        );
         assert_eq!(
             crate::payment::v1::PaymentCaptured::full_name(),
             "shop.payment.v1.PaymentCaptured"
@@ -81,7 +84,10 @@ mod tests {
             "shop/payment/v1/payment_service.proto",
             "shop/notification/v1/notification_service.proto",
         ] {
-            assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+            assert!(
+                names.iter().any(|n| n == expected),
+                "{expected} missing from {names:?}"
+            );
         }
     }
 }

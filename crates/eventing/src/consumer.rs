@@ -52,7 +52,10 @@ pub struct ConsumerConfig {
 
 impl ConsumerConfig {
     /// Defaults for consumer group `name` reading `topics`.
-    pub fn new(name: impl Into<String>, topics: impl IntoIterator<Item = impl Into<String>>) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        topics: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
         let name = name.into();
         Self {
             dead_letter_topic: format!("{name}.dlq"),
@@ -117,7 +120,11 @@ impl From<sqlx::Error> for HandlerError {
             | sqlx::Error::Protocol(_) => true,
             _ => false,
         };
-        if transient { Self::Transient(error.into()) } else { Self::Permanent(error.into()) }
+        if transient {
+            Self::Transient(error.into())
+        } else {
+            Self::Permanent(error.into())
+        }
     }
 }
 
@@ -150,7 +157,9 @@ pub struct Consumer<H> {
 
 impl<H> std::fmt::Debug for Consumer<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Consumer").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Consumer")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -194,7 +203,10 @@ impl<H: Handler> Consumer<H> {
             .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
-            .set("session.timeout.ms", config.session_timeout.as_millis().to_string())
+            .set(
+                "session.timeout.ms",
+                config.session_timeout.as_millis().to_string(),
+            )
             .set(
                 "auto.offset.reset",
                 match config.start {
@@ -208,7 +220,13 @@ impl<H: Handler> Consumer<H> {
         let consumer: StreamConsumer = client.create()?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
-        Ok(Self { pool, consumer, dead_letters: kafka.idempotent_producer()?, config, handler })
+        Ok(Self {
+            pool,
+            consumer,
+            dead_letters: kafka.idempotent_producer()?,
+            config,
+            handler,
+        })
     }
 
     /// Consumes until `shutdown` is cancelled, then finishes the batch in hand, commits the
@@ -252,8 +270,11 @@ impl<H: Handler> Consumer<H> {
         // Drained: make the stored offsets durable before leaving, so the next owner of these
         // partitions starts right after what was applied.
         match self.consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-            Err(error) => tracing::warn!(%error, "Final offset commit failed; records since the last commit will be redelivered and skipped by the inbox."),
+            Ok(())
+            | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+            Err(error) => {
+                tracing::warn!(%error, "Final offset commit failed; records since the last commit will be redelivered and skipped by the inbox.")
+            }
         }
         self.consumer.unsubscribe();
         tracing::info!(consumer = %self.config.name, "Consumer stopped.");
@@ -268,7 +289,11 @@ impl<H: Handler> Consumer<H> {
 
     /// Applies `events` in order: runs of successes in one transaction each, failures settled one
     /// by one (retried, then dead-lettered), so a bad record never blocks its partition.
-    async fn process(&self, events: &[InboundEvent], shutdown: &CancellationToken) -> Result<(), Stop> {
+    async fn process(
+        &self,
+        events: &[InboundEvent],
+        shutdown: &CancellationToken,
+    ) -> Result<(), Stop> {
         let mut next = 0;
         let mut outages = 0;
         while next < events.len() {
@@ -279,7 +304,8 @@ impl<H: Handler> Consumer<H> {
                     // try again; the records are not the problem, so they are not dead-lettered.
                     outages += 1;
                     tracing::warn!(%error, consumer = %self.config.name, "Database unavailable; retrying the batch.");
-                    self.pause(self.config.retry.backoff(outages.min(10)), shutdown).await?;
+                    self.pause(self.config.retry.backoff(outages.min(10)), shutdown)
+                        .await?;
                     continue;
                 }
             };
@@ -301,7 +327,10 @@ impl<H: Handler> Consumer<H> {
     /// first handler failure. `Err` only when the database failed (nothing committed).
     async fn apply(&self, events: &[InboundEvent]) -> Result<Run, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        let mut run = Run { committed: 0, failure: None };
+        let mut run = Run {
+            committed: 0,
+            failure: None,
+        };
         if let [event] = events {
             // A lone record needs no savepoint: on failure the whole transaction goes.
             match self.apply_one(&mut tx, event).await? {
@@ -354,7 +383,10 @@ impl<H: Handler> Consumer<H> {
         );
         shop_telemetry::set_parent_from_headers(
             &span,
-            event.headers.iter().filter_map(|(k, v)| Some((k.as_str(), std::str::from_utf8(v).ok()?))),
+            event
+                .headers
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str(), std::str::from_utf8(v).ok()?))),
         );
         async {
             let claimed = sqlx::query(
@@ -395,7 +427,8 @@ impl<H: Handler> Consumer<H> {
             let retryable = matches!(failure, HandlerError::Transient(_))
                 && attempts < self.config.retry.max_attempts;
             if !retryable {
-                self.dead_letter(event, &failure, attempts, shutdown).await?;
+                self.dead_letter(event, &failure, attempts, shutdown)
+                    .await?;
                 self.store_offsets(std::slice::from_ref(event));
                 return Ok(());
             }
@@ -411,7 +444,10 @@ impl<H: Handler> Consumer<H> {
                     self.store_offsets(std::slice::from_ref(event));
                     return Ok(());
                 }
-                Ok(Run { failure: Some(next), .. }) => {
+                Ok(Run {
+                    failure: Some(next),
+                    ..
+                }) => {
                     failure = next;
                     // Only tries made while the database answers count: an outage must not
                     // push valid records to the dead-letter topic.
@@ -466,7 +502,10 @@ impl<H: Handler> Consumer<H> {
         loop {
             let mut headers = OwnedHeaders::new_with_capacity(event.headers.len() + 8);
             for (key, value) in &event.headers {
-                headers = headers.insert(Header { key: key.as_str(), value: Some(value.as_slice()) });
+                headers = headers.insert(Header {
+                    key: key.as_str(),
+                    value: Some(value.as_slice()),
+                });
             }
             for (key, value) in [
                 (headers::DLQ_ERROR, error_text.as_str()),
@@ -478,7 +517,10 @@ impl<H: Handler> Consumer<H> {
                 (headers::DLQ_SOURCE_OFFSET, offset.as_str()),
                 (headers::DLQ_FAILED_AT, failed_at.as_str()),
             ] {
-                headers = headers.insert(Header { key, value: Some(value) });
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(value),
+                });
             }
             let mut record = FutureRecord::to(&self.config.dead_letter_topic)
                 .payload(event.payload.as_slice())
@@ -486,7 +528,11 @@ impl<H: Handler> Consumer<H> {
             if let Some(key) = &event.key {
                 record = record.key(key.as_str());
             }
-            match self.dead_letters.send(record, Timeout::After(Duration::from_secs(30))).await {
+            match self
+                .dead_letters
+                .send(record, Timeout::After(Duration::from_secs(30)))
+                .await
+            {
                 Ok(_) => break,
                 Err((error, _)) => {
                     tracing::warn!(%error, "Publishing to the dead-letter topic failed; retrying.");
@@ -532,7 +578,10 @@ impl<H: Handler> Consumer<H> {
         for event in events {
             // Fails only when the partition was revoked meanwhile; its new owner re-reads the
             // record and the inbox skips it.
-            if let Err(error) = self.consumer.store_offset(&event.topic, event.partition, event.offset) {
+            if let Err(error) =
+                self.consumer
+                    .store_offset(&event.topic, event.partition, event.offset)
+            {
                 tracing::debug!(%error, "Offset not stored (partition revoked).");
             }
         }

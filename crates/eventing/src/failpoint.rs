@@ -74,6 +74,8 @@ impl Failpoints {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, FailpointAction>> {
         // A panic while holding this lock cannot leave the map inconsistent.
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }

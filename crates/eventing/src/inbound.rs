@@ -35,7 +35,12 @@ impl InboundEvent {
             .headers()
             .map(|hs| {
                 hs.iter()
-                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default()))
+                    .map(|h| {
+                        (
+                            h.key.to_owned(),
+                            h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -46,8 +51,11 @@ impl InboundEvent {
                 .and_then(|(_, v)| std::str::from_utf8(v).ok())
                 .map(str::to_owned)
         };
-        let (topic, partition, offset) =
-            (message.topic().to_owned(), message.partition(), message.offset());
+        let (topic, partition, offset) = (
+            message.topic().to_owned(),
+            message.partition(),
+            message.offset(),
+        );
         Self {
             id: text(headers::CE_ID)
                 .filter(|id| !id.is_empty())
@@ -55,7 +63,10 @@ impl InboundEvent {
             event_type: text(headers::CE_TYPE),
             source: text(headers::CE_SOURCE),
             time: text(headers::CE_TIME),
-            key: message.key().and_then(|k| std::str::from_utf8(k).ok()).map(str::to_owned),
+            key: message
+                .key()
+                .and_then(|k| std::str::from_utf8(k).ok())
+                .map(str::to_owned),
             payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
             topic,
             partition,

@@ -16,7 +16,10 @@ pub struct KafkaConfig {
 impl KafkaConfig {
     /// A configuration for the given bootstrap servers.
     pub fn new(bootstrap_servers: impl Into<String>) -> Self {
-        Self { bootstrap_servers: bootstrap_servers.into(), properties: BTreeMap::new() }
+        Self {
+            bootstrap_servers: bootstrap_servers.into(),
+            properties: BTreeMap::new(),
+        }
     }
 
     /// Sets a librdkafka property on every client built from this configuration.

@@ -39,7 +39,7 @@ mod relay;
 mod retry;
 
 pub use consumer::{Consumer, ConsumerConfig, Handler, HandlerError, StartPosition};
-pub use failpoint::{Failpoints, FailpointAction};
+pub use failpoint::{FailpointAction, Failpoints};
 pub use inbound::InboundEvent;
 pub use kafka::KafkaConfig;
 pub use migrate::migrate;

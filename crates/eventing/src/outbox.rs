@@ -59,7 +59,9 @@ pub struct Outbox {
 impl Outbox {
     /// An outbox whose events carry `ce_source = source` (e.g. `/shop/order-service`).
     pub fn new(source: impl Into<String>) -> Self {
-        Self { source: source.into() }
+        Self {
+            source: source.into(),
+        }
     }
 
     /// Appends `event` in the caller's transaction: it is published if and only if that
@@ -77,11 +79,16 @@ impl Outbox {
             event.type = %event.event_type,
         )
     )]
-    pub async fn append(&self, conn: &mut PgConnection, event: NewEvent) -> Result<Uuid, sqlx::Error> {
-        let headers: serde_json::Map<String, serde_json::Value> = shop_telemetry::current_trace_headers()
-            .into_iter()
-            .map(|(k, v)| (k, serde_json::Value::String(v)))
-            .collect();
+    pub async fn append(
+        &self,
+        conn: &mut PgConnection,
+        event: NewEvent,
+    ) -> Result<Uuid, sqlx::Error> {
+        let headers: serde_json::Map<String, serde_json::Value> =
+            shop_telemetry::current_trace_headers()
+                .into_iter()
+                .map(|(k, v)| (k, serde_json::Value::String(v)))
+                .collect();
         sqlx::query(
             "INSERT INTO eventing_outbox (event_id, topic, partition_key, event_type, source, payload, headers) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",

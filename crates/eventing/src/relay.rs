@@ -75,7 +75,9 @@ pub struct Relay {
 
 impl std::fmt::Debug for Relay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Relay").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Relay")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -116,7 +118,10 @@ impl OutboxRow {
 }
 
 fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
-    Header { key, value: Some(value) }
+    Header {
+        key,
+        value: Some(value),
+    }
 }
 
 impl Relay {
@@ -125,7 +130,11 @@ impl Relay {
     /// # Errors
     /// When the Kafka producer cannot be created (invalid properties).
     pub fn new(pool: PgPool, kafka: &KafkaConfig, config: RelayConfig) -> Result<Self, RelayError> {
-        Ok(Self { pool, producer: kafka.idempotent_producer()?, config })
+        Ok(Self {
+            pool,
+            producer: kafka.idempotent_producer()?,
+            config,
+        })
     }
 
     /// Relays until `shutdown` is cancelled. Database and Kafka failures are logged and retried

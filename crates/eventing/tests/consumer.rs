@@ -18,7 +18,9 @@ async fn a_replayed_topic_changes_nothing() {
     let env = setup().await;
     let topic = env.topic("consumer-replay", 1).await;
     let (stop_relay, relay) = env.spawn_relay(RelayConfig::default());
-    let events: Vec<_> = (0..10).map(|i| sequenced(&topic, &format!("order-{}", i % 3), i / 3)).collect();
+    let events: Vec<_> = (0..10)
+        .map(|i| sequenced(&topic, &format!("order-{}", i % 3), i / 3))
+        .collect();
     let last = events[9].id.to_string();
     env.commit(events).await;
 
@@ -48,7 +50,11 @@ async fn a_replayed_topic_changes_nothing() {
     assert_eq!(after.len(), 11, "only the sentinel is new");
     assert_eq!(&after[..10], &before[..]);
     for (id, _) in &before {
-        assert_eq!(recorder.calls(id), 1, "the handler never saw the replayed copy of {id}");
+        assert_eq!(
+            recorder.calls(id),
+            1,
+            "the handler never saw the replayed copy of {id}"
+        );
     }
 }
 
@@ -63,7 +69,13 @@ async fn the_same_message_delivered_twice_is_applied_once() {
     // The relay publishes it twice (crash after the ack), so Kafka holds two identical records.
     let failpoints = shop_eventing::Failpoints::default();
     failpoints.arm("relay.after_publish", shop_eventing::FailpointAction::Crash);
-    let _ = env.relay(RelayConfig { failpoints, ..RelayConfig::default() }).run(Default::default()).await;
+    let _ = env
+        .relay(RelayConfig {
+            failpoints,
+            ..RelayConfig::default()
+        })
+        .run(Default::default())
+        .await;
     let (stop_relay, relay) = env.spawn_relay(RelayConfig::default());
     env.drained().await;
     assert_eq!(env.read(&topic, 2).await.len(), 2);
@@ -79,7 +91,12 @@ async fn the_same_message_delivered_twice_is_applied_once() {
     stop_relay.cancel();
     relay.await.unwrap().unwrap();
 
-    let applied: Vec<_> = env.effects().await.into_iter().filter(|(e, _)| *e == id).collect();
+    let applied: Vec<_> = env
+        .effects()
+        .await
+        .into_iter()
+        .filter(|(e, _)| *e == id)
+        .collect();
     assert_eq!(applied.len(), 1);
     assert_eq!(recorder.calls(&id), 1);
 }
@@ -105,9 +122,16 @@ async fn a_handler_failing_twice_then_succeeding_applies_once() {
 
     assert_eq!(recorder.calls(&flaky_id), 3, "two failures, then success");
     let effects = env.effects().await;
-    assert_eq!(effects.iter().filter(|(e, _)| *e == flaky_id).count(), 1, "the failed tries' writes were rolled back");
+    assert_eq!(
+        effects.iter().filter(|(e, _)| *e == flaky_id).count(),
+        1,
+        "the failed tries' writes were rolled back"
+    );
     assert_eq!(effects.len(), 2);
-    assert_eq!(count(&env.db.pool, "SELECT count(*) FROM eventing_dead_letter").await, 0);
+    assert_eq!(
+        count(&env.db.pool, "SELECT count(*) FROM eventing_dead_letter").await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -118,11 +142,19 @@ async fn poison_and_exhausted_messages_are_dead_lettered_and_the_partition_moves
     let dlq = config.dead_letter_topic.clone();
     env.kafka.create_topic(&dlq, 1).await;
 
-    let poison = NewEvent::raw(&topic, "order-1", "shop.test.v1.Sequenced", b"poison!".to_vec());
+    let poison = NewEvent::raw(
+        &topic,
+        "order-1",
+        "shop.test.v1.Sequenced",
+        b"poison!".to_vec(),
+    );
     let stubborn = sequenced(&topic, "order-2", 0);
     let healthy = sequenced(&topic, "order-3", 0);
-    let (poison_id, stubborn_id, healthy_id) =
-        (poison.id.to_string(), stubborn.id.to_string(), healthy.id.to_string());
+    let (poison_id, stubborn_id, healthy_id) = (
+        poison.id.to_string(),
+        stubborn.id.to_string(),
+        healthy.id.to_string(),
+    );
     env.commit(vec![poison, stubborn, healthy]).await;
     let (stop_relay, relay) = env.spawn_relay(RelayConfig::default());
 
@@ -136,35 +168,65 @@ async fn poison_and_exhausted_messages_are_dead_lettered_and_the_partition_moves
     stop_relay.cancel();
     relay.await.unwrap().unwrap();
 
-    assert_eq!(recorder.calls(&poison_id), 1, "a permanent failure is not retried");
-    assert_eq!(recorder.calls(&stubborn_id), 3, "a transient failure is retried up to max_attempts");
+    assert_eq!(
+        recorder.calls(&poison_id),
+        1,
+        "a permanent failure is not retried"
+    );
+    assert_eq!(
+        recorder.calls(&stubborn_id),
+        3,
+        "a transient failure is retried up to max_attempts"
+    );
     let effects = env.effects().await;
     assert_eq!(effects.len(), 1, "only the healthy event has an effect");
     assert_eq!(effects[0].0, healthy_id);
 
     assert_eq!(dead.len(), 2);
-    let poisoned = dead.iter().find(|r| r.header("ce_id") == Some(poison_id.as_str())).expect("poison on the DLQ");
+    let poisoned = dead
+        .iter()
+        .find(|r| r.header("ce_id") == Some(poison_id.as_str()))
+        .expect("poison on the DLQ");
     assert_eq!(poisoned.payload, b"poison!");
     assert_eq!(poisoned.key.as_deref(), Some("order-1"));
-    assert!(poisoned.header("dlq_error").unwrap().contains("poison payload"));
+    assert!(
+        poisoned
+            .header("dlq_error")
+            .unwrap()
+            .contains("poison payload")
+    );
     assert_eq!(poisoned.header("dlq_error_kind"), Some("permanent"));
     assert_eq!(poisoned.header("dlq_source_topic"), Some(topic.as_str()));
     assert_eq!(poisoned.header("dlq_source_partition"), Some("0"));
     assert_eq!(poisoned.header("dlq_source_offset"), Some("0"));
     assert_eq!(poisoned.header("dlq_consumer"), Some("poison"));
-    assert_eq!(poisoned.header("ce_type"), Some("shop.test.v1.Sequenced"), "original headers kept");
-    let exhausted = dead.iter().find(|r| r.header("ce_id") == Some(stubborn_id.as_str())).expect("exhausted on the DLQ");
+    assert_eq!(
+        poisoned.header("ce_type"),
+        Some("shop.test.v1.Sequenced"),
+        "original headers kept"
+    );
+    let exhausted = dead
+        .iter()
+        .find(|r| r.header("ce_id") == Some(stubborn_id.as_str()))
+        .expect("exhausted on the DLQ");
     assert_eq!(exhausted.header("dlq_error_kind"), Some("transient"));
     assert_eq!(exhausted.header("dlq_attempts"), Some("3"));
     assert_eq!(exhausted.header("dlq_source_offset"), Some("1"));
-    assert_eq!(count(&env.db.pool, "SELECT count(*) FROM eventing_dead_letter").await, 2);
+    assert_eq!(
+        count(&env.db.pool, "SELECT count(*) FROM eventing_dead_letter").await,
+        2
+    );
 }
 
 /// Decodes a typed event; a payload that does not decode is a permanent failure.
 struct Typed;
 
 impl Handler for Typed {
-    async fn handle(&self, tx: &mut sqlx::PgConnection, event: &InboundEvent) -> Result<(), HandlerError> {
+    async fn handle(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        event: &InboundEvent,
+    ) -> Result<(), HandlerError> {
         let captured: shop_proto::payment::v1::PaymentCaptured = event.decode()?;
         sqlx::query("INSERT INTO effects (event_id, key) VALUES ($1, $2)")
             .bind(&event.id)
@@ -187,7 +249,10 @@ async fn a_malformed_protobuf_payload_is_dead_lettered() {
     let valid = NewEvent::new(
         &topic,
         "order-2",
-        &shop_proto::payment::v1::PaymentCaptured { order_id: "order-2".into(), ..Default::default() },
+        &shop_proto::payment::v1::PaymentCaptured {
+            order_id: "order-2".into(),
+            ..Default::default()
+        },
     );
     let valid_id = valid.id.to_string();
     env.commit(vec![garbage, valid]).await;
@@ -201,7 +266,12 @@ async fn a_malformed_protobuf_payload_is_dead_lettered() {
     relay.await.unwrap().unwrap();
 
     assert_eq!(dead.len(), 1);
-    assert!(dead[0].header("dlq_error").unwrap().contains("malformed shop.payment.v1.PaymentCaptured"));
+    assert!(
+        dead[0]
+            .header("dlq_error")
+            .unwrap()
+            .contains("malformed shop.payment.v1.PaymentCaptured")
+    );
 }
 
 #[tokio::test]
@@ -213,7 +283,8 @@ async fn shutdown_drains_and_commits_offsets_before_leaving_the_group() {
     env.commit(events).await;
     let (stop_relay, relay) = env.spawn_relay(RelayConfig::default());
 
-    let (stop, consumer) = env.spawn_consumer(consumer_config("drain", &topic), Recorder::default());
+    let (stop, consumer) =
+        env.spawn_consumer(consumer_config("drain", &topic), Recorder::default());
     env.applied(&last).await;
     stop.cancel();
     consumer.await.unwrap();
@@ -228,7 +299,9 @@ async fn shutdown_drains_and_commits_offsets_before_leaving_the_group() {
         .unwrap();
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(&topic, 0);
-    let committed = probe.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    let committed = probe
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
     let offset = committed.find_partition(&topic, 0).unwrap().offset();
     assert_eq!(offset, Offset::Offset(25));
 }
@@ -238,7 +311,13 @@ async fn a_consumer_of_a_missing_topic_does_not_die() {
     // A subscriber may start before the producer created its topic.
     let env = setup().await;
     let topic = TestKafka::unique_topic("consumer-missing");
-    let consumer = Consumer::new(env.db.pool.clone(), &env.config, ConsumerConfig::new("early", [&topic]), Recorder::default()).unwrap();
+    let consumer = Consumer::new(
+        env.db.pool.clone(),
+        &env.config,
+        ConsumerConfig::new("early", [&topic]),
+        Recorder::default(),
+    )
+    .unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn({
         let stop = stop.clone();

@@ -17,16 +17,23 @@ async fn committed_events_reach_the_topic_in_key_order_with_cloudevents_headers(
 
     // Appended under a span, so the events carry its trace context.
     let span = tracing::info_span!("place orders");
-    let trace_id = span.in_scope(shop_telemetry::current_trace_id).expect("test spans have trace ids");
+    let trace_id = span
+        .in_scope(shop_telemetry::current_trace_id)
+        .expect("test spans have trace ids");
     async {
         for seq in 0..per_key {
-            let events = (0..keys).map(|k| sequenced(&topic, &format!("order-{k}"), seq)).collect();
+            let events = (0..keys)
+                .map(|k| sequenced(&topic, &format!("order-{k}"), seq))
+                .collect();
             env.commit(events).await;
         }
         // A rolled-back transaction: its events must never be published.
         let mut tx = env.db.pool.begin().await.unwrap();
         for seq in 0..5 {
-            env.outbox.append(&mut tx, sequenced(&topic, "rolled-back", seq)).await.unwrap();
+            env.outbox
+                .append(&mut tx, sequenced(&topic, "rolled-back", seq))
+                .await
+                .unwrap();
         }
         tx.rollback().await.unwrap();
     }
@@ -39,8 +46,16 @@ async fn committed_events_reach_the_topic_in_key_order_with_cloudevents_headers(
     stop.cancel();
     relay.await.unwrap().unwrap();
 
-    assert_eq!(records.len(), keys * per_key, "every committed event exactly once, none rolled back");
-    assert!(records.iter().all(|r| r.key.as_deref() != Some("rolled-back")));
+    assert_eq!(
+        records.len(),
+        keys * per_key,
+        "every committed event exactly once, none rolled back"
+    );
+    assert!(
+        records
+            .iter()
+            .all(|r| r.key.as_deref() != Some("rolled-back"))
+    );
     assert_per_key_order(&records, keys, per_key);
     for record in &records {
         let id = record.header("ce_id").expect("ce_id");
@@ -51,15 +66,27 @@ async fn committed_events_reach_the_topic_in_key_order_with_cloudevents_headers(
         assert_eq!(record.header("content-type"), Some("application/protobuf"));
         assert_eq!(record.header("ce_partitionkey"), record.key.as_deref());
         let time = record.header("ce_time").expect("ce_time");
-        assert!(chrono::DateTime::parse_from_rfc3339(time).is_ok(), "ce_time is RFC 3339: {time}");
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(time).is_ok(),
+            "ce_time is RFC 3339: {time}"
+        );
         let traceparent = record.header("traceparent").expect("traceparent");
-        assert!(traceparent.starts_with(&format!("00-{trace_id}-")), "{traceparent} continues {trace_id}");
+        assert!(
+            traceparent.starts_with(&format!("00-{trace_id}-")),
+            "{traceparent} continues {trace_id}"
+        );
     }
     // Same key, same partition.
     let mut partition_of = std::collections::HashMap::new();
     for record in &records {
-        let p = *partition_of.entry(record.key.clone()).or_insert(record.partition);
-        assert_eq!(p, record.partition, "all events of {:?} in one partition", record.key);
+        let p = *partition_of
+            .entry(record.key.clone())
+            .or_insert(record.partition);
+        assert_eq!(
+            p, record.partition,
+            "all events of {:?} in one partition",
+            record.key
+        );
     }
 }
 
@@ -73,9 +100,13 @@ async fn protobuf_events_keep_their_type_and_payload() {
     let captured = PaymentCaptured {
         order_id: "order-1".into(),
         customer_id: "alice".into(),
-        amount: Some(shop_proto::common::v1::Money { amount_minor: 1999, currency: "EUR".into() }),
+        amount: Some(shop_proto::common::v1::Money {
+            amount_minor: 1999,
+            currency: "EUR".into(),
+        }),
     };
-    env.commit(vec![NewEvent::new(&topic, "order-1", &captured)]).await;
+    env.commit(vec![NewEvent::new(&topic, "order-1", &captured)])
+        .await;
 
     let (stop, relay) = env.spawn_relay(RelayConfig::default());
     let records = env.read(&topic, 1).await;
@@ -83,8 +114,14 @@ async fn protobuf_events_keep_their_type_and_payload() {
     relay.await.unwrap().unwrap();
 
     assert_eq!(records.len(), 1);
-    assert_eq!(records[0].header("ce_type"), Some("shop.payment.v1.PaymentCaptured"));
-    assert_eq!(PaymentCaptured::decode(records[0].payload.as_slice()).unwrap(), captured);
+    assert_eq!(
+        records[0].header("ce_type"),
+        Some("shop.payment.v1.PaymentCaptured")
+    );
+    assert_eq!(
+        PaymentCaptured::decode(records[0].payload.as_slice()).unwrap(),
+        captured
+    );
 }
 
 #[tokio::test]
@@ -92,18 +129,33 @@ async fn a_relay_killed_after_the_ack_republishes_and_the_consumer_applies_once(
     let env = setup().await;
     // One partition: the consumer's progress past the last record proves it saw every one.
     let topic = env.topic("relay-crash", 1).await;
-    let events: Vec<_> = (0..20).map(|i| sequenced(&topic, &format!("order-{}", i % 4), i / 4)).collect();
+    let events: Vec<_> = (0..20)
+        .map(|i| sequenced(&topic, &format!("order-{}", i % 4), i / 4))
+        .collect();
     env.commit(events).await;
 
     // Crash right after Kafka acknowledged the batch, before the rows are deleted.
     let failpoints = Failpoints::default();
     failpoints.arm("relay.after_publish", FailpointAction::Crash);
-    let crashed = env.relay(RelayConfig { failpoints, ..RelayConfig::default() });
-    let result = crashed.run(tokio_util::sync::CancellationToken::new()).await;
+    let crashed = env.relay(RelayConfig {
+        failpoints,
+        ..RelayConfig::default()
+    });
+    let result = crashed
+        .run(tokio_util::sync::CancellationToken::new())
+        .await;
     assert!(matches!(result, Err(RelayError::Crashed(_))), "{result:?}");
     drop(crashed);
-    assert_eq!(env.outbox_len().await, 20, "nothing deleted: the events are not lost");
-    assert_eq!(env.read(&topic, 20).await.len(), 20, "the batch was published before the crash");
+    assert_eq!(
+        env.outbox_len().await,
+        20,
+        "nothing deleted: the events are not lost"
+    );
+    assert_eq!(
+        env.read(&topic, 20).await.len(),
+        20,
+        "the batch was published before the crash"
+    );
 
     // After restart the same events go out again.
     let (stop, relay) = env.spawn_relay(RelayConfig::default());
@@ -114,7 +166,8 @@ async fn a_relay_killed_after_the_ack_republishes_and_the_consumer_applies_once(
 
     // The consumer sees 40 records and applies 20.
     let recorder = Recorder::default();
-    let (stop_consumer, consumer) = env.spawn_consumer(consumer_config("crash-consumer", &topic), recorder.clone());
+    let (stop_consumer, consumer) =
+        env.spawn_consumer(consumer_config("crash-consumer", &topic), recorder.clone());
     let sentinel = sequenced(&topic, "sentinel", 0);
     let sentinel_id = sentinel.id.to_string();
     env.commit(vec![sentinel]).await;
@@ -128,7 +181,10 @@ async fn a_relay_killed_after_the_ack_republishes_and_the_consumer_applies_once(
     assert_eq!(effects.len(), 21, "each event applied once");
     let distinct: std::collections::HashSet<_> = effects.iter().map(|(id, _)| id).collect();
     assert_eq!(distinct.len(), 21);
-    assert_eq!(count(&env.db.pool, "SELECT count(*) FROM eventing_inbox").await, 21);
+    assert_eq!(
+        count(&env.db.pool, "SELECT count(*) FROM eventing_inbox").await,
+        21
+    );
 }
 
 #[tokio::test]
@@ -146,7 +202,9 @@ async fn two_relays_at_once_deliver_every_event_in_key_order() {
 
     // Writers commit while both relays run; halfway, one relay stops and the other carries on.
     for seq in 0..per_key {
-        let events = (0..keys).map(|k| sequenced(&topic, &format!("order-{k}"), seq)).collect();
+        let events = (0..keys)
+            .map(|k| sequenced(&topic, &format!("order-{k}"), seq))
+            .collect();
         env.commit(events).await;
         if seq == per_key / 2 {
             stop_a.cancel();
@@ -169,7 +227,10 @@ async fn a_transaction_that_commits_late_with_an_earlier_id_is_not_skipped() {
 
     // `early` takes the lower id but commits after `late`.
     let mut early_tx = env.db.pool.begin().await.unwrap();
-    env.outbox.append(&mut early_tx, sequenced(&topic, "early", 0)).await.unwrap();
+    env.outbox
+        .append(&mut early_tx, sequenced(&topic, "early", 0))
+        .await
+        .unwrap();
     env.commit(vec![sequenced(&topic, "late", 0)]).await;
 
     let first = env.kafka.read(&topic, 1, TIMEOUT).await;

@@ -55,7 +55,10 @@ pub fn init(service_name: &'static str, default_filter: &str) -> TelemetryGuard 
     let fmt = if std::io::stdout().is_terminal() {
         tracing_subscriber::fmt::layer().boxed()
     } else {
-        tracing_subscriber::fmt::layer().json().flatten_event(true).boxed()
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .boxed()
     };
     tracing_subscriber::registry()
         .with(filter)
@@ -109,7 +112,10 @@ pub fn set_parent_from_headers<'a>(
     headers: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) {
     let carrier = HeaderCarrier(
-        headers.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned())).collect(),
+        headers
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned()))
+            .collect(),
     );
     if !carrier.0.contains_key(TRACEPARENT) {
         return;
@@ -124,7 +130,9 @@ pub fn current_trace_id() -> Option<String> {
     use opentelemetry::trace::TraceContextExt;
     let cx = tracing::Span::current().context();
     let span_context = cx.span().span_context().clone();
-    span_context.is_valid().then(|| span_context.trace_id().to_string())
+    span_context
+        .is_valid()
+        .then(|| span_context.trace_id().to_string())
 }
 
 #[derive(Default)]
@@ -161,7 +169,10 @@ mod tests {
         assert!(traceparent.contains(&trace_id));
 
         let consumer = tracing::info_span!("consumer");
-        set_parent_from_headers(&consumer, headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        set_parent_from_headers(
+            &consumer,
+            headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        );
         assert_eq!(consumer.in_scope(current_trace_id).unwrap(), trace_id);
     }
 

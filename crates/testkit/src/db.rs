@@ -57,7 +57,10 @@ impl Drop for TestDb {
         // The pool belongs to the test's runtime, which is blocked here: do not touch it.
         // `WITH (FORCE)` ends its sessions server-side.
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             rt.block_on(async move {

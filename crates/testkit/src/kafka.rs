@@ -1,13 +1,13 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
+use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::ClientConfig;
 
 /// A Kafka-protocol broker for one test.
 ///
@@ -18,8 +18,11 @@ use rdkafka::ClientConfig;
 pub struct TestKafka {
     bootstrap: String,
     // The mock cluster is not `Send`, so a thread owns it and serves topic creation.
-    mock: Option<mpsc::Sender<(String, i32, mpsc::Sender<Result<(), String>>)>>,
+    mock: Option<mpsc::Sender<CreateTopic>>,
 }
+
+/// A request to the mock-cluster thread: topic, partitions, where to answer.
+type CreateTopic = (String, i32, mpsc::Sender<Result<(), String>>);
 
 /// A record read back from a topic.
 #[derive(Clone, Debug)]
@@ -34,7 +37,10 @@ pub struct Record {
 impl Record {
     /// The first header named `name`.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -44,10 +50,13 @@ impl TestKafka {
     /// # Panics
     /// When the mock cluster cannot start.
     pub fn start() -> Self {
-        if let Ok(bootstrap) = std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
-            if !bootstrap.trim().is_empty() {
-                return Self { bootstrap, mock: None };
-            }
+        if let Ok(bootstrap) = std::env::var("KAFKA_BOOTSTRAP_SERVERS")
+            && !bootstrap.trim().is_empty()
+        {
+            return Self {
+                bootstrap,
+                mock: None,
+            };
         }
         Self::mock(1)
     }
@@ -58,7 +67,7 @@ impl TestKafka {
     /// When the mock cluster cannot start.
     pub fn mock(brokers: i32) -> Self {
         let (ready_tx, ready_rx) = mpsc::channel();
-        let (cmd_tx, cmd_rx) = mpsc::channel::<(String, i32, mpsc::Sender<Result<(), String>>)>();
+        let (cmd_tx, cmd_rx) = mpsc::channel::<CreateTopic>();
         std::thread::Builder::new()
             .name("mock-kafka".into())
             .spawn(move || {
@@ -72,12 +81,22 @@ impl TestKafka {
                 let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
                 // Runs until every sender is dropped, i.e. the TestKafka is gone.
                 for (topic, partitions, reply) in cmd_rx {
-                    let _ = reply.send(cluster.create_topic(&topic, partitions, 1).map_err(|e| e.to_string()));
+                    let _ = reply.send(
+                        cluster
+                            .create_topic(&topic, partitions, 1)
+                            .map_err(|e| e.to_string()),
+                    );
                 }
             })
             .expect("spawn mock-kafka thread");
-        let bootstrap = ready_rx.recv().expect("mock thread died").expect("mock cluster failed to start");
-        Self { bootstrap, mock: Some(cmd_tx) }
+        let bootstrap = ready_rx
+            .recv()
+            .expect("mock thread died")
+            .expect("mock cluster failed to start");
+        Self {
+            bootstrap,
+            mock: Some(cmd_tx),
+        }
     }
 
     /// `host:port` list to give clients.
@@ -102,8 +121,12 @@ impl TestKafka {
     pub async fn create_topic(&self, topic: &str, partitions: i32) {
         if let Some(mock) = &self.mock {
             let (reply_tx, reply_rx) = mpsc::channel();
-            mock.send((topic.to_owned(), partitions, reply_tx)).expect("mock thread gone");
-            reply_rx.recv().expect("mock thread gone").expect("mock create_topic failed");
+            mock.send((topic.to_owned(), partitions, reply_tx))
+                .expect("mock thread gone");
+            reply_rx
+                .recv()
+                .expect("mock thread gone")
+                .expect("mock create_topic failed");
             return;
         }
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
@@ -112,7 +135,10 @@ impl TestKafka {
             .expect("admin client");
         let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
         let results = admin
-            .create_topics([&new], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))))
+            .create_topics(
+                [&new],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            )
             .await
             .expect("CreateTopics failed");
         for result in results {
@@ -131,14 +157,29 @@ impl TestKafka {
 
     /// Like [`TestKafka::read`], then keeps reading until no record came for `quiet`, to catch
     /// records that should not be there (duplicates, rolled-back events).
-    pub async fn read_all(&self, topic: &str, count: usize, timeout: Duration, quiet: Duration) -> Vec<Record> {
+    pub async fn read_all(
+        &self,
+        topic: &str,
+        count: usize,
+        timeout: Duration,
+        quiet: Duration,
+    ) -> Vec<Record> {
         self.read_until(topic, count, timeout, quiet).await
     }
 
-    async fn read_until(&self, topic: &str, count: usize, timeout: Duration, quiet: Duration) -> Vec<Record> {
+    async fn read_until(
+        &self,
+        topic: &str,
+        count: usize,
+        timeout: Duration,
+        quiet: Duration,
+    ) -> Vec<Record> {
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.bootstrap)
-            .set("group.id", format!("reader-{}", uuid::Uuid::new_v4().simple()))
+            .set(
+                "group.id",
+                format!("reader-{}", uuid::Uuid::new_v4().simple()),
+            )
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "false")
             .create()
@@ -147,7 +188,11 @@ impl TestKafka {
         let mut records = Vec::new();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let until = if records.len() < count { deadline } else { tokio::time::Instant::now() + quiet };
+            let until = if records.len() < count {
+                deadline
+            } else {
+                tokio::time::Instant::now() + quiet
+            };
             if records.len() >= count && quiet.is_zero() {
                 break;
             }
@@ -156,7 +201,9 @@ impl TestKafka {
             };
             let Ok(message) = received else { continue };
             records.push(Record {
-                key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                key: message
+                    .key()
+                    .map(|k| String::from_utf8_lossy(k).into_owned()),
                 payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
                 partition: message.partition(),
                 offset: message.offset(),
@@ -165,7 +212,11 @@ impl TestKafka {
                     .map(|hs| {
                         hs.iter()
                             .map(|h| {
-                                (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())
+                                (
+                                    h.key.to_owned(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
                             })
                             .collect()
                     })

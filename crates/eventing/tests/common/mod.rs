@@ -28,7 +28,9 @@ pub struct Env {
 pub async fn setup() -> Env {
     shop_telemetry::init_for_tests();
     let db = TestDb::create().await;
-    shop_eventing::migrate(&db.pool).await.expect("eventing migrations");
+    shop_eventing::migrate(&db.pool)
+        .await
+        .expect("eventing migrations");
     sqlx::query(
         "CREATE TABLE effects (event_id text NOT NULL, key text, payload bytea, \
          applied_at timestamptz NOT NULL DEFAULT clock_timestamp())",
@@ -38,7 +40,12 @@ pub async fn setup() -> Env {
     .unwrap();
     let kafka = TestKafka::start();
     let config = KafkaConfig::new(kafka.bootstrap_servers());
-    Env { db, kafka, config, outbox: Outbox::new("/shop/test") }
+    Env {
+        db,
+        kafka,
+        config,
+        outbox: Outbox::new("/shop/test"),
+    }
 }
 
 impl Env {
@@ -61,7 +68,10 @@ impl Env {
         Relay::new(self.db.pool.clone(), &self.config, config).unwrap()
     }
 
-    pub fn spawn_relay(&self, config: RelayConfig) -> (CancellationToken, JoinHandle<Result<(), RelayError>>) {
+    pub fn spawn_relay(
+        &self,
+        config: RelayConfig,
+    ) -> (CancellationToken, JoinHandle<Result<(), RelayError>>) {
         let relay = self.relay(config);
         let stop = CancellationToken::new();
         let token = stop.clone();
@@ -76,11 +86,17 @@ impl Env {
         let consumer = Consumer::new(self.db.pool.clone(), &self.config, config, handler).unwrap();
         let stop = CancellationToken::new();
         let token = stop.clone();
-        (stop, tokio::spawn(async move { consumer.run(token).await.unwrap() }))
+        (
+            stop,
+            tokio::spawn(async move { consumer.run(token).await.unwrap() }),
+        )
     }
 
     pub async fn outbox_len(&self) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM eventing_outbox").fetch_one(&self.db.pool).await.unwrap()
+        sqlx::query_scalar("SELECT count(*) FROM eventing_outbox")
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
     }
 
     pub async fn effects(&self) -> Vec<(String, String)> {
@@ -91,7 +107,9 @@ impl Env {
     }
 
     pub async fn read(&self, topic: &str, count: usize) -> Vec<Record> {
-        self.kafka.read_all(topic, count, TIMEOUT, Duration::from_millis(1500)).await
+        self.kafka
+            .read_all(topic, count, TIMEOUT, Duration::from_millis(1500))
+            .await
     }
 
     /// Waits until the outbox is empty.
@@ -131,7 +149,12 @@ pub fn consumer_config(name: &str, topic: &str) -> ConsumerConfig {
 
 /// An event whose payload is `key/seq`, so tests can check per-key order.
 pub fn sequenced(topic: &str, key: &str, seq: usize) -> NewEvent {
-    NewEvent::raw(topic, key, "shop.test.v1.Sequenced", format!("{key}/{seq}").into_bytes())
+    NewEvent::raw(
+        topic,
+        key,
+        "shop.test.v1.Sequenced",
+        format!("{key}/{seq}").into_bytes(),
+    )
 }
 
 pub fn seq_of(payload: &[u8]) -> (String, usize) {
@@ -149,7 +172,11 @@ pub fn assert_per_key_order(records: &[Record], keys: usize, per_key: usize) {
             continue;
         }
         let (key, seq) = seq_of(&record.payload);
-        assert_eq!(record.key.as_deref(), Some(key.as_str()), "record key is the aggregate id");
+        assert_eq!(
+            record.key.as_deref(),
+            Some(key.as_str()),
+            "record key is the aggregate id"
+        );
         by_key.entry(key).or_default().push(seq);
     }
     assert_eq!(by_key.len(), keys, "every key delivered");
@@ -163,14 +190,14 @@ pub fn assert_per_key_order(records: &[Record], keys: usize, per_key: usize) {
 /// show); payloads starting with `poison` fail permanently.
 #[derive(Clone, Default)]
 pub struct Recorder {
-    pub fail: Arc<Mutex<HashMap<String, (u32, bool)>>>,
+    pub fail: Arc<Mutex<HashMap<String, u32>>>,
     pub calls: Arc<Mutex<HashMap<String, u32>>>,
 }
 
 impl Recorder {
     /// `id` fails transiently `times` times before succeeding.
     pub fn fail_transiently(&self, id: &str, times: u32) {
-        self.fail.lock().unwrap().insert(id.to_owned(), (times, false));
+        self.fail.lock().unwrap().insert(id.to_owned(), times);
     }
 
     pub fn calls(&self, id: &str) -> u32 {
@@ -179,8 +206,17 @@ impl Recorder {
 }
 
 impl Handler for Recorder {
-    async fn handle(&self, tx: &mut PgConnection, event: &InboundEvent) -> Result<(), HandlerError> {
-        *self.calls.lock().unwrap().entry(event.id.clone()).or_default() += 1;
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        event: &InboundEvent,
+    ) -> Result<(), HandlerError> {
+        *self
+            .calls
+            .lock()
+            .unwrap()
+            .entry(event.id.clone())
+            .or_default() += 1;
         sqlx::query("INSERT INTO effects (event_id, key, payload) VALUES ($1, $2, $3)")
             .bind(&event.id)
             .bind(&event.key)
@@ -191,11 +227,11 @@ impl Handler for Recorder {
             return Err(HandlerError::permanent(anyhow::anyhow!("poison payload")));
         }
         let mut fail = self.fail.lock().unwrap();
-        if let Some((left, _)) = fail.get_mut(&event.id) {
-            if *left > 0 {
-                *left -= 1;
-                return Err(HandlerError::transient(anyhow::anyhow!("flaky dependency")));
-            }
+        if let Some(left) = fail.get_mut(&event.id)
+            && *left > 0
+        {
+            *left -= 1;
+            return Err(HandlerError::transient(anyhow::anyhow!("flaky dependency")));
         }
         Ok(())
     }

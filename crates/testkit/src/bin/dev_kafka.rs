@@ -21,14 +21,18 @@ fn main() -> anyhow::Result<()> {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--brokers" => brokers = args.next().context("--brokers needs a number")?.parse()?,
-            "--bootstrap-file" => bootstrap_file = Some(args.next().context("--bootstrap-file needs a path")?),
+            "--bootstrap-file" => {
+                bootstrap_file = Some(args.next().context("--bootstrap-file needs a path")?)
+            }
             "--topic" => {
                 let spec = args.next().context("--topic needs NAME:PARTITIONS")?;
                 let (name, partitions) = spec.split_once(':').unwrap_or((&spec, "3"));
                 topics.push((name.to_owned(), partitions.parse::<i32>()?));
             }
             "-h" | "--help" => {
-                println!("dev-kafka [--brokers N] [--bootstrap-file PATH] [--topic NAME:PARTITIONS]...");
+                println!(
+                    "dev-kafka [--brokers N] [--bootstrap-file PATH] [--topic NAME:PARTITIONS]..."
+                );
                 return Ok(());
             }
             other => bail!("unknown argument {other}"),
@@ -37,7 +41,9 @@ fn main() -> anyhow::Result<()> {
 
     let cluster = MockCluster::new(brokers).context("starting the mock cluster")?;
     for (name, partitions) in &topics {
-        cluster.create_topic(name, *partitions, 1).with_context(|| format!("creating topic {name}"))?;
+        cluster
+            .create_topic(name, *partitions, 1)
+            .with_context(|| format!("creating topic {name}"))?;
     }
     let bootstrap = cluster.bootstrap_servers();
     if let Some(path) = &bootstrap_file {
@@ -45,7 +51,9 @@ fn main() -> anyhow::Result<()> {
     }
     println!("dev-kafka: {brokers} mock broker(s) at {bootstrap}");
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let mut term = signal(SignalKind::terminate())?;
         tokio::select! {
