@@ -110,7 +110,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "10")
+        .set("fetch.wait.max.ms", "5")
         .create()?;
     consumer.subscribe(&[&topic])?;
 

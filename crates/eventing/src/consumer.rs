@@ -46,6 +46,10 @@ pub struct ConsumerConfig {
     pub max_batch: usize,
     /// Kafka group session timeout: how long the group waits for a dead member.
     pub session_timeout: Duration,
+    /// Longest a fetch waits on the broker for new records. Apache Kafka answers as soon as a
+    /// record arrives, so this only bounds idle polling there; brokers that hold fetches for the
+    /// whole wait (tansu does) add up to this much latency per hop.
+    pub max_fetch_wait: Duration,
     /// Crash points for tests.
     pub failpoints: Failpoints,
 }
@@ -66,6 +70,7 @@ impl ConsumerConfig {
             retry: RetryPolicy::default(),
             max_batch: 200,
             session_timeout: Duration::from_secs(10),
+            max_fetch_wait: Duration::from_millis(20),
             failpoints: Failpoints::from_env(),
         }
     }
