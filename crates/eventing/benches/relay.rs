@@ -113,6 +113,18 @@ async fn main() -> anyhow::Result<()> {
         .set("fetch.wait.max.ms", "5")
         .create()?;
     consumer.subscribe(&[&topic])?;
+    // Measure only once the reader has joined its group: a warm-up record must arrive first.
+    let warmup: rdkafka::producer::FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", kafka.bootstrap_servers())
+        .create()?;
+    warmup
+        .send(
+            rdkafka::producer::FutureRecord::<str, str>::to(&topic).payload("warm-up"),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
+    tokio::time::timeout(Duration::from_secs(60), consumer.recv()).await??;
 
     let total = rate * seconds;
     let per_tx = 10;

@@ -1,0 +1,90 @@
+//! The gRPC server every service runs: its own services plus `grpc.health.v1` and server
+//! reflection (v1 for current clients, v1alpha for older ones such as grpcurl 1.8.6), all
+//! described by one descriptor set that includes the health and `google.rpc` error types, so
+//! `grpcurl list/describe` and error-detail decoding work against every service.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
+pub use tonic_health::server::{HealthReporter, health_reporter};
+
+/// Reflection services (v1 and v1alpha) describing the shop contracts, health and error details.
+///
+/// # Panics
+/// Never with the compiled-in descriptor sets.
+pub fn add_reflection(routes: Routes) -> Routes {
+    let v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(shop_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("valid descriptor sets");
+    let v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(shop_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .expect("valid descriptor sets");
+    routes.add_service(v1).add_service(v1alpha)
+}
+
+/// Binds `addr` (port 0 picks a free port; tests read it back with `local_addr`).
+///
+/// # Errors
+/// When the address is taken or invalid.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serves `routes` on `listener` until `shutdown` is cancelled. On shutdown, every service is
+/// first reported NOT_SERVING (load balancers and Kubernetes stop sending new calls), then
+/// in-flight calls finish and the server stops.
+///
+/// `ready` resolves when the service can do its work (database migrated, consumers running);
+/// only then is it reported SERVING.
+///
+/// # Errors
+/// Transport errors of the server.
+pub async fn serve(
+    listener: TcpListener,
+    routes: Routes,
+    health: HealthReporter,
+    service_names: &[&'static str],
+    ready: impl Future<Output = ()> + Send,
+    shutdown: CancellationToken,
+    request_timeout: Duration,
+) -> Result<(), tonic::transport::Error> {
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let names = service_names.to_vec();
+    let reporter = health.clone();
+    let lifecycle = async move {
+        ready.await;
+        for name in &names {
+            reporter
+                .set_service_status(*name, tonic_health::ServingStatus::Serving)
+                .await;
+        }
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        shutdown.cancelled().await;
+        for name in &names {
+            reporter
+                .set_service_status(*name, tonic_health::ServingStatus::NotServing)
+                .await;
+        }
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+    };
+    tonic::transport::Server::builder()
+        .timeout(request_timeout)
+        .add_routes(add_reflection(routes))
+        .serve_with_incoming_shutdown(incoming, lifecycle)
+        .await
+}

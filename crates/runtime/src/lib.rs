@@ -1,0 +1,17 @@
+//! What every service process of the shop suite shares, so each service's `startup` is about
+//! its domain only:
+//!
+//! - [`config`]: typed settings from environment variables, with errors that name the variable;
+//! - [`status`]: `tonic::Status` values with `google.rpc` error details (field violations,
+//!   precondition failures, retry info) that grpcurl and every gRPC client can decode;
+//! - [`grpc`]: the gRPC server with `grpc.health.v1` and server reflection (v1 and v1alpha), that
+//!   turns NOT_SERVING and drains on shutdown;
+//! - [`database`]: connecting a pool, waiting for the server to come up;
+//! - [`shutdown`]: a token cancelled on SIGTERM or Ctrl-C.
+
+pub mod config;
+pub mod database;
+pub mod grpc;
+pub mod shutdown;
+pub mod status;
+pub mod tasks;

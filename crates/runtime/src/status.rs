@@ -1,0 +1,113 @@
+//! `tonic::Status` constructors carrying `google.rpc` error details, so clients (and grpcurl,
+//! which the servers' reflection teaches those types) see which field was wrong and why, or
+//! when to retry. Each service maps its typed errors onto these in one place.
+
+use std::time::Duration;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// Collects field violations while a request is validated, then answers `INVALID_ARGUMENT`
+/// listing all of them (not just the first).
+#[derive(Debug, Default)]
+pub struct FieldViolations(Vec<(String, String)>);
+
+impl FieldViolations {
+    /// No violations yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records that `field` (a path such as `lines[2].quantity`) is invalid because `description`.
+    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push((field.into(), description.into()));
+    }
+
+    /// Records the error of `result` against `field`, returning its value if it was `Ok`.
+    pub fn check<T, E: std::fmt::Display>(
+        &mut self,
+        field: impl Into<String>,
+        result: Result<T, E>,
+    ) -> Option<T> {
+        result.map_err(|e| self.add(field, e.to_string())).ok()
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `Ok(())` when empty, else the `INVALID_ARGUMENT` status.
+    ///
+    /// # Errors
+    /// The status listing every violation.
+    pub fn into_result(self) -> Result<(), Status> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(invalid_argument(self.0))
+        }
+    }
+}
+
+/// `INVALID_ARGUMENT` with a `BadRequest` listing `(field, description)` violations.
+pub fn invalid_argument(violations: Vec<(String, String)>) -> Status {
+    let mut details = ErrorDetails::new();
+    let summary = violations
+        .iter()
+        .map(|(f, d)| format!("{f}: {d}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    for (field, description) in violations {
+        details.add_bad_request_violation(field, description);
+    }
+    Status::with_error_details(
+        Code::InvalidArgument,
+        format!("invalid request: {summary}"),
+        details,
+    )
+}
+
+/// `NOT_FOUND` with a `ResourceInfo` naming what was missing.
+pub fn not_found(resource_type: &str, name: &str) -> Status {
+    let details = ErrorDetails::with_resource_info(
+        resource_type,
+        name,
+        "",
+        format!("no {resource_type} {name}"),
+    );
+    Status::with_error_details(
+        Code::NotFound,
+        format!("{resource_type} {name} not found"),
+        details,
+    )
+}
+
+/// `FAILED_PRECONDITION` with a `PreconditionFailure` (`kind` e.g. `ORDER_STATUS`, `subject`
+/// the resource) and a machine-readable `ErrorInfo` reason.
+pub fn failed_precondition(kind: &str, subject: &str, description: &str) -> Status {
+    let mut details = ErrorDetails::with_precondition_failure_violation(kind, subject, description);
+    details.set_error_info(kind, "shop", std::collections::HashMap::new());
+    Status::with_error_details(Code::FailedPrecondition, description, details)
+}
+
+/// `ALREADY_EXISTS` with a `ResourceInfo`.
+pub fn already_exists(resource_type: &str, name: &str, description: &str) -> Status {
+    let details = ErrorDetails::with_resource_info(resource_type, name, "", description);
+    Status::with_error_details(Code::AlreadyExists, description, details)
+}
+
+/// `UNAVAILABLE` with `RetryInfo`: the client should retry after `retry_after`.
+pub fn unavailable(message: impl Into<String>, retry_after: Duration) -> Status {
+    Status::with_error_details(
+        Code::Unavailable,
+        message,
+        ErrorDetails::with_retry_info(Some(retry_after)),
+    )
+}
+
+/// `INTERNAL` without details: the cause is logged here, never sent to the client.
+pub fn internal(error: &anyhow::Error) -> Status {
+    tracing::error!(error = ?error, "Internal error.");
+    Status::internal("internal error")
+}

@@ -1,0 +1,99 @@
+//! The `InventoryService` gRPC API. Errors become statuses here and nowhere else.
+
+use shop_proto::common::v1::Money;
+use shop_proto::inventory::v1 as pb;
+use shop_proto::inventory::v1::inventory_service_server::InventoryService;
+use shop_runtime::status;
+use sqlx::PgPool;
+use tonic::{Request, Response, Status};
+
+use crate::adapters::postgres::ProductRow;
+use crate::app::{self, InventoryError};
+
+/// The gRPC API over the inventory database.
+#[derive(Clone, Debug)]
+pub struct InventoryApi {
+    pub pool: PgPool,
+}
+
+impl From<InventoryError> for Status {
+    fn from(error: InventoryError) -> Self {
+        match error {
+            InventoryError::Invalid(violations) => status::invalid_argument(violations),
+            InventoryError::NotFound(sku) => status::not_found("product", &sku),
+            InventoryError::Precondition {
+                kind,
+                subject,
+                description,
+            } => status::failed_precondition(kind, &subject, &description),
+            InventoryError::Unexpected(e) => status::internal(&e),
+        }
+    }
+}
+
+fn to_pb(row: ProductRow) -> pb::Product {
+    pb::Product {
+        available: row.on_hand - row.reserved,
+        unit_price: Some(Money {
+            amount_minor: row.unit_price_minor,
+            currency: row.currency,
+        }),
+        sku: row.sku,
+        name: row.name,
+        on_hand: row.on_hand,
+        reserved: row.reserved,
+        sold: row.sold,
+    }
+}
+
+#[tonic::async_trait]
+impl InventoryService for InventoryApi {
+    async fn upsert_product(
+        &self,
+        request: Request<pb::UpsertProductRequest>,
+    ) -> Result<Response<pb::UpsertProductResponse>, Status> {
+        let r = request.into_inner();
+        let price = r
+            .unit_price
+            .as_ref()
+            .map(|m| (m.amount_minor, m.currency.as_str()));
+        let row = app::upsert_product(&self.pool, &r.sku, &r.name, price).await?;
+        Ok(Response::new(pb::UpsertProductResponse {
+            product: Some(to_pb(row)),
+        }))
+    }
+
+    async fn get_product(
+        &self,
+        request: Request<pb::GetProductRequest>,
+    ) -> Result<Response<pb::GetProductResponse>, Status> {
+        let row = app::get_product(&self.pool, &request.into_inner().sku).await?;
+        Ok(Response::new(pb::GetProductResponse {
+            product: Some(to_pb(row)),
+        }))
+    }
+
+    async fn list_products(
+        &self,
+        request: Request<pb::ListProductsRequest>,
+    ) -> Result<Response<pb::ListProductsResponse>, Status> {
+        let r = request.into_inner();
+        let (rows, next_page_token) =
+            app::list_products(&self.pool, &r.skus, r.page_size, &r.page_token).await?;
+        Ok(Response::new(pb::ListProductsResponse {
+            products: rows.into_iter().map(to_pb).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn adjust_stock(
+        &self,
+        request: Request<pb::AdjustStockRequest>,
+    ) -> Result<Response<pb::AdjustStockResponse>, Status> {
+        let r = request.into_inner();
+        let row = app::adjust_stock(&self.pool, &r.sku, r.delta, &r.reason).await?;
+        Ok(Response::new(pb::AdjustStockResponse {
+            product: Some(to_pb(row)),
+        }))
+    }
+}

@@ -1,0 +1,204 @@
+//! Inventory's SQL. Functions take a connection so callers decide the transaction.
+
+use std::collections::BTreeMap;
+
+use sqlx::PgConnection;
+
+use crate::domain::StockLevel;
+
+/// A product row.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct ProductRow {
+    pub sku: String,
+    pub name: String,
+    pub unit_price_minor: i64,
+    pub currency: String,
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub sold: i64,
+}
+
+pub async fn upsert_product(
+    conn: &mut PgConnection,
+    sku: &str,
+    name: &str,
+    unit_price_minor: i64,
+    currency: &str,
+) -> sqlx::Result<ProductRow> {
+    sqlx::query_as(
+        "INSERT INTO products (sku, name, unit_price_minor, currency) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (sku) DO UPDATE SET name = EXCLUDED.name, unit_price_minor = EXCLUDED.unit_price_minor, \
+         currency = EXCLUDED.currency, updated_at = now() \
+         RETURNING sku, name, unit_price_minor, currency, on_hand, reserved, sold",
+    )
+    .bind(sku)
+    .bind(name)
+    .bind(unit_price_minor)
+    .bind(currency)
+    .fetch_one(conn)
+    .await
+}
+
+/// The product, locked for update when `lock`.
+pub async fn product(
+    conn: &mut PgConnection,
+    sku: &str,
+    lock: bool,
+) -> sqlx::Result<Option<ProductRow>> {
+    let sql = if lock {
+        "SELECT sku, name, unit_price_minor, currency, on_hand, reserved, sold FROM products WHERE sku = $1 FOR UPDATE"
+    } else {
+        "SELECT sku, name, unit_price_minor, currency, on_hand, reserved, sold FROM products WHERE sku = $1"
+    };
+    sqlx::query_as(sql).bind(sku).fetch_optional(conn).await
+}
+
+/// Products whose sku is in `skus` (all when `None`), after `after`, by sku.
+pub async fn products(
+    conn: &mut PgConnection,
+    skus: Option<&[String]>,
+    after: &str,
+    limit: i64,
+) -> sqlx::Result<Vec<ProductRow>> {
+    sqlx::query_as(
+        "SELECT sku, name, unit_price_minor, currency, on_hand, reserved, sold FROM products \
+         WHERE ($1::text[] IS NULL OR sku = ANY($1)) AND sku > $2 ORDER BY sku LIMIT $3",
+    )
+    .bind(skus)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// Changes on_hand by `delta` and records the adjustment.
+pub async fn adjust_on_hand(
+    conn: &mut PgConnection,
+    sku: &str,
+    delta: i64,
+    reason: &str,
+) -> sqlx::Result<ProductRow> {
+    sqlx::query("INSERT INTO stock_adjustments (sku, delta, reason) VALUES ($1, $2, $3)")
+        .bind(sku)
+        .bind(delta)
+        .bind(reason)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query_as(
+        "UPDATE products SET on_hand = on_hand + $2, updated_at = now() WHERE sku = $1 \
+         RETURNING sku, name, unit_price_minor, currency, on_hand, reserved, sold",
+    )
+    .bind(sku)
+    .bind(delta)
+    .fetch_one(conn)
+    .await
+}
+
+/// Locks the stock rows of `skus`, in sku order so that concurrent reservations of overlapping
+/// skus always lock in the same order and cannot deadlock.
+pub async fn lock_stock(
+    conn: &mut PgConnection,
+    skus: &[String],
+) -> sqlx::Result<BTreeMap<String, StockLevel>> {
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT sku, on_hand, reserved FROM products WHERE sku = ANY($1) ORDER BY sku FOR UPDATE",
+    )
+    .bind(skus)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(sku, on_hand, reserved)| (sku, StockLevel { on_hand, reserved }))
+        .collect())
+}
+
+/// The reservation of an order, locked: its status and lines.
+pub async fn lock_reservation(
+    conn: &mut PgConnection,
+    order_id: &str,
+) -> sqlx::Result<Option<(String, Vec<(String, i64)>)>> {
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM reservations WHERE order_id = $1 FOR UPDATE")
+            .bind(order_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some(status) = status else {
+        return Ok(None);
+    };
+    let lines = sqlx::query_as(
+        "SELECT sku, quantity FROM reservation_lines WHERE order_id = $1 ORDER BY sku",
+    )
+    .bind(order_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(Some((status, lines)))
+}
+
+/// Records a reservation (status `reserved` or `rejected`); `false` if the order already has one.
+pub async fn insert_reservation(
+    conn: &mut PgConnection,
+    order_id: &str,
+    status: &str,
+    lines: &[(String, i64)],
+) -> sqlx::Result<bool> {
+    let inserted = sqlx::query(
+        "INSERT INTO reservations (order_id, status) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    )
+    .bind(order_id)
+    .bind(status)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    if inserted && !lines.is_empty() {
+        let (skus, quantities): (Vec<String>, Vec<i64>) = lines.iter().cloned().unzip();
+        sqlx::query(
+            "INSERT INTO reservation_lines (order_id, sku, quantity) SELECT $1, * FROM unnest($2::text[], $3::bigint[])",
+        )
+        .bind(order_id)
+        .bind(&skus)
+        .bind(&quantities)
+        .execute(conn)
+        .await?;
+    }
+    Ok(inserted)
+}
+
+pub async fn set_reservation_status(
+    conn: &mut PgConnection,
+    order_id: &str,
+    status: &str,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1")
+        .bind(order_id)
+        .bind(status)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// One sku's change of the stock buckets.
+#[derive(Clone, Debug)]
+pub struct StockMove {
+    pub sku: String,
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub sold: i64,
+}
+
+/// Applies `moves` to the stock buckets.
+pub async fn move_stock(conn: &mut PgConnection, moves: &[StockMove]) -> sqlx::Result<()> {
+    for m in moves {
+        sqlx::query(
+            "UPDATE products SET on_hand = on_hand + $2, reserved = reserved + $3, sold = sold + $4, \
+             updated_at = now() WHERE sku = $1",
+        )
+        .bind(&m.sku)
+        .bind(m.on_hand)
+        .bind(m.reserved)
+        .bind(m.sold)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}

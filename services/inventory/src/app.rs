@@ -1,0 +1,328 @@
+//! Inventory's use cases (catalog RPCs) and saga steps. Each saga step runs in the consumer's
+//! transaction and appends the event it causes to the outbox in that same transaction.
+
+use shop_eventing::{NewEvent, Outbox};
+use shop_proto::inventory::v1 as pb;
+use shop_proto::order::v1 as order_pb;
+use sqlx::{PgConnection, PgPool};
+
+use crate::adapters::postgres::{self as db, ProductRow, StockMove};
+use crate::domain::{Price, ProductName, ReservationPlan, Sku, plan_reservation};
+
+/// Why a use case failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    #[error("invalid request")]
+    Invalid(Vec<(String, String)>),
+    #[error("product {0} not found")]
+    NotFound(String),
+    #[error("{description}")]
+    Precondition {
+        kind: &'static str,
+        subject: String,
+        description: String,
+    },
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for InventoryError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Unexpected(error.into())
+    }
+}
+
+/// Where inventory's events go.
+#[derive(Clone, Debug)]
+pub struct Events {
+    pub outbox: Outbox,
+    pub topic: String,
+}
+
+impl Events {
+    async fn append<M: prost::Message + prost::Name>(
+        &self,
+        tx: &mut PgConnection,
+        order_id: &str,
+        event: &M,
+    ) -> sqlx::Result<()> {
+        self.outbox
+            .append(tx, NewEvent::new(&self.topic, order_id, event))
+            .await
+            .map(|_| ())
+    }
+}
+
+/// Creates a product or changes its name and price.
+///
+/// # Errors
+/// `Invalid` with every field violation.
+pub async fn upsert_product(
+    pool: &PgPool,
+    sku: &str,
+    name: &str,
+    price: Option<(i64, &str)>,
+) -> Result<ProductRow, InventoryError> {
+    let mut violations = Vec::new();
+    let sku = Sku::parse(sku)
+        .map_err(|e| violations.push(("sku".to_owned(), e)))
+        .ok();
+    let name = ProductName::parse(name)
+        .map_err(|e| violations.push(("name".to_owned(), e)))
+        .ok();
+    let price = match price {
+        None => {
+            violations.push(("unit_price".to_owned(), "is required".to_owned()));
+            None
+        }
+        Some((amount, currency)) => Price::parse(amount, currency)
+            .map_err(|(field, e)| violations.push((format!("unit_price.{field}"), e)))
+            .ok(),
+    };
+    let (Some(sku), Some(name), Some(price)) = (sku, name, price) else {
+        return Err(InventoryError::Invalid(violations));
+    };
+    let mut conn = pool.acquire().await?;
+    Ok(db::upsert_product(
+        &mut conn,
+        sku.as_str(),
+        name.as_str(),
+        price.amount_minor,
+        &price.currency,
+    )
+    .await?)
+}
+
+/// # Errors
+/// `Invalid` for a malformed sku, `NotFound` for an unknown one.
+pub async fn get_product(pool: &PgPool, sku: &str) -> Result<ProductRow, InventoryError> {
+    let sku = Sku::parse(sku).map_err(|e| InventoryError::Invalid(vec![("sku".into(), e)]))?;
+    let mut conn = pool.acquire().await?;
+    db::product(&mut conn, sku.as_str(), false)
+        .await?
+        .ok_or_else(|| InventoryError::NotFound(sku.as_str().to_owned()))
+}
+
+/// A page of products (by sku) and the token of the next page.
+///
+/// # Errors
+/// `Invalid` for a bad page size or sku.
+pub async fn list_products(
+    pool: &PgPool,
+    skus: &[String],
+    page_size: u32,
+    page_token: &str,
+) -> Result<(Vec<ProductRow>, String), InventoryError> {
+    let mut violations = Vec::new();
+    if page_size > 500 {
+        violations.push(("page_size".to_owned(), "must be at most 500".to_owned()));
+    }
+    for (i, sku) in skus.iter().enumerate() {
+        if let Err(e) = Sku::parse(sku) {
+            violations.push((format!("skus[{i}]"), e));
+        }
+    }
+    if !violations.is_empty() {
+        return Err(InventoryError::Invalid(violations));
+    }
+    let limit = if page_size == 0 {
+        100
+    } else {
+        i64::from(page_size)
+    };
+    let mut conn = pool.acquire().await?;
+    let filter = (!skus.is_empty()).then_some(skus);
+    let rows = db::products(&mut conn, filter, page_token, limit).await?;
+    let next = if i64::try_from(rows.len()).unwrap_or(0) == limit {
+        rows.last().map(|r| r.sku.clone()).unwrap_or_default()
+    } else {
+        String::new()
+    };
+    Ok((rows, next))
+}
+
+/// Adds or removes units on hand; never below what is reserved.
+///
+/// # Errors
+/// `Invalid`, `NotFound`, or `Precondition` when the removal would go below the reserved units.
+pub async fn adjust_stock(
+    pool: &PgPool,
+    sku: &str,
+    delta: i64,
+    reason: &str,
+) -> Result<ProductRow, InventoryError> {
+    let mut violations = Vec::new();
+    let sku = Sku::parse(sku)
+        .map_err(|e| violations.push(("sku".to_owned(), e)))
+        .ok();
+    if delta == 0 {
+        violations.push(("delta".to_owned(), "must not be 0".to_owned()));
+    }
+    if reason.trim().is_empty() || reason.len() > 500 {
+        violations.push((
+            "reason".to_owned(),
+            "must be 1 to 500 characters".to_owned(),
+        ));
+    }
+    let Some(sku) = sku.filter(|_| violations.is_empty()) else {
+        return Err(InventoryError::Invalid(violations));
+    };
+    let mut tx = pool.begin().await?;
+    let product = db::product(&mut tx, sku.as_str(), true)
+        .await?
+        .ok_or_else(|| InventoryError::NotFound(sku.as_str().to_owned()))?;
+    if product.on_hand + delta < product.reserved {
+        return Err(InventoryError::Precondition {
+            kind: "STOCK_RESERVED",
+            subject: format!("products/{}", sku.as_str()),
+            description: format!(
+                "cannot remove {} units: {} on hand, {} reserved for orders in flight",
+                -delta, product.on_hand, product.reserved
+            ),
+        });
+    }
+    let row = db::adjust_on_hand(&mut tx, sku.as_str(), delta, reason.trim()).await?;
+    tx.commit().await?;
+    Ok(row)
+}
+
+/// Saga step for `OrderPlaced`: reserves every line or none, and says which.
+///
+/// # Errors
+/// Database errors (the consumer retries them).
+pub async fn reserve(
+    tx: &mut PgConnection,
+    events: &Events,
+    placed: &order_pb::OrderPlaced,
+) -> sqlx::Result<()> {
+    let lines: Vec<(String, i64)> = placed
+        .lines
+        .iter()
+        .map(|l| (l.sku.clone(), i64::from(l.quantity)))
+        .collect();
+    let skus: Vec<String> = lines.iter().map(|(s, _)| s.clone()).collect();
+    let stock = db::lock_stock(tx, &skus).await?;
+    match plan_reservation(&lines, &stock) {
+        ReservationPlan::Reserve(wanted) => {
+            let lines: Vec<(String, i64)> = wanted.into_iter().collect();
+            if !db::insert_reservation(tx, &placed.order_id, "reserved", &lines).await? {
+                return Ok(()); // already decided for this order
+            }
+            let moves: Vec<StockMove> = lines
+                .iter()
+                .map(|(sku, q)| StockMove {
+                    sku: sku.clone(),
+                    on_hand: 0,
+                    reserved: *q,
+                    sold: 0,
+                })
+                .collect();
+            db::move_stock(tx, &moves).await?;
+            let event = pb::StockReserved {
+                order_id: placed.order_id.clone(),
+                lines: reserved_lines(&lines),
+            };
+            events.append(tx, &placed.order_id, &event).await
+        }
+        ReservationPlan::Reject(shortfalls) => {
+            if !db::insert_reservation(tx, &placed.order_id, "rejected", &[]).await? {
+                return Ok(());
+            }
+            let event = pb::StockRejected {
+                order_id: placed.order_id.clone(),
+                lines: shortfalls
+                    .into_iter()
+                    .map(|s| pb::RejectedLine {
+                        sku: s.sku,
+                        requested: u32::try_from(s.requested).unwrap_or(u32::MAX),
+                        available: u32::try_from(s.available).unwrap_or(u32::MAX),
+                        reason: s.reason.into(),
+                    })
+                    .collect(),
+            };
+            events.append(tx, &placed.order_id, &event).await
+        }
+    }
+}
+
+/// Saga step for `OrderConfirmed`: the reserved units leave with the order.
+///
+/// # Errors
+/// Database errors.
+pub async fn sell(tx: &mut PgConnection, order_id: &str) -> sqlx::Result<()> {
+    let Some((status, lines)) = db::lock_reservation(tx, order_id).await? else {
+        return Ok(());
+    };
+    if status != "reserved" {
+        return Ok(());
+    }
+    let moves: Vec<StockMove> = lines
+        .iter()
+        .map(|(sku, q)| StockMove {
+            sku: sku.clone(),
+            on_hand: -q,
+            reserved: -q,
+            sold: *q,
+        })
+        .collect();
+    db::move_stock(tx, &moves).await?;
+    db::set_reservation_status(tx, order_id, "sold").await
+}
+
+/// Saga step for `OrderCancelled`: releases a reservation, or takes sold units back; nothing to
+/// do for an order whose stock was rejected (or never reserved).
+///
+/// # Errors
+/// Database errors.
+pub async fn release(tx: &mut PgConnection, events: &Events, order_id: &str) -> sqlx::Result<()> {
+    let Some((status, lines)) = db::lock_reservation(tx, order_id).await? else {
+        return Ok(());
+    };
+    let (moves, next, was_sold): (Vec<StockMove>, _, _) = match status.as_str() {
+        "reserved" => (
+            lines
+                .iter()
+                .map(|(sku, q)| StockMove {
+                    sku: sku.clone(),
+                    on_hand: 0,
+                    reserved: -q,
+                    sold: 0,
+                })
+                .collect(),
+            "released",
+            false,
+        ),
+        "sold" => (
+            lines
+                .iter()
+                .map(|(sku, q)| StockMove {
+                    sku: sku.clone(),
+                    on_hand: *q,
+                    reserved: 0,
+                    sold: -q,
+                })
+                .collect(),
+            "returned",
+            true,
+        ),
+        _ => return Ok(()),
+    };
+    db::move_stock(tx, &moves).await?;
+    db::set_reservation_status(tx, order_id, next).await?;
+    let event = pb::StockReleased {
+        order_id: order_id.to_owned(),
+        lines: reserved_lines(&lines),
+        was_sold,
+    };
+    events.append(tx, order_id, &event).await
+}
+
+fn reserved_lines(lines: &[(String, i64)]) -> Vec<pb::ReservedLine> {
+    lines
+        .iter()
+        .map(|(sku, q)| pb::ReservedLine {
+            sku: sku.clone(),
+            quantity: u32::try_from(*q).unwrap_or(u32::MAX),
+        })
+        .collect()
+}

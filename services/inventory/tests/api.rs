@@ -1,0 +1,573 @@
+//! The inventory service as a client sees it: real gRPC over loopback, its own database, a real
+//! Kafka-protocol broker; order events arrive through a real outbox and relay.
+
+use std::time::Duration;
+
+use inventory_service::config::Settings;
+use inventory_service::startup::Application;
+use prost::Message;
+use shop_eventing::{KafkaConfig, NewEvent, Outbox, Relay, RelayConfig};
+use shop_proto::common::v1::Money;
+use shop_proto::inventory::v1 as pb;
+use shop_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
+use shop_proto::order::v1 as order_pb;
+use shop_testkit::{Record, TestDb, TestKafka};
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_types::StatusExt;
+
+struct TestApp {
+    client: InventoryServiceClient<Channel>,
+    db: TestDb,
+    kafka: TestKafka,
+    order_topic: String,
+    inventory_topic: String,
+    // The order side: its own database, outbox and relay publishing order events.
+    order_db: TestDb,
+    order_outbox: Outbox,
+    stop: CancellationToken,
+    addr: std::net::SocketAddr,
+}
+
+async fn spawn_app() -> TestApp {
+    shop_telemetry::init_for_tests();
+    let db = TestDb::create().await;
+    let kafka = TestKafka::start();
+    let order_topic = TestKafka::unique_topic("order-events");
+    let inventory_topic = TestKafka::unique_topic("inventory-events");
+    kafka.create_topic(&order_topic, 3).await;
+    kafka.create_topic(&inventory_topic, 3).await;
+    let settings = Settings {
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        database_url: db.url(),
+        db_max_connections: 10,
+        kafka_bootstrap_servers: kafka.bootstrap_servers().to_owned(),
+        order_events_topic: order_topic.clone(),
+        inventory_events_topic: inventory_topic.clone(),
+        consumer_group: format!("inventory-{}", uuid::Uuid::new_v4().simple()),
+        request_timeout: Duration::from_secs(10),
+        session_timeout: Duration::from_secs(6),
+    };
+    let stop = CancellationToken::new();
+    let app = Application::build(settings, &stop).await.unwrap();
+    let addr = app.local_addr();
+    tokio::spawn(app.run(stop.clone()));
+
+    let order_db = TestDb::create().await;
+    shop_eventing::migrate(&order_db.pool).await.unwrap();
+    let relay = Relay::new(
+        order_db.pool.clone(),
+        &KafkaConfig::new(kafka.bootstrap_servers()),
+        RelayConfig::default(),
+    )
+    .unwrap();
+    let relay_stop = stop.clone();
+    tokio::spawn(async move { relay.run(relay_stop).await });
+
+    let client = InventoryServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    TestApp {
+        client,
+        db,
+        kafka,
+        order_topic,
+        inventory_topic,
+        order_db,
+        order_outbox: Outbox::new("/shop/order-service"),
+        stop,
+        addr,
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn eur(amount_minor: i64) -> Option<Money> {
+    Some(Money {
+        amount_minor,
+        currency: "EUR".into(),
+    })
+}
+
+impl TestApp {
+    async fn product(&mut self, sku: &str, price: i64, stock: i64) {
+        self.client
+            .upsert_product(pb::UpsertProductRequest {
+                sku: sku.into(),
+                name: format!("Product {sku}"),
+                unit_price: eur(price),
+            })
+            .await
+            .unwrap();
+        if stock != 0 {
+            self.client
+                .adjust_stock(pb::AdjustStockRequest {
+                    sku: sku.into(),
+                    delta: stock,
+                    reason: "initial stock".into(),
+                })
+                .await
+                .unwrap();
+        }
+    }
+
+    async fn get(&mut self, sku: &str) -> pb::Product {
+        self.client
+            .get_product(pb::GetProductRequest { sku: sku.into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .product
+            .unwrap()
+    }
+
+    /// Publishes order events the way the order service does: appended in a transaction,
+    /// relayed from its outbox.
+    async fn publish<M: Message + prost::Name>(&self, order_id: &str, event: &M) {
+        let mut tx = self.order_db.pool.begin().await.unwrap();
+        self.order_outbox
+            .append(&mut tx, NewEvent::new(&self.order_topic, order_id, event))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    async fn inventory_events(&self, count: usize) -> Vec<Record> {
+        self.kafka
+            .read_all(
+                &self.inventory_topic,
+                count,
+                Duration::from_secs(30),
+                Duration::from_secs(1),
+            )
+            .await
+    }
+}
+
+fn placed(order_id: &str, lines: &[(&str, u32)]) -> order_pb::OrderPlaced {
+    order_pb::OrderPlaced {
+        order_id: order_id.into(),
+        customer_id: "alice".into(),
+        lines: lines
+            .iter()
+            .map(|(sku, q)| order_pb::OrderLine {
+                sku: (*sku).into(),
+                quantity: *q,
+                unit_price: eur(100),
+            })
+            .collect(),
+        total: eur(100),
+    }
+}
+
+fn of_type<'a>(records: &'a [Record], type_name: &str) -> Vec<&'a Record> {
+    records
+        .iter()
+        .filter(|r| r.header("ce_type") == Some(type_name))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_catalog_is_managed_over_grpc() {
+    let mut app = spawn_app().await;
+    app.product("SKU-B", 250, 7).await;
+    app.product("SKU-A", 1999, 3).await;
+    // Upsert changes name and price, not stock.
+    app.client
+        .upsert_product(pb::UpsertProductRequest {
+            sku: "SKU-A".into(),
+            name: "Renamed".into(),
+            unit_price: eur(2099),
+        })
+        .await
+        .unwrap();
+    let a = app.get("SKU-A").await;
+    assert_eq!(
+        (
+            a.name.as_str(),
+            a.unit_price.unwrap().amount_minor,
+            a.on_hand,
+            a.available
+        ),
+        ("Renamed", 2099, 3, 3)
+    );
+
+    let page = app
+        .client
+        .list_products(pb::ListProductsRequest {
+            skus: vec![],
+            page_size: 1,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        page.products
+            .iter()
+            .map(|p| p.sku.as_str())
+            .collect::<Vec<_>>(),
+        ["SKU-A"]
+    );
+    let rest = app
+        .client
+        .list_products(pb::ListProductsRequest {
+            skus: vec![],
+            page_size: 1,
+            page_token: page.next_page_token,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rest.products[0].sku, "SKU-B");
+    let only = app
+        .client
+        .list_products(pb::ListProductsRequest {
+            skus: vec!["SKU-B".into(), "SKU-X".into()],
+            page_size: 0,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(only.products.len(), 1);
+    assert!(only.next_page_token.is_empty());
+
+    let b = app
+        .client
+        .adjust_stock(pb::AdjustStockRequest {
+            sku: "SKU-B".into(),
+            delta: -2,
+            reason: "damaged".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(b.product.unwrap().on_hand, 5);
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_status_with_field_details() {
+    let mut app = spawn_app().await;
+    let status = app
+        .client
+        .upsert_product(pb::UpsertProductRequest {
+            sku: "bad sku".into(),
+            name: " ".into(),
+            unit_price: Some(Money {
+                amount_minor: -1,
+                currency: "eur".into(),
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let fields: Vec<String> = status
+        .get_details_bad_request()
+        .unwrap()
+        .field_violations
+        .into_iter()
+        .map(|v| v.field)
+        .collect();
+    assert_eq!(fields, ["sku", "name", "unit_price.amount_minor"]);
+
+    let status = app
+        .client
+        .upsert_product(pb::UpsertProductRequest {
+            sku: "A".into(),
+            name: "A".into(),
+            unit_price: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status.get_details_bad_request().unwrap().field_violations[0].field,
+        "unit_price"
+    );
+
+    let status = app
+        .client
+        .get_product(pb::GetProductRequest { sku: "NOPE".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    assert_eq!(
+        status.get_details_resource_info().unwrap().resource_name,
+        "NOPE"
+    );
+
+    let status = app
+        .client
+        .adjust_stock(pb::AdjustStockRequest {
+            sku: "A".into(),
+            delta: 0,
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        status
+            .get_details_bad_request()
+            .unwrap()
+            .field_violations
+            .len(),
+        2
+    );
+
+    let status = app
+        .client
+        .list_products(pb::ListProductsRequest {
+            skus: vec!["ok".into(), "n o".into()],
+            page_size: 501,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap_err();
+    let fields: Vec<String> = status
+        .get_details_bad_request()
+        .unwrap()
+        .field_violations
+        .into_iter()
+        .map(|v| v.field)
+        .collect();
+    assert_eq!(fields, ["page_size", "skus[1]"]);
+
+    // Removing reserved units is refused.
+    app.product("SKU-R", 100, 2).await;
+    app.publish("order-r", &placed("order-r", &[("SKU-R", 2)]))
+        .await;
+    app.inventory_events(1).await;
+    let status = app
+        .client
+        .adjust_stock(pb::AdjustStockRequest {
+            sku: "SKU-R".into(),
+            delta: -1,
+            reason: "stocktake".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_eq!(
+        status
+            .get_details_precondition_failure()
+            .unwrap()
+            .violations[0]
+            .r#type,
+        "STOCK_RESERVED"
+    );
+}
+
+#[tokio::test]
+async fn an_order_reserves_then_sells_or_releases_its_stock() {
+    let mut app = spawn_app().await;
+    app.product("SKU-1", 100, 10).await;
+    app.product("SKU-2", 100, 5).await;
+
+    app.publish(
+        "order-1",
+        &placed("order-1", &[("SKU-1", 3), ("SKU-2", 1), ("SKU-1", 1)]),
+    )
+    .await;
+    app.publish("order-2", &placed("order-2", &[("SKU-1", 2)]))
+        .await;
+    let events = app.inventory_events(2).await;
+    let reserved = of_type(&events, "shop.inventory.v1.StockReserved");
+    assert_eq!(reserved.len(), 2);
+    let first = pb::StockReserved::decode(
+        reserved
+            .iter()
+            .find(|r| r.key.as_deref() == Some("order-1"))
+            .unwrap()
+            .payload
+            .as_slice(),
+    )
+    .unwrap();
+    assert_eq!(
+        first
+            .lines
+            .iter()
+            .map(|l| (l.sku.as_str(), l.quantity))
+            .collect::<Vec<_>>(),
+        [("SKU-1", 4), ("SKU-2", 1)]
+    );
+    let one = app.get("SKU-1").await;
+    assert_eq!(
+        (one.on_hand, one.reserved, one.sold, one.available),
+        (10, 6, 0, 4)
+    );
+
+    // order-1 is confirmed (sold), order-2 cancelled (released); then order-1 is cancelled after
+    // confirmation (returned).
+    app.publish(
+        "order-1",
+        &order_pb::OrderConfirmed {
+            order_id: "order-1".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    app.publish(
+        "order-2",
+        &order_pb::OrderCancelled {
+            order_id: "order-2".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let events = app.inventory_events(3).await;
+    assert_eq!(of_type(&events, "shop.inventory.v1.StockReleased").len(), 1);
+    let one = app.get("SKU-1").await;
+    assert_eq!((one.on_hand, one.reserved, one.sold), (6, 0, 4));
+
+    app.publish(
+        "order-1",
+        &order_pb::OrderCancelled {
+            order_id: "order-1".into(),
+            was_confirmed: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let events = app.inventory_events(4).await;
+    let released = of_type(&events, "shop.inventory.v1.StockReleased");
+    assert_eq!(released.len(), 2);
+    let returned = pb::StockReleased::decode(
+        released
+            .iter()
+            .find(|r| r.key.as_deref() == Some("order-1"))
+            .unwrap()
+            .payload
+            .as_slice(),
+    )
+    .unwrap();
+    assert!(returned.was_sold);
+    let (one, two) = (app.get("SKU-1").await, app.get("SKU-2").await);
+    assert_eq!(
+        (one.on_hand, one.reserved, one.sold),
+        (10, 0, 0),
+        "every unit back"
+    );
+    assert_eq!((two.on_hand, two.reserved, two.sold), (5, 0, 0));
+}
+
+#[tokio::test]
+async fn an_order_that_does_not_fit_reserves_nothing() {
+    let mut app = spawn_app().await;
+    app.product("SKU-1", 100, 10).await;
+    app.product("SKU-2", 100, 1).await;
+    app.publish(
+        "order-1",
+        &placed("order-1", &[("SKU-1", 2), ("SKU-2", 2), ("GHOST", 1)]),
+    )
+    .await;
+    let events = app.inventory_events(1).await;
+    assert_eq!(events.len(), 1);
+    let rejected = pb::StockRejected::decode(
+        of_type(&events, "shop.inventory.v1.StockRejected")[0]
+            .payload
+            .as_slice(),
+    )
+    .unwrap();
+    let reasons: Vec<_> = rejected
+        .lines
+        .iter()
+        .map(|l| (l.sku.as_str(), l.requested, l.available, l.reason()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            ("GHOST", 1, 0, pb::RejectionReason::UnknownSku),
+            ("SKU-2", 2, 1, pb::RejectionReason::InsufficientStock)
+        ]
+    );
+    assert_eq!(app.get("SKU-1").await.reserved, 0, "all or nothing");
+    // Cancelling it afterwards has nothing to release.
+    app.publish(
+        "order-1",
+        &order_pb::OrderCancelled {
+            order_id: "order-1".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(app.inventory_events(1).await.len(), 1);
+}
+
+#[tokio::test]
+async fn fifty_concurrent_orders_for_ten_units_never_oversell() {
+    let mut app = spawn_app().await;
+    app.product("LAST", 100, 10).await;
+    let mut tx = app.order_db.pool.begin().await.unwrap();
+    for i in 0..50 {
+        let id = format!("order-{i}");
+        app.order_outbox
+            .append(
+                &mut tx,
+                NewEvent::new(&app.order_topic, &id, &placed(&id, &[("LAST", 1)])),
+            )
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let events = app.inventory_events(50).await;
+    assert_eq!(events.len(), 50);
+    assert_eq!(
+        of_type(&events, "shop.inventory.v1.StockReserved").len(),
+        10
+    );
+    assert_eq!(
+        of_type(&events, "shop.inventory.v1.StockRejected").len(),
+        40
+    );
+    let last = app.get("LAST").await;
+    assert_eq!((last.on_hand, last.reserved, last.available), (10, 10, 0));
+    let reservations: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM reservations WHERE status = 'reserved'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(reservations, 10);
+}
+
+#[tokio::test]
+async fn health_reports_serving_then_stops_serving_on_shutdown() {
+    let app = spawn_app().await;
+    let channel = Channel::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let serving = shop_testkit::eventually("SERVING", Duration::from_secs(10), || {
+        let mut health = health.clone();
+        async move {
+            let status = health
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: "shop.inventory.v1.InventoryService".into(),
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .status;
+            (status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
+                .then_some(status)
+        }
+    })
+    .await;
+    assert_eq!(serving, 1);
+    app.stop.cancel();
+    // While draining the server reports NOT_SERVING or has closed the connection.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await;
+    assert!(after.map(|r| r.into_inner().status != 1).unwrap_or(true));
+}
