@@ -1,0 +1,154 @@
+//! The `OrderService` gRPC API. Errors become statuses here and nowhere else.
+
+use shop_proto::common::v1::Money;
+use shop_proto::order::v1 as pb;
+use shop_proto::order::v1::order_service_server::OrderService;
+use shop_runtime::status;
+use sqlx::PgPool;
+use tonic::{Request, Response, Status};
+
+use crate::adapters::inventory::InventoryCatalog;
+use crate::adapters::postgres::FullOrder;
+use crate::app::{self, Events, OrderError};
+use crate::domain::{CancellationReason, OrderRequest};
+
+/// The gRPC API over the order database.
+#[derive(Clone, Debug)]
+pub struct OrderApi {
+    pub pool: PgPool,
+    pub catalog: InventoryCatalog,
+    pub events: Events,
+}
+
+impl From<OrderError> for Status {
+    fn from(error: OrderError) -> Self {
+        match error {
+            OrderError::Invalid(violations) => status::invalid_argument(violations),
+            OrderError::NotFound(id) => status::not_found("order", &id),
+            OrderError::Precondition {
+                kind,
+                subject,
+                description,
+            } => status::failed_precondition(kind, &subject, &description),
+            OrderError::Unavailable {
+                reason,
+                retry_after,
+            } => status::unavailable(reason, retry_after),
+            OrderError::Unexpected(e) => status::internal(&e),
+        }
+    }
+}
+
+fn timestamp(at: chrono::DateTime<chrono::Utc>) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
+    })
+}
+
+fn status_pb(raw: &str) -> pb::OrderStatus {
+    match raw {
+        "pending" => pb::OrderStatus::Pending,
+        "confirmed" => pb::OrderStatus::Confirmed,
+        "cancelled" => pb::OrderStatus::Cancelled,
+        _ => pb::OrderStatus::Unspecified,
+    }
+}
+
+fn to_pb(full: FullOrder) -> pb::Order {
+    let o = &full.order;
+    let reason = match o
+        .cancellation_reason
+        .as_deref()
+        .and_then(CancellationReason::parse)
+    {
+        Some(CancellationReason::OutOfStock) => pb::CancellationReason::OutOfStock,
+        Some(CancellationReason::PaymentDeclined) => pb::CancellationReason::PaymentDeclined,
+        Some(CancellationReason::CustomerCancelled) => pb::CancellationReason::CustomerCancelled,
+        None => pb::CancellationReason::Unspecified,
+    };
+    pb::Order {
+        order_id: o.order_id.to_string(),
+        customer_id: o.customer_id.clone(),
+        lines: full
+            .lines
+            .iter()
+            .map(|l| pb::OrderLine {
+                sku: l.sku.clone(),
+                quantity: u32::try_from(l.quantity).unwrap_or(0),
+                unit_price: Some(Money {
+                    amount_minor: l.unit_price_minor,
+                    currency: o.currency.clone(),
+                }),
+            })
+            .collect(),
+        total: Some(Money {
+            amount_minor: o.total_minor,
+            currency: o.currency.clone(),
+        }),
+        status: status_pb(&o.status).into(),
+        cancellation_reason: reason.into(),
+        history: full
+            .history
+            .iter()
+            .map(|h| pb::StatusChange {
+                status: status_pb(&h.status).into(),
+                reason: h.reason.clone(),
+                at: timestamp(h.at),
+            })
+            .collect(),
+        created_at: timestamp(o.created_at),
+        updated_at: timestamp(o.updated_at),
+    }
+}
+
+#[tonic::async_trait]
+impl OrderService for OrderApi {
+    async fn place_order(
+        &self,
+        request: Request<pb::PlaceOrderRequest>,
+    ) -> Result<Response<pb::PlaceOrderResponse>, Status> {
+        let r = request.into_inner();
+        let lines: Vec<(String, u32)> = r.lines.into_iter().map(|l| (l.sku, l.quantity)).collect();
+        let request = OrderRequest::parse(&r.idempotency_key, &r.customer_id, &lines)
+            .map_err(OrderError::Invalid)?;
+        let order = app::place_order(&self.pool, &self.catalog, &self.events, request).await?;
+        Ok(Response::new(pb::PlaceOrderResponse {
+            order: Some(to_pb(order)),
+        }))
+    }
+
+    async fn get_order(
+        &self,
+        request: Request<pb::GetOrderRequest>,
+    ) -> Result<Response<pb::GetOrderResponse>, Status> {
+        let order = app::get_order(&self.pool, &request.into_inner().order_id).await?;
+        Ok(Response::new(pb::GetOrderResponse {
+            order: Some(to_pb(order)),
+        }))
+    }
+
+    async fn list_orders(
+        &self,
+        request: Request<pb::ListOrdersRequest>,
+    ) -> Result<Response<pb::ListOrdersResponse>, Status> {
+        let r = request.into_inner();
+        let (orders, next_page_token) =
+            app::list_orders(&self.pool, &r.customer_id, r.page_size, &r.page_token).await?;
+        Ok(Response::new(pb::ListOrdersResponse {
+            orders: orders.into_iter().map(to_pb).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn cancel_order(
+        &self,
+        request: Request<pb::CancelOrderRequest>,
+    ) -> Result<Response<pb::CancelOrderResponse>, Status> {
+        let order =
+            app::cancel_order(&self.pool, &self.events, &request.into_inner().order_id).await?;
+        Ok(Response::new(pb::CancelOrderResponse {
+            order: Some(to_pb(order)),
+        }))
+    }
+}

@@ -1,0 +1,4 @@
+pub mod grpc;
+pub mod inventory;
+pub mod kafka;
+pub mod postgres;

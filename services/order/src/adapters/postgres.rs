@@ -1,0 +1,207 @@
+//! The order service's SQL. Functions take a connection so callers decide the transaction.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::domain::{OrderRequest, Priced};
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct OrderRow {
+    pub order_id: Uuid,
+    pub customer_id: String,
+    pub status: String,
+    pub cancellation_reason: Option<String>,
+    pub total_minor: i64,
+    pub currency: String,
+    pub payment_requested: bool,
+    pub request_fingerprint: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct LineRow {
+    pub sku: String,
+    pub quantity: i32,
+    pub unit_price_minor: i64,
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct HistoryRow {
+    pub status: String,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+
+/// An order with its lines and status history.
+#[derive(Clone, Debug)]
+pub struct FullOrder {
+    pub order: OrderRow,
+    pub lines: Vec<LineRow>,
+    pub history: Vec<HistoryRow>,
+}
+
+const ORDER_COLUMNS: &str = "order_id, customer_id, status, cancellation_reason, total_minor, currency, \
+                             payment_requested, request_fingerprint, created_at, updated_at";
+
+/// Inserts a new pending order with its lines and first history entry. `false` when another
+/// order already holds the idempotency key (a concurrent retry won).
+pub async fn insert_order(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    request: &OrderRequest,
+    priced: &Priced,
+) -> sqlx::Result<bool> {
+    let inserted = sqlx::query(
+        "INSERT INTO orders (order_id, customer_id, status, total_minor, currency, idempotency_key, request_fingerprint) \
+         VALUES ($1, $2, 'pending', $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING",
+    )
+    .bind(order_id)
+    .bind(&request.customer_id)
+    .bind(priced.total_minor)
+    .bind(&priced.currency)
+    .bind(&request.idempotency_key)
+    .bind(request.fingerprint())
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    if !inserted {
+        return Ok(false);
+    }
+    let skus: Vec<&str> = priced.lines.iter().map(|l| l.sku.as_str()).collect();
+    let quantities: Vec<i32> = priced
+        .lines
+        .iter()
+        .map(|l| i32::try_from(l.quantity).unwrap_or(i32::MAX))
+        .collect();
+    let prices: Vec<i64> = priced.lines.iter().map(|l| l.unit_price_minor).collect();
+    sqlx::query(
+        "INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_minor) \
+         SELECT $1, l.n, l.sku, l.quantity, l.price FROM unnest($2::text[], $3::int[], $4::bigint[]) WITH ORDINALITY AS l(sku, quantity, price, n)",
+    )
+    .bind(order_id)
+    .bind(&skus)
+    .bind(&quantities)
+    .bind(&prices)
+    .execute(&mut *conn)
+    .await?;
+    add_history(conn, order_id, "pending", "placed").await?;
+    Ok(true)
+}
+
+pub async fn order_id_by_key(conn: &mut PgConnection, key: &str) -> sqlx::Result<Option<Uuid>> {
+    sqlx::query_scalar("SELECT order_id FROM orders WHERE idempotency_key = $1")
+        .bind(key)
+        .fetch_optional(conn)
+        .await
+}
+
+/// The order row, locked for a status change.
+pub async fn lock_order(conn: &mut PgConnection, order_id: Uuid) -> sqlx::Result<Option<OrderRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1 FOR UPDATE"
+    )))
+    .bind(order_id)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn load_order(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+) -> sqlx::Result<Option<FullOrder>> {
+    let order: Option<OrderRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1"
+    )))
+    .bind(order_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(order) = order else { return Ok(None) };
+    let lines = sqlx::query_as("SELECT sku, quantity, unit_price_minor FROM order_lines WHERE order_id = $1 ORDER BY line_no")
+        .bind(order_id)
+        .fetch_all(&mut *conn)
+        .await?;
+    let history = sqlx::query_as(
+        "SELECT status, reason, at FROM order_status_history WHERE order_id = $1 ORDER BY seq",
+    )
+    .bind(order_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(Some(FullOrder {
+        order,
+        lines,
+        history,
+    }))
+}
+
+/// A customer's order ids, newest first, strictly after the cursor `(created_at, order_id)`.
+pub async fn order_ids_of_customer(
+    conn: &mut PgConnection,
+    customer_id: &str,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> sqlx::Result<Vec<Uuid>> {
+    let (at, id) = after.unzip();
+    sqlx::query_scalar(
+        "SELECT order_id FROM orders WHERE customer_id = $1 \
+         AND ($2::timestamptz IS NULL OR (created_at, order_id) < ($2, $3)) \
+         ORDER BY created_at DESC, order_id DESC LIMIT $4",
+    )
+    .bind(customer_id)
+    .bind(at)
+    .bind(id)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn add_history(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    status: &str,
+    reason: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO order_status_history (order_id, seq, status, reason) \
+         SELECT $1, coalesce(max(seq), 0) + 1, $2, $3 FROM order_status_history WHERE order_id = $1",
+    )
+    .bind(order_id)
+    .bind(status)
+    .bind(reason)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Moves the order to `status` (with a cancellation reason when cancelled) and records why.
+pub async fn set_status(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    status: &str,
+    cancellation_reason: Option<&str>,
+    why: &str,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE orders SET status = $2, cancellation_reason = $3, updated_at = clock_timestamp() WHERE order_id = $1")
+        .bind(order_id)
+        .bind(status)
+        .bind(cancellation_reason)
+        .execute(&mut *conn)
+        .await?;
+    add_history(conn, order_id, status, why).await
+}
+
+pub async fn mark_payment_requested(conn: &mut PgConnection, order_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query("UPDATE orders SET payment_requested = true, updated_at = clock_timestamp() WHERE order_id = $1")
+        .bind(order_id)
+        .execute(&mut *conn)
+        .await?;
+    add_history(
+        conn,
+        order_id,
+        "pending",
+        "stock reserved; payment requested",
+    )
+    .await
+}

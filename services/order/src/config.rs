@@ -1,0 +1,74 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use shop_runtime::config::{self, ConfigError};
+
+/// Settings of the order service, from environment variables (defaults in brackets):
+///
+/// | Variable | Meaning |
+/// | --- | --- |
+/// | `ORDER_GRPC_ADDR` | gRPC listen address [`0.0.0.0:50051`] |
+/// | `ORDER_DATABASE_URL` or `DATABASE_URL` | its own database [`postgres://postgres@127.0.0.1:5432/orders`] |
+/// | `ORDER_DB_MAX_CONNECTIONS` | pool size [`10`] |
+/// | `INVENTORY_GRPC_URL` | inventory's gRPC endpoint, for prices [`http://127.0.0.1:50052`] |
+/// | `INVENTORY_DEADLINE_MS` | deadline of a catalog call [`2000`] |
+/// | `INVENTORY_BREAKER_FAILURES` | consecutive failures that open the breaker [`5`] |
+/// | `INVENTORY_BREAKER_OPEN_MS` | how long it stays open [`10000`] |
+/// | `KAFKA_BOOTSTRAP_SERVERS` | Kafka [`127.0.0.1:9092`] |
+/// | `ORDER_EVENTS_TOPIC` | produced [`order.events.v1`] |
+/// | `INVENTORY_EVENTS_TOPIC`, `PAYMENT_EVENTS_TOPIC` | consumed [`inventory.events.v1`, `payment.events.v1`] |
+/// | `ORDER_CONSUMER_GROUP` | consumer group and inbox name [`order-service`] |
+/// | `GRPC_REQUEST_TIMEOUT_MS` | longest a call may run [`10000`] |
+/// | `KAFKA_SESSION_TIMEOUT_MS` | how long the group waits for a dead member [`10000`] |
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub grpc_addr: SocketAddr,
+    pub database_url: String,
+    pub db_max_connections: u32,
+    pub inventory_url: String,
+    pub inventory_deadline: Duration,
+    pub breaker_failures: u32,
+    pub breaker_open_for: Duration,
+    pub kafka_bootstrap_servers: String,
+    pub order_events_topic: String,
+    pub inventory_events_topic: String,
+    pub payment_events_topic: String,
+    pub consumer_group: String,
+    pub request_timeout: Duration,
+    pub session_timeout: Duration,
+}
+
+impl Settings {
+    /// # Errors
+    /// A variable that is set but invalid.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let database_url = std::env::var("ORDER_DATABASE_URL")
+            .or_else(|_| std::env::var("DATABASE_URL"))
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/orders".into());
+        Ok(Self {
+            grpc_addr: config::parse("ORDER_GRPC_ADDR", SocketAddr::from(([0, 0, 0, 0], 50051)))?,
+            database_url,
+            db_max_connections: config::parse("ORDER_DB_MAX_CONNECTIONS", 10)?,
+            inventory_url: config::string("INVENTORY_GRPC_URL", "http://127.0.0.1:50052"),
+            inventory_deadline: config::millis("INVENTORY_DEADLINE_MS", Duration::from_secs(2))?,
+            breaker_failures: config::parse("INVENTORY_BREAKER_FAILURES", 5)?,
+            breaker_open_for: config::millis("INVENTORY_BREAKER_OPEN_MS", Duration::from_secs(10))?,
+            kafka_bootstrap_servers: config::string("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+            order_events_topic: config::string(
+                "ORDER_EVENTS_TOPIC",
+                shop_proto::topics::ORDER_EVENTS,
+            ),
+            inventory_events_topic: config::string(
+                "INVENTORY_EVENTS_TOPIC",
+                shop_proto::topics::INVENTORY_EVENTS,
+            ),
+            payment_events_topic: config::string(
+                "PAYMENT_EVENTS_TOPIC",
+                shop_proto::topics::PAYMENT_EVENTS,
+            ),
+            consumer_group: config::string("ORDER_CONSUMER_GROUP", "order-service"),
+            request_timeout: config::millis("GRPC_REQUEST_TIMEOUT_MS", Duration::from_secs(10))?,
+            session_timeout: config::millis("KAFKA_SESSION_TIMEOUT_MS", Duration::from_secs(10))?,
+        })
+    }
+}

@@ -1,0 +1,295 @@
+//! Order rules, free of I/O: what a valid order request is, how it is priced, and which status
+//! changes are allowed.
+
+use std::collections::HashMap;
+
+/// Status of an order. `Pending` until the saga ends in one of the two terminal states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrderStatus {
+    Pending,
+    Confirmed,
+    Cancelled,
+}
+
+impl OrderStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Confirmed => "confirmed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// # Errors
+    /// For a value the database constraint would not allow.
+    pub fn parse(raw: &str) -> anyhow::Result<Self> {
+        match raw {
+            "pending" => Ok(Self::Pending),
+            "confirmed" => Ok(Self::Confirmed),
+            "cancelled" => Ok(Self::Cancelled),
+            other => anyhow::bail!("unknown order status {other}"),
+        }
+    }
+}
+
+/// Why an order was cancelled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancellationReason {
+    OutOfStock,
+    PaymentDeclined,
+    CustomerCancelled,
+}
+
+impl CancellationReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OutOfStock => "out_of_stock",
+            Self::PaymentDeclined => "payment_declined",
+            Self::CustomerCancelled => "customer_cancelled",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "out_of_stock" => Some(Self::OutOfStock),
+            "payment_declined" => Some(Self::PaymentDeclined),
+            "customer_cancelled" => Some(Self::CustomerCancelled),
+            _ => None,
+        }
+    }
+}
+
+/// Most lines in one order.
+pub const MAX_LINES: usize = 100;
+/// Most units of one line.
+pub const MAX_QUANTITY: u32 = 1000;
+
+/// A validated PlaceOrder request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderRequest {
+    pub idempotency_key: String,
+    pub customer_id: String,
+    /// (sku, quantity), in the client's order.
+    pub lines: Vec<(String, u32)>,
+}
+
+impl OrderRequest {
+    /// Validates a request, collecting every `(field, problem)`.
+    ///
+    /// # Errors
+    /// All violations found.
+    pub fn parse(
+        idempotency_key: &str,
+        customer_id: &str,
+        lines: &[(String, u32)],
+    ) -> Result<Self, Vec<(String, String)>> {
+        let mut violations = Vec::new();
+        if idempotency_key.is_empty() || idempotency_key.len() > 128 {
+            violations.push((
+                "idempotency_key".to_owned(),
+                "must be 1 to 128 characters".to_owned(),
+            ));
+        }
+        if let Err(e) = parse_id(customer_id) {
+            violations.push(("customer_id".to_owned(), e));
+        }
+        if lines.is_empty() || lines.len() > MAX_LINES {
+            violations.push((
+                "lines".to_owned(),
+                format!("must have 1 to {MAX_LINES} lines"),
+            ));
+        }
+        for (i, (sku, quantity)) in lines.iter().enumerate() {
+            if let Err(e) = parse_id(sku) {
+                violations.push((format!("lines[{i}].sku"), e));
+            }
+            if *quantity == 0 || *quantity > MAX_QUANTITY {
+                violations.push((
+                    format!("lines[{i}].quantity"),
+                    format!("must be 1 to {MAX_QUANTITY}"),
+                ));
+            }
+        }
+        if !violations.is_empty() {
+            return Err(violations);
+        }
+        Ok(Self {
+            idempotency_key: idempotency_key.to_owned(),
+            customer_id: customer_id.to_owned(),
+            lines: lines.to_vec(),
+        })
+    }
+
+    /// What the request asks for, canonically: a retry under the same key must match it.
+    pub fn fingerprint(&self) -> String {
+        let lines: Vec<String> = self
+            .lines
+            .iter()
+            .map(|(sku, q)| format!("{sku}x{q}"))
+            .collect();
+        format!("{}|{}", self.customer_id, lines.join(","))
+    }
+
+    pub fn skus(&self) -> Vec<String> {
+        let mut skus: Vec<String> = self.lines.iter().map(|(s, _)| s.clone()).collect();
+        skus.sort();
+        skus.dedup();
+        skus
+    }
+}
+
+/// Ids (customers, skus): 1 to 64 characters of letters, digits, `-`, `_` or `.`.
+///
+/// # Errors
+/// What is wrong.
+pub fn parse_id(raw: &str) -> Result<(), String> {
+    if raw.is_empty() || raw.len() > 64 {
+        return Err("must be 1 to 64 characters".into());
+    }
+    if !raw
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err("may contain only letters, digits, '-', '_' and '.'".into());
+    }
+    Ok(())
+}
+
+/// A line with its price.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PricedLine {
+    pub sku: String,
+    pub quantity: u32,
+    pub unit_price_minor: i64,
+}
+
+/// A priced order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Priced {
+    pub lines: Vec<PricedLine>,
+    pub total_minor: i64,
+    pub currency: String,
+}
+
+/// Prices `request` from `catalog` (sku → (unit price, currency)).
+///
+/// # Errors
+/// `(field, problem)` for unknown skus and for a catalog whose lines use different currencies.
+pub fn price(
+    request: &OrderRequest,
+    catalog: &HashMap<String, (i64, String)>,
+) -> Result<Priced, Vec<(String, String)>> {
+    let mut violations = Vec::new();
+    let mut lines = Vec::with_capacity(request.lines.len());
+    let mut currency: Option<&str> = None;
+    let mut total: i64 = 0;
+    for (i, (sku, quantity)) in request.lines.iter().enumerate() {
+        let Some((unit, line_currency)) = catalog.get(sku) else {
+            violations.push((format!("lines[{i}].sku"), format!("unknown sku {sku}")));
+            continue;
+        };
+        match currency {
+            None => currency = Some(line_currency),
+            Some(c) if c != line_currency => {
+                violations.push((
+                    format!("lines[{i}].sku"),
+                    format!("priced in {line_currency}, the order is in {c}"),
+                ));
+            }
+            Some(_) => {}
+        }
+        total = total.saturating_add(unit.saturating_mul(i64::from(*quantity)));
+        lines.push(PricedLine {
+            sku: sku.clone(),
+            quantity: *quantity,
+            unit_price_minor: *unit,
+        });
+    }
+    if !violations.is_empty() {
+        return Err(violations);
+    }
+    Ok(Priced {
+        lines,
+        total_minor: total,
+        currency: currency.unwrap_or_default().to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(lines: &[(&str, u32)]) -> OrderRequest {
+        OrderRequest::parse(
+            "key-1",
+            "alice",
+            &lines
+                .iter()
+                .map(|(s, q)| ((*s).to_owned(), *q))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn every_violation_is_reported_with_its_field() {
+        let violations =
+            OrderRequest::parse("", "bad id", &[("ok".into(), 0), ("n o".into(), 1)]).unwrap_err();
+        let fields: Vec<&str> = violations.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "idempotency_key",
+                "customer_id",
+                "lines[0].quantity",
+                "lines[1].sku"
+            ]
+        );
+        assert_eq!(
+            OrderRequest::parse("k", "a", &[]).unwrap_err()[0].0,
+            "lines"
+        );
+    }
+
+    #[test]
+    fn lines_are_priced_and_totalled() {
+        let catalog = HashMap::from([
+            ("a".to_owned(), (250, "EUR".to_owned())),
+            ("b".to_owned(), (1000, "EUR".to_owned())),
+        ]);
+        let priced = price(&request(&[("a", 2), ("b", 1)]), &catalog).unwrap();
+        assert_eq!(
+            (priced.total_minor, priced.currency.as_str()),
+            (1500, "EUR")
+        );
+    }
+
+    #[test]
+    fn unknown_skus_and_mixed_currencies_are_refused() {
+        let catalog = HashMap::from([
+            ("a".to_owned(), (250, "EUR".to_owned())),
+            ("b".to_owned(), (1000, "USD".to_owned())),
+        ]);
+        let violations =
+            price(&request(&[("a", 1), ("b", 1), ("ghost", 1)]), &catalog).unwrap_err();
+        assert_eq!(
+            violations
+                .iter()
+                .map(|(f, _)| f.as_str())
+                .collect::<Vec<_>>(),
+            ["lines[1].sku", "lines[2].sku"]
+        );
+    }
+
+    #[test]
+    fn the_fingerprint_tells_a_retry_from_another_request() {
+        assert_eq!(
+            request(&[("a", 1)]).fingerprint(),
+            request(&[("a", 1)]).fingerprint()
+        );
+        assert_ne!(
+            request(&[("a", 1)]).fingerprint(),
+            request(&[("a", 2)]).fingerprint()
+        );
+    }
+}

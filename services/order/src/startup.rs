@@ -1,0 +1,145 @@
+//! Building and running the inventory process: database, migrations, gRPC listener, relay and
+//! consumer.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use shop_eventing::{Consumer, ConsumerConfig, KafkaConfig, Outbox, Relay, RelayConfig};
+use shop_proto::order::v1::order_service_server::OrderServiceServer;
+use shop_runtime::tasks::{Task, run_until_stopped};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
+use tonic::service::Routes;
+
+use crate::adapters::grpc::OrderApi;
+use crate::adapters::inventory::{BreakerSettings, InventoryCatalog};
+use crate::adapters::kafka::SagaReplies;
+use crate::app::Events;
+use crate::config::Settings;
+
+/// A built, not yet running, order service.
+#[derive(Debug)]
+pub struct Application {
+    settings: Settings,
+    pool: PgPool,
+    listener: TcpListener,
+}
+
+impl Application {
+    /// Connects to the database (waiting for it), migrates it and binds the gRPC port.
+    ///
+    /// # Errors
+    /// When the database stays unreachable, a migration fails or the port is taken.
+    pub async fn build(settings: Settings, shutdown: &CancellationToken) -> anyhow::Result<Self> {
+        let pool = shop_runtime::database::connect(
+            &settings.database_url,
+            settings.db_max_connections,
+            Duration::from_secs(60),
+            shutdown,
+        )
+        .await?;
+        shop_eventing::migrate(&pool).await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        let listener = shop_runtime::grpc::bind(settings.grpc_addr).await?;
+        Ok(Self {
+            settings,
+            pool,
+            listener,
+        })
+    }
+
+    /// Where the gRPC server listens (the real port when configured with port 0).
+    ///
+    /// # Panics
+    /// If the socket has no local address (it always has once bound).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener")
+    }
+
+    /// The service's database pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Serves until `shutdown` is cancelled.
+    ///
+    /// # Errors
+    /// When a part of the service fails.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Self {
+            settings,
+            pool,
+            listener,
+        } = self;
+        let kafka = KafkaConfig::new(&settings.kafka_bootstrap_servers);
+        let events = Events {
+            outbox: Outbox::new("/shop/order-service"),
+            topic: settings.order_events_topic.clone(),
+        };
+        let relay = Relay::new(pool.clone(), &kafka, RelayConfig::default())?;
+        let mut consumer_config = ConsumerConfig::new(
+            &settings.consumer_group,
+            [
+                &settings.inventory_events_topic,
+                &settings.payment_events_topic,
+            ],
+        );
+        consumer_config.session_timeout = settings.session_timeout;
+        let consumer = Consumer::new(
+            pool.clone(),
+            &kafka,
+            consumer_config,
+            SagaReplies {
+                events: events.clone(),
+            },
+        )?;
+        let catalog = InventoryCatalog::new(
+            &settings.inventory_url,
+            settings.inventory_deadline,
+            BreakerSettings {
+                failure_threshold: settings.breaker_failures,
+                open_for: settings.breaker_open_for,
+            },
+        )?;
+
+        let (health, health_service) = shop_runtime::grpc::health_reporter();
+        let api = OrderServiceServer::new(OrderApi {
+            pool,
+            catalog,
+            events,
+        });
+        let routes = Routes::new(health_service).add_service(api);
+        let names = [<OrderServiceServer<OrderApi> as NamedService>::NAME];
+
+        let tasks: Vec<(&'static str, Task)> = vec![
+            ("grpc", {
+                let shutdown = shutdown.clone();
+                let timeout = settings.request_timeout;
+                Box::pin(async move {
+                    shop_runtime::grpc::serve(
+                        listener,
+                        routes,
+                        health,
+                        &names,
+                        async {},
+                        shutdown,
+                        timeout,
+                    )
+                    .await?;
+                    Ok(())
+                })
+            }),
+            ("outbox relay", {
+                let shutdown = shutdown.clone();
+                Box::pin(async move { Ok(relay.run(shutdown).await?) })
+            }),
+            ("saga replies consumer", {
+                let shutdown = shutdown.clone();
+                Box::pin(async move { Ok(consumer.run(shutdown).await?) })
+            }),
+        ];
+        run_until_stopped(tasks, shutdown).await
+    }
+}
