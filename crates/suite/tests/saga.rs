@@ -1,0 +1,624 @@
+//! End to end: the four services (each its own database, its own gRPC server, its own relay and
+//! consumers) against one Kafka-protocol broker, driven over gRPC as a client would, with the
+//! cross-database audit after every test.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use shop_proto::common::v1::Money;
+use shop_proto::inventory::v1 as inventory;
+use shop_proto::notification::v1 as notification;
+use shop_proto::order::v1 as order;
+use shop_proto::payment::v1 as payment;
+use shop_suite::audit::{Databases, audit};
+use shop_suite::clients::{Clients, Endpoints};
+use shop_testkit::{TestDb, TestKafka};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Service {
+    Order,
+    Inventory,
+    Payment,
+    Notification,
+}
+
+/// How to (re)start each service: the settings it was first built with, on the port it got.
+#[derive(Clone)]
+enum Launch {
+    Order(order_service::config::Settings),
+    Inventory(inventory_service::config::Settings),
+    Payment(payment_service::config::Settings),
+    Notification(notification_service::config::Settings),
+}
+
+impl Launch {
+    /// Builds and spawns the service; returns its address and its task.
+    async fn spawn(&mut self, stop: &CancellationToken) -> (SocketAddr, JoinHandle<()>) {
+        macro_rules! go {
+            ($module:ident, $settings:expr) => {{
+                let app = $module::startup::Application::build($settings.clone(), stop)
+                    .await
+                    .unwrap();
+                let addr = app.local_addr();
+                // A restart binds the same port, so clients reconnect to it.
+                $settings.grpc_addr = addr;
+                let stop = stop.clone();
+                (
+                    addr,
+                    tokio::spawn(async move {
+                        if let Err(error) = app.run(stop).await {
+                            tracing::error!(?error, "service failed");
+                        }
+                    }),
+                )
+            }};
+        }
+        match self {
+            Self::Order(s) => go!(order_service, s),
+            Self::Inventory(s) => go!(inventory_service, s),
+            Self::Payment(s) => go!(payment_service, s),
+            Self::Notification(s) => go!(notification_service, s),
+        }
+    }
+}
+
+struct Suite {
+    clients: Clients,
+    dbs: Databases,
+    launches: HashMap<Service, Launch>,
+    tasks: HashMap<Service, (CancellationToken, JoinHandle<()>)>,
+    _kafka: TestKafka,
+    _databases: Vec<TestDb>,
+}
+
+impl Drop for Suite {
+    fn drop(&mut self) {
+        for (stop, _) in self.tasks.values() {
+            stop.cancel();
+        }
+    }
+}
+
+fn eur(amount_minor: i64) -> Option<Money> {
+    Some(Money {
+        amount_minor,
+        currency: "EUR".into(),
+    })
+}
+
+impl Suite {
+    async fn start(webhook: Option<String>) -> Self {
+        shop_telemetry::init_for_tests();
+        let kafka = TestKafka::start();
+        let topic = |name: &str| TestKafka::unique_topic(name);
+        let (order_topic, inventory_topic, payment_topic) =
+            (topic("order"), topic("inventory"), topic("payment"));
+        for t in [&order_topic, &inventory_topic, &payment_topic] {
+            kafka.create_topic(t, 3).await;
+        }
+        let bootstrap = kafka.bootstrap_servers().to_owned();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let group = |name: &str| format!("{name}-{}", uuid::Uuid::new_v4().simple());
+        let (order_db, inventory_db, payment_db, notification_db) = (
+            TestDb::create().await,
+            TestDb::create().await,
+            TestDb::create().await,
+            TestDb::create().await,
+        );
+        let session = Duration::from_secs(6);
+        let timeout = Duration::from_secs(10);
+
+        let mut launches = HashMap::new();
+        let mut inventory = Launch::Inventory(inventory_service::config::Settings {
+            grpc_addr: any,
+            database_url: inventory_db.url(),
+            db_max_connections: 10,
+            kafka_bootstrap_servers: bootstrap.clone(),
+            order_events_topic: order_topic.clone(),
+            inventory_events_topic: inventory_topic.clone(),
+            consumer_group: group("inventory"),
+            request_timeout: timeout,
+            session_timeout: session,
+        });
+        let mut tasks = HashMap::new();
+        let stop = CancellationToken::new();
+        let (inventory_addr, task) = inventory.spawn(&stop).await;
+        tasks.insert(Service::Inventory, (stop, task));
+        launches.insert(Service::Inventory, inventory);
+
+        let others = [
+            (
+                Service::Order,
+                Launch::Order(order_service::config::Settings {
+                    grpc_addr: any,
+                    database_url: order_db.url(),
+                    db_max_connections: 10,
+                    inventory_url: format!("http://{inventory_addr}"),
+                    inventory_deadline: Duration::from_secs(2),
+                    breaker_failures: 5,
+                    breaker_open_for: Duration::from_secs(5),
+                    kafka_bootstrap_servers: bootstrap.clone(),
+                    order_events_topic: order_topic.clone(),
+                    inventory_events_topic: inventory_topic.clone(),
+                    payment_events_topic: payment_topic.clone(),
+                    consumer_group: group("order"),
+                    request_timeout: timeout,
+                    session_timeout: session,
+                }),
+            ),
+            (
+                Service::Payment,
+                Launch::Payment(payment_service::config::Settings {
+                    grpc_addr: any,
+                    database_url: payment_db.url(),
+                    db_max_connections: 10,
+                    kafka_bootstrap_servers: bootstrap.clone(),
+                    order_events_topic: order_topic.clone(),
+                    payment_events_topic: payment_topic.clone(),
+                    consumer_group: group("payment"),
+                    request_timeout: timeout,
+                    session_timeout: session,
+                }),
+            ),
+            (
+                Service::Notification,
+                Launch::Notification(notification_service::config::Settings {
+                    grpc_addr: any,
+                    database_url: notification_db.url(),
+                    db_max_connections: 10,
+                    kafka_bootstrap_servers: bootstrap.clone(),
+                    order_events_topic: order_topic.clone(),
+                    consumer_group: group("notification"),
+                    request_timeout: timeout,
+                    session_timeout: session,
+                    webhook_url: webhook.map(|u| u.parse().unwrap()),
+                    webhook_timeout: Duration::from_secs(2),
+                    retry: shop_eventing::RetryPolicy {
+                        max_attempts: 8,
+                        initial_backoff: Duration::from_millis(50),
+                        max_backoff: Duration::from_millis(500),
+                    },
+                    poll_interval: Duration::from_millis(50),
+                    delivery_concurrency: 4,
+                }),
+            ),
+        ];
+        let mut addrs = HashMap::from([(Service::Inventory, inventory_addr)]);
+        for (service, mut launch) in others {
+            let stop = CancellationToken::new();
+            let (addr, task) = launch.spawn(&stop).await;
+            addrs.insert(service, addr);
+            tasks.insert(service, (stop, task));
+            launches.insert(service, launch);
+        }
+        let url = |s: Service| format!("http://{}", addrs[&s]);
+        let endpoints = Endpoints {
+            order: url(Service::Order),
+            inventory: url(Service::Inventory),
+            payment: url(Service::Payment),
+            notification: url(Service::Notification),
+        };
+        let clients = Clients::connect(&endpoints, Duration::from_secs(30))
+            .await
+            .unwrap();
+        let dbs = Databases {
+            order: order_db.pool.clone(),
+            inventory: inventory_db.pool.clone(),
+            payment: payment_db.pool.clone(),
+            notification: notification_db.pool.clone(),
+        };
+        Self {
+            clients,
+            dbs,
+            launches,
+            tasks,
+            _kafka: kafka,
+            _databases: vec![order_db, inventory_db, payment_db, notification_db],
+        }
+    }
+
+    /// Kills a service without warning: its tasks are dropped mid-flight (open transactions roll
+    /// back, nothing is drained or committed), as when its process is SIGKILLed.
+    async fn kill(&mut self, service: Service) {
+        let (_, task) = self.tasks.remove(&service).unwrap();
+        task.abort();
+        let _ = task.await;
+    }
+
+    async fn restart(&mut self, service: Service) {
+        let stop = CancellationToken::new();
+        let (_, task) = self.launches.get_mut(&service).unwrap().spawn(&stop).await;
+        self.tasks.insert(service, (stop, task));
+    }
+
+    async fn product(&mut self, sku: &str, price: i64, stock: i64) {
+        self.clients
+            .inventory
+            .upsert_product(inventory::UpsertProductRequest {
+                sku: sku.into(),
+                name: sku.into(),
+                unit_price: eur(price),
+            })
+            .await
+            .unwrap();
+        self.clients
+            .inventory
+            .adjust_stock(inventory::AdjustStockRequest {
+                sku: sku.into(),
+                delta: stock,
+                reason: "initial".into(),
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn account(&mut self, customer: &str, deposit: i64, frozen: bool) {
+        self.clients
+            .payment
+            .open_account(payment::OpenAccountRequest {
+                customer_id: customer.into(),
+                currency: "EUR".into(),
+                frozen,
+            })
+            .await
+            .unwrap();
+        if deposit > 0 && !frozen {
+            self.clients
+                .payment
+                .deposit(payment::DepositRequest {
+                    customer_id: customer.into(),
+                    amount: eur(deposit),
+                    deposit_id: format!("{customer}-0"),
+                })
+                .await
+                .unwrap();
+        }
+    }
+
+    async fn place(&mut self, key: &str, customer: &str, lines: &[(&str, u32)]) -> String {
+        self.clients
+            .order
+            .place_order(order::PlaceOrderRequest {
+                idempotency_key: key.into(),
+                customer_id: customer.into(),
+                lines: lines
+                    .iter()
+                    .map(|(s, q)| order::LineRequest {
+                        sku: (*s).into(),
+                        quantity: *q,
+                    })
+                    .collect(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .order
+            .unwrap()
+            .order_id
+    }
+
+    async fn terminal(&mut self, id: &str) -> order::Order {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let current = self
+                .clients
+                .order
+                .get_order(order::GetOrderRequest {
+                    order_id: id.into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .order
+                .unwrap();
+            if current.status() != order::OrderStatus::Pending {
+                return current;
+            }
+            assert!(Instant::now() < deadline, "order {id} still pending");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stock(&mut self, sku: &str) -> inventory::Product {
+        self.clients
+            .inventory
+            .get_product(inventory::GetProductRequest { sku: sku.into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .product
+            .unwrap()
+    }
+
+    async fn balance(&mut self, customer: &str) -> i64 {
+        self.clients
+            .payment
+            .get_account(payment::GetAccountRequest {
+                customer_id: customer.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .account
+            .unwrap()
+            .balance
+            .unwrap()
+            .amount_minor
+    }
+
+    async fn notifications(&mut self, order_id: &str) -> Vec<notification::Notification> {
+        self.clients
+            .notification
+            .list_notifications(notification::ListNotificationsRequest {
+                order_id: order_id.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .notifications
+    }
+
+    /// Waits until the saga has settled (every compensation applied, every notification
+    /// recorded), then audits the four databases.
+    async fn settle_and_audit(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let report = audit(&self.dbs).await.unwrap();
+            if report.violations.is_empty() || Instant::now() > deadline {
+                report.assert_clean();
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// A webhook receiver that fails its first `fail_first` requests with 500.
+async fn webhook(fail_first: usize) -> (String, Arc<Mutex<Vec<(String, String)>>>) {
+    use axum::http::{HeaderMap, StatusCode};
+    let received: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let seen = Arc::new(Mutex::new(0_usize));
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post({
+            let received = received.clone();
+            move |headers: HeaderMap, body: String| {
+                let (received, seen) = (received.clone(), seen.clone());
+                async move {
+                    let mut n = seen.lock().unwrap();
+                    *n += 1;
+                    if *n <= fail_first {
+                        return StatusCode::INTERNAL_SERVER_ERROR;
+                    }
+                    let key = headers
+                        .get("idempotency-key")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_owned();
+                    received.lock().unwrap().push((key, body));
+                    StatusCode::OK
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, received)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn happy_path_confirms_sells_once_charges_once_and_notifies_once() {
+    let (hook, received) = webhook(2).await;
+    let mut suite = Suite::start(Some(hook)).await;
+    suite.product("BOOK", 1250, 10).await;
+    suite.account("alice", 10_000, false).await;
+
+    let id = suite.place("alice-1", "alice", &[("BOOK", 2)]).await;
+    let done = suite.terminal(&id).await;
+    assert_eq!(done.status(), order::OrderStatus::Confirmed);
+    // Inventory sells the reserved units when it sees OrderConfirmed; let the saga settle.
+    suite.settle_and_audit().await;
+    let book = suite.stock("BOOK").await;
+    assert_eq!(
+        (book.on_hand, book.reserved, book.sold),
+        (8, 0, 2),
+        "sold once"
+    );
+    assert_eq!(suite.balance("alice").await, 10_000 - 2500, "debited once");
+
+    // The receiver failed the first two attempts; the notification still arrives once.
+    let delivered = shop_testkit::eventually("webhook delivery", Duration::from_secs(30), || {
+        let received = received.clone();
+        async move {
+            let received = received.lock().unwrap().clone();
+            (!received.is_empty()).then_some(received)
+        }
+    })
+    .await;
+    assert_eq!(delivered.len(), 1);
+    let notes = suite.notifications(&id).await;
+    assert_eq!(notes.len(), 1);
+    assert_eq!(
+        delivered[0].0, notes[0].notification_id,
+        "idempotency key = notification id"
+    );
+    assert_eq!(notes[0].status(), notification::DeliveryStatus::Delivered);
+    assert_eq!(notes[0].attempts, 3);
+    suite.settle_and_audit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_unhappy_path_ends_cancelled_with_its_reason_and_everything_restored() {
+    let mut suite = Suite::start(None).await;
+    suite.product("LAMP", 5000, 10).await;
+    suite.account("rich", 100_000, false).await;
+    suite.account("poor", 1_000, false).await;
+
+    let short = suite.place("short", "rich", &[("LAMP", 11)]).await;
+    let declined = suite.place("declined", "poor", &[("LAMP", 1)]).await;
+    let early = suite.place("early", "rich", &[("LAMP", 1)]).await;
+    // Cancel at once, most likely before the saga finished; the end state is the same.
+    suite
+        .clients
+        .order
+        .cancel_order(order::CancelOrderRequest {
+            order_id: early.clone(),
+        })
+        .await
+        .unwrap();
+    let late = suite.place("late", "rich", &[("LAMP", 2)]).await;
+    assert_eq!(
+        suite.terminal(&late).await.status(),
+        order::OrderStatus::Confirmed
+    );
+    suite
+        .clients
+        .order
+        .cancel_order(order::CancelOrderRequest {
+            order_id: late.clone(),
+        })
+        .await
+        .unwrap();
+
+    let reason = |o: &order::Order| o.cancellation_reason();
+    assert_eq!(
+        reason(&suite.terminal(&short).await),
+        order::CancellationReason::OutOfStock
+    );
+    assert_eq!(
+        reason(&suite.terminal(&declined).await),
+        order::CancellationReason::PaymentDeclined
+    );
+    assert_eq!(
+        reason(&suite.terminal(&early).await),
+        order::CancellationReason::CustomerCancelled
+    );
+    assert_eq!(
+        reason(&suite.terminal(&late).await),
+        order::CancellationReason::CustomerCancelled
+    );
+    suite.settle_and_audit().await;
+
+    let lamp = suite.stock("LAMP").await;
+    assert_eq!(
+        (lamp.on_hand, lamp.reserved, lamp.sold),
+        (10, 0, 0),
+        "every unit back"
+    );
+    assert_eq!(
+        suite.balance("rich").await,
+        100_000,
+        "captured, then refunded"
+    );
+    assert_eq!(suite.balance("poor").await, 1_000, "nothing debited");
+    for id in [&short, &declined, &early] {
+        assert_eq!(
+            suite.notifications(id).await.len(),
+            1,
+            "one notification for {id}"
+        );
+    }
+    assert_eq!(
+        suite.notifications(&late).await.len(),
+        2,
+        "confirmed, then cancelled"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_orders_for_ten_units_confirm_exactly_ten() {
+    let mut suite = Suite::start(None).await;
+    suite.product("LAST", 100, 10).await;
+    let mut placing = Vec::new();
+    for i in 0..50 {
+        let customer = format!("c{i}");
+        suite.account(&customer, 1_000, false).await;
+        let mut client = suite.clients.order.clone();
+        placing.push(tokio::spawn(async move {
+            client
+                .place_order(order::PlaceOrderRequest {
+                    idempotency_key: format!("k{i}"),
+                    customer_id: customer,
+                    lines: vec![order::LineRequest {
+                        sku: "LAST".into(),
+                        quantity: 1,
+                    }],
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .order
+                .unwrap()
+                .order_id
+        }));
+    }
+    let mut confirmed = 0;
+    for p in placing {
+        let id = p.await.unwrap();
+        match suite.terminal(&id).await.status() {
+            order::OrderStatus::Confirmed => confirmed += 1,
+            order::OrderStatus::Cancelled => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(confirmed, 10);
+    suite.settle_and_audit().await;
+    let last = suite.stock("LAST").await;
+    assert_eq!(
+        (last.on_hand, last.reserved, last.sold),
+        (0, 0, 10),
+        "no oversell"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn services_killed_mid_flow_and_restarted_lose_nothing_and_apply_nothing_twice() {
+    let mut suite = Suite::start(None).await;
+    suite.product("BOOK", 100, 1_000).await;
+    suite.account("alice", 1_000_000, false).await;
+    let mut ids = Vec::new();
+    for (round, victim) in [
+        Service::Payment,
+        Service::Inventory,
+        Service::Order,
+        Service::Notification,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for i in 0..10 {
+            ids.push(
+                suite
+                    .place(&format!("r{round}-{i}"), "alice", &[("BOOK", 1)])
+                    .await,
+            );
+        }
+        suite.kill(victim).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        suite.restart(victim).await;
+    }
+    for id in &ids {
+        assert_eq!(
+            suite.terminal(id).await.status(),
+            order::OrderStatus::Confirmed
+        );
+    }
+    suite.settle_and_audit().await;
+    let book = suite.stock("BOOK").await;
+    assert_eq!(
+        (book.on_hand, book.sold),
+        (1_000 - 40, 40),
+        "40 units sold, once each"
+    );
+    assert_eq!(
+        suite.balance("alice").await,
+        1_000_000 - 40 * 100,
+        "40 captures, once each"
+    );
+}

@@ -1,0 +1,4 @@
+pub mod channels;
+pub mod grpc;
+pub mod kafka;
+pub mod postgres;

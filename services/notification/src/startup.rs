@@ -1,0 +1,163 @@
+//! Building and running the notification process: database, migrations, gRPC listener, order
+//! events consumer and delivery worker. It publishes no events, so it runs no outbox relay.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use shop_eventing::{Consumer, ConsumerConfig, KafkaConfig};
+use shop_proto::notification::v1::notification_service_server::NotificationServiceServer;
+use shop_runtime::tasks::{Task, run_until_stopped};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
+use tonic::service::Routes;
+
+use crate::adapters::channels::{ConfiguredChannel, LogChannel, WebhookChannel};
+use crate::adapters::grpc::NotificationApi;
+use crate::adapters::kafka::OrderEvents;
+use crate::app::{Channel, DeliveryConfig, DeliveryWorker};
+use crate::config::Settings;
+
+/// How much longer than the longest delivery a claim on a notification lasts.
+const LEASE_MARGIN: Duration = Duration::from_secs(30);
+
+/// A built, not yet running, notification service.
+#[derive(Debug)]
+pub struct Application {
+    settings: Settings,
+    pool: PgPool,
+    listener: TcpListener,
+    channel: ConfiguredChannel,
+}
+
+impl Application {
+    /// Connects to the database (waiting for it), migrates it, builds the delivery channel and
+    /// binds the gRPC port.
+    ///
+    /// # Errors
+    /// When the database stays unreachable, a migration fails, the HTTP client cannot be built
+    /// or the port is taken.
+    pub async fn build(settings: Settings, shutdown: &CancellationToken) -> anyhow::Result<Self> {
+        let channel = match &settings.webhook_url {
+            Some(url) => ConfiguredChannel::Webhook(WebhookChannel::new(
+                url.clone(),
+                settings.webhook_timeout,
+            )?),
+            None => ConfiguredChannel::Log(LogChannel),
+        };
+        let pool = shop_runtime::database::connect(
+            &settings.database_url,
+            settings.db_max_connections,
+            Duration::from_secs(60),
+            shutdown,
+        )
+        .await?;
+        // The inbox tables; the outbox stays empty.
+        shop_eventing::migrate(&pool).await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        let listener = shop_runtime::grpc::bind(settings.grpc_addr).await?;
+        Ok(Self {
+            settings,
+            pool,
+            listener,
+            channel,
+        })
+    }
+
+    /// Where the gRPC server listens (the real port when configured with port 0).
+    ///
+    /// # Panics
+    /// If the socket has no local address (it always has once bound).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener")
+    }
+
+    /// The service's database pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Serves until `shutdown` is cancelled.
+    ///
+    /// # Errors
+    /// When a part of the service fails.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Self {
+            settings,
+            pool,
+            listener,
+            channel,
+        } = self;
+        match &channel {
+            ConfiguredChannel::Webhook(webhook) => tracing::info!(
+                host = webhook.url().host_str().unwrap_or(""),
+                timeout = ?settings.webhook_timeout,
+                "Delivering notifications to a webhook."
+            ),
+            ConfiguredChannel::Log(_) => {
+                tracing::info!("No webhook configured; delivering notifications to the log.");
+            }
+        }
+        let kafka = KafkaConfig::new(&settings.kafka_bootstrap_servers);
+        let mut consumer_config =
+            ConsumerConfig::new(&settings.consumer_group, [&settings.order_events_topic]);
+        consumer_config.session_timeout = settings.session_timeout;
+        let consumer = Consumer::new(
+            pool.clone(),
+            &kafka,
+            consumer_config,
+            OrderEvents {
+                channel: channel.name(),
+            },
+        )?;
+        let lease = match &channel {
+            ConfiguredChannel::Webhook(_) => settings.webhook_timeout + LEASE_MARGIN,
+            ConfiguredChannel::Log(_) => LEASE_MARGIN,
+        };
+        let worker = DeliveryWorker::new(
+            pool.clone(),
+            channel,
+            DeliveryConfig {
+                retry: settings.retry.clone(),
+                poll_interval: settings.poll_interval,
+                concurrency: settings.delivery_concurrency,
+                lease,
+            },
+        );
+
+        let (health, health_service) = shop_runtime::grpc::health_reporter();
+        let api = NotificationServiceServer::new(NotificationApi { pool });
+        let routes = Routes::new(health_service).add_service(api);
+        let names = [<NotificationServiceServer<NotificationApi> as NamedService>::NAME];
+
+        let tasks: Vec<(&'static str, Task)> = vec![
+            ("grpc", {
+                let shutdown = shutdown.clone();
+                let timeout = settings.request_timeout;
+                Box::pin(async move {
+                    shop_runtime::grpc::serve(
+                        listener,
+                        routes,
+                        health,
+                        &names,
+                        async {},
+                        shutdown,
+                        timeout,
+                    )
+                    .await?;
+                    Ok(())
+                })
+            }),
+            ("order events consumer", {
+                let shutdown = shutdown.clone();
+                Box::pin(async move { Ok(consumer.run(shutdown).await?) })
+            }),
+            ("delivery worker", {
+                let shutdown = shutdown.clone();
+                Box::pin(async move { worker.run(shutdown).await })
+            }),
+        ];
+        run_until_stopped(tasks, shutdown).await
+    }
+}

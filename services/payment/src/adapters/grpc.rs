@@ -1,0 +1,132 @@
+//! The `PaymentService` gRPC API. Errors become statuses here and nowhere else.
+
+use chrono::{DateTime, Utc};
+use shop_proto::common::v1::Money;
+use shop_proto::payment::v1 as pb;
+use shop_proto::payment::v1::payment_service_server::PaymentService;
+use shop_runtime::status;
+use sqlx::PgPool;
+use tonic::{Request, Response, Status};
+
+use crate::adapters::postgres::{AccountRow, PaymentRow};
+use crate::app::{self, PaymentError};
+use crate::domain::{AccountStatus, PaymentStatus};
+
+/// The gRPC API over the payment database.
+#[derive(Clone, Debug)]
+pub struct PaymentApi {
+    pub pool: PgPool,
+}
+
+impl From<PaymentError> for Status {
+    fn from(error: PaymentError) -> Self {
+        match error {
+            PaymentError::Invalid(violations) => status::invalid_argument(violations),
+            PaymentError::NotFound { resource, name } => status::not_found(resource, &name),
+            PaymentError::AlreadyExists { resource, name } => status::already_exists(
+                resource,
+                &name,
+                &format!("{resource} {name} already exists"),
+            ),
+            PaymentError::Precondition {
+                kind,
+                subject,
+                description,
+            } => status::failed_precondition(kind, &subject, &description),
+            PaymentError::Unexpected(e) => status::internal(&e),
+        }
+    }
+}
+
+fn timestamp(at: DateTime<Utc>) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
+    })
+}
+
+fn account_to_pb(row: AccountRow) -> pb::Account {
+    let status = match AccountStatus::parse(&row.status) {
+        Some(AccountStatus::Open) => pb::AccountStatus::Open,
+        Some(AccountStatus::Frozen) => pb::AccountStatus::Frozen,
+        None => pb::AccountStatus::Unspecified,
+    };
+    pb::Account {
+        customer_id: row.customer_id,
+        balance: Some(Money {
+            amount_minor: row.balance_minor,
+            currency: row.currency,
+        }),
+        status: status.into(),
+        opened_at: timestamp(row.opened_at),
+    }
+}
+
+fn payment_to_pb(row: PaymentRow) -> pb::Payment {
+    let status = match PaymentStatus::parse(&row.status) {
+        Some(PaymentStatus::Captured) => pb::PaymentStatus::Captured,
+        Some(PaymentStatus::Declined) => pb::PaymentStatus::Declined,
+        Some(PaymentStatus::Refunded) => pb::PaymentStatus::Refunded,
+        None => pb::PaymentStatus::Unspecified,
+    };
+    pb::Payment {
+        order_id: row.order_id,
+        customer_id: row.customer_id,
+        amount: Some(Money {
+            amount_minor: row.amount_minor,
+            currency: row.currency,
+        }),
+        status: status.into(),
+        decline_reason: row.decline_reason.unwrap_or_default(),
+        updated_at: timestamp(row.updated_at),
+    }
+}
+
+#[tonic::async_trait]
+impl PaymentService for PaymentApi {
+    async fn open_account(
+        &self,
+        request: Request<pb::OpenAccountRequest>,
+    ) -> Result<Response<pb::OpenAccountResponse>, Status> {
+        let r = request.into_inner();
+        let row = app::open_account(&self.pool, &r.customer_id, &r.currency, r.frozen).await?;
+        Ok(Response::new(pb::OpenAccountResponse {
+            account: Some(account_to_pb(row)),
+        }))
+    }
+
+    async fn deposit(
+        &self,
+        request: Request<pb::DepositRequest>,
+    ) -> Result<Response<pb::DepositResponse>, Status> {
+        let r = request.into_inner();
+        let amount = r
+            .amount
+            .as_ref()
+            .map(|m| (m.amount_minor, m.currency.as_str()));
+        let row = app::deposit(&self.pool, &r.customer_id, amount, &r.deposit_id).await?;
+        Ok(Response::new(pb::DepositResponse {
+            account: Some(account_to_pb(row)),
+        }))
+    }
+
+    async fn get_account(
+        &self,
+        request: Request<pb::GetAccountRequest>,
+    ) -> Result<Response<pb::GetAccountResponse>, Status> {
+        let row = app::get_account(&self.pool, &request.into_inner().customer_id).await?;
+        Ok(Response::new(pb::GetAccountResponse {
+            account: Some(account_to_pb(row)),
+        }))
+    }
+
+    async fn get_payment(
+        &self,
+        request: Request<pb::GetPaymentRequest>,
+    ) -> Result<Response<pb::GetPaymentResponse>, Status> {
+        let row = app::get_payment(&self.pool, &request.into_inner().order_id).await?;
+        Ok(Response::new(pb::GetPaymentResponse {
+            payment: Some(payment_to_pb(row)),
+        }))
+    }
+}

@@ -1,0 +1,42 @@
+//! Which order event triggers which saga step.
+
+use shop_eventing::{Handler, HandlerError, InboundEvent};
+use shop_proto::order::v1 as order_pb;
+use sqlx::PgConnection;
+
+use crate::app::{self, Events};
+
+/// Consumes `order.events.v1`.
+#[derive(Clone, Debug)]
+pub struct OrderEvents {
+    pub events: Events,
+}
+
+impl Handler for OrderEvents {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        event: &InboundEvent,
+    ) -> Result<(), HandlerError> {
+        if event.is::<order_pb::PaymentRequested>() {
+            let requested: order_pb::PaymentRequested = event.decode()?;
+            if requested.order_id.is_empty()
+                || requested
+                    .amount
+                    .as_ref()
+                    .is_none_or(|m| m.amount_minor <= 0)
+            {
+                return Err(HandlerError::permanent(anyhow::anyhow!(
+                    "PaymentRequested {} violates the contract: it needs an order id and a positive amount",
+                    requested.order_id
+                )));
+            }
+            app::capture(tx, &self.events, &requested).await?;
+        } else if event.is::<order_pb::OrderCancelled>() {
+            let cancelled: order_pb::OrderCancelled = event.decode()?;
+            app::refund(tx, &self.events, &cancelled.order_id).await?;
+        }
+        // Other order events (OrderPlaced, OrderConfirmed) are not payment's business.
+        Ok(())
+    }
+}

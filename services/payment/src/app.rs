@@ -1,0 +1,353 @@
+//! Payment's use cases (account RPCs) and saga steps. Each saga step runs in the consumer's
+//! transaction and appends the event it causes to the outbox in that same transaction.
+
+use shop_eventing::{NewEvent, Outbox};
+use shop_proto::common::v1::Money;
+use shop_proto::order::v1 as order_pb;
+use shop_proto::payment::v1 as pb;
+use sqlx::{PgConnection, PgPool};
+
+use crate::adapters::postgres::{self as db, AccountRow, NewPayment, PaymentRow};
+use crate::domain::{
+    AccountState, AccountStatus, Amount, Currency, CustomerId, DepositId, OrderId, PaymentDecision,
+    PaymentStatus, decide_payment,
+};
+
+/// Why a use case failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentError {
+    #[error("invalid request")]
+    Invalid(Vec<(String, String)>),
+    #[error("{resource} {name} not found")]
+    NotFound {
+        resource: &'static str,
+        name: String,
+    },
+    #[error("{resource} {name} already exists")]
+    AlreadyExists {
+        resource: &'static str,
+        name: String,
+    },
+    #[error("{description}")]
+    Precondition {
+        kind: &'static str,
+        subject: String,
+        description: String,
+    },
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for PaymentError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Unexpected(error.into())
+    }
+}
+
+/// Where payment's events go.
+#[derive(Clone, Debug)]
+pub struct Events {
+    pub outbox: Outbox,
+    pub topic: String,
+}
+
+impl Events {
+    async fn append<M: prost::Message + prost::Name>(
+        &self,
+        tx: &mut PgConnection,
+        order_id: &str,
+        event: &M,
+    ) -> sqlx::Result<()> {
+        self.outbox
+            .append(tx, NewEvent::new(&self.topic, order_id, event))
+            .await
+            .map(|_| ())
+    }
+}
+
+fn account_not_found(customer_id: &CustomerId) -> PaymentError {
+    PaymentError::NotFound {
+        resource: "account",
+        name: customer_id.as_str().to_owned(),
+    }
+}
+
+/// Opens an account with a zero balance, open or (with `frozen`) frozen.
+///
+/// # Errors
+/// `Invalid` with every field violation, `AlreadyExists` when the customer has an account.
+pub async fn open_account(
+    pool: &PgPool,
+    customer_id: &str,
+    currency: &str,
+    frozen: bool,
+) -> Result<AccountRow, PaymentError> {
+    let mut violations = Vec::new();
+    let customer_id = CustomerId::parse(customer_id)
+        .map_err(|e| violations.push(("customer_id".to_owned(), e)))
+        .ok();
+    let currency = Currency::parse(currency)
+        .map_err(|e| violations.push(("currency".to_owned(), e)))
+        .ok();
+    let (Some(customer_id), Some(currency)) = (customer_id, currency) else {
+        return Err(PaymentError::Invalid(violations));
+    };
+    let status = if frozen {
+        AccountStatus::Frozen
+    } else {
+        AccountStatus::Open
+    };
+    let mut conn = pool.acquire().await?;
+    db::insert_account(
+        &mut conn,
+        customer_id.as_str(),
+        currency.as_str(),
+        status.as_str(),
+    )
+    .await?
+    .ok_or_else(|| PaymentError::AlreadyExists {
+        resource: "account",
+        name: customer_id.as_str().to_owned(),
+    })
+}
+
+/// Credits an open account, once per `deposit_id`: a retry with the same id and the same
+/// customer and amount credits nothing and returns the account as it is now.
+///
+/// # Errors
+/// `Invalid` with every field violation (an amount in another currency than the account's
+/// included), `NotFound` for an unknown account, `Precondition` `ACCOUNT_FROZEN` for a frozen
+/// one, `DEPOSIT_ID_REUSED` when the id was used for a different deposit and `BALANCE_LIMIT`
+/// when the balance would overflow.
+pub async fn deposit(
+    pool: &PgPool,
+    customer_id: &str,
+    amount: Option<(i64, &str)>,
+    deposit_id: &str,
+) -> Result<AccountRow, PaymentError> {
+    let mut violations = Vec::new();
+    let customer_id = CustomerId::parse(customer_id)
+        .map_err(|e| violations.push(("customer_id".to_owned(), e)))
+        .ok();
+    let amount = match amount {
+        None => {
+            violations.push(("amount".to_owned(), "is required".to_owned()));
+            None
+        }
+        Some((amount_minor, currency)) => Amount::parse(amount_minor, currency)
+            .map_err(|errors| {
+                violations.extend(
+                    errors
+                        .into_iter()
+                        .map(|(field, e)| (format!("amount.{field}"), e)),
+                );
+            })
+            .ok(),
+    };
+    let deposit_id = DepositId::parse(deposit_id)
+        .map_err(|e| violations.push(("deposit_id".to_owned(), e)))
+        .ok();
+    let (Some(customer_id), Some(amount), Some(deposit_id)) = (customer_id, amount, deposit_id)
+    else {
+        return Err(PaymentError::Invalid(violations));
+    };
+
+    let mut tx = pool.begin().await?;
+    let account = db::account(&mut tx, customer_id.as_str(), true)
+        .await?
+        .ok_or_else(|| account_not_found(&customer_id))?;
+    if !db::insert_deposit(
+        &mut tx,
+        deposit_id.as_str(),
+        customer_id.as_str(),
+        amount.amount_minor,
+    )
+    .await?
+    {
+        // The id is taken: by this very deposit (a retry: it was credited, answer as then) or
+        // by another one (refused, so that a client bug cannot silently lose a deposit).
+        let earlier = db::deposit(&mut tx, deposit_id.as_str())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("deposit {} vanished", deposit_id.as_str()))?;
+        if earlier.customer_id == customer_id.as_str()
+            && earlier.amount_minor == amount.amount_minor
+            && amount.currency.as_str() == account.currency
+        {
+            return Ok(account);
+        }
+        return Err(PaymentError::Precondition {
+            kind: "DEPOSIT_ID_REUSED",
+            subject: format!("deposits/{}", deposit_id.as_str()),
+            description: format!(
+                "deposit id {} was used for a different deposit; use a new id for a new deposit",
+                deposit_id.as_str()
+            ),
+        });
+    }
+    // Returning early rolls the deposit row back with everything else.
+    if amount.currency.as_str() != account.currency {
+        return Err(PaymentError::Invalid(vec![(
+            "amount.currency".to_owned(),
+            format!("must be the account's currency {}", account.currency),
+        )]));
+    }
+    if AccountStatus::parse(&account.status) == Some(AccountStatus::Frozen) {
+        return Err(PaymentError::Precondition {
+            kind: "ACCOUNT_FROZEN",
+            subject: format!("accounts/{}", customer_id.as_str()),
+            description: format!("account {} is frozen", customer_id.as_str()),
+        });
+    }
+    if account
+        .balance_minor
+        .checked_add(amount.amount_minor)
+        .is_none()
+    {
+        return Err(PaymentError::Precondition {
+            kind: "BALANCE_LIMIT",
+            subject: format!("accounts/{}", customer_id.as_str()),
+            description: "the deposit would exceed the largest balance an account can hold"
+                .to_owned(),
+        });
+    }
+    let row = db::add_to_balance(&mut tx, customer_id.as_str(), amount.amount_minor).await?;
+    tx.commit().await?;
+    Ok(row)
+}
+
+/// # Errors
+/// `Invalid` for a malformed customer id, `NotFound` for an unknown one.
+pub async fn get_account(pool: &PgPool, customer_id: &str) -> Result<AccountRow, PaymentError> {
+    let customer_id = CustomerId::parse(customer_id)
+        .map_err(|e| PaymentError::Invalid(vec![("customer_id".into(), e)]))?;
+    let mut conn = pool.acquire().await?;
+    db::account(&mut conn, customer_id.as_str(), false)
+        .await?
+        .ok_or_else(|| account_not_found(&customer_id))
+}
+
+/// # Errors
+/// `Invalid` for a malformed order id, `NotFound` when the order has no payment (yet).
+pub async fn get_payment(pool: &PgPool, order_id: &str) -> Result<PaymentRow, PaymentError> {
+    let order_id = OrderId::parse(order_id)
+        .map_err(|e| PaymentError::Invalid(vec![("order_id".into(), e)]))?;
+    let mut conn = pool.acquire().await?;
+    db::payment(&mut conn, order_id.as_str(), false)
+        .await?
+        .ok_or_else(|| PaymentError::NotFound {
+            resource: "payment",
+            name: order_id.as_str().to_owned(),
+        })
+}
+
+/// Saga step for `PaymentRequested` (an order id and a positive amount, which the consumer
+/// checked): captures the amount from the customer's account, or declines, and says which.
+/// An order is decided once: a request for an order that already has a payment changes nothing.
+///
+/// # Errors
+/// Database errors (the consumer retries them).
+pub async fn capture(
+    tx: &mut PgConnection,
+    events: &Events,
+    requested: &order_pb::PaymentRequested,
+) -> sqlx::Result<()> {
+    let order_id = requested.order_id.as_str();
+    if db::payment(tx, order_id, false).await?.is_some() {
+        return Ok(()); // already decided for this order
+    }
+    let (amount_minor, currency) = requested
+        .amount
+        .as_ref()
+        .map_or((0, ""), |m| (m.amount_minor, m.currency.as_str()));
+    // Locked until commit: concurrent payments of one customer are decided one after the other.
+    let account = db::account(tx, &requested.customer_id, true)
+        .await?
+        .map(|a| AccountState {
+            frozen: AccountStatus::parse(&a.status) != Some(AccountStatus::Open),
+            currency: a.currency,
+            balance_minor: a.balance_minor,
+        });
+    let decision = decide_payment(account.as_ref(), amount_minor, currency);
+    let (status, decline_reason) = match decision {
+        PaymentDecision::Capture => (PaymentStatus::Captured, None),
+        PaymentDecision::Decline(reason) => (PaymentStatus::Declined, Some(reason)),
+    };
+    let payment = NewPayment {
+        order_id,
+        customer_id: &requested.customer_id,
+        amount_minor,
+        currency,
+        status: status.as_str(),
+        decline_reason: decline_reason.map(|r| r.as_str()),
+    };
+    if !db::insert_payment(tx, &payment).await? {
+        return Ok(()); // decided concurrently for this order
+    }
+    match decision {
+        PaymentDecision::Capture => {
+            db::add_to_balance(tx, &requested.customer_id, -amount_minor).await?;
+            tracing::info!(
+                order_id,
+                customer_id = %requested.customer_id,
+                amount_minor,
+                currency,
+                "Payment captured."
+            );
+            let event = pb::PaymentCaptured {
+                order_id: order_id.to_owned(),
+                customer_id: requested.customer_id.clone(),
+                amount: money(amount_minor, currency),
+            };
+            events.append(tx, order_id, &event).await
+        }
+        PaymentDecision::Decline(reason) => {
+            tracing::info!(
+                order_id,
+                customer_id = %requested.customer_id,
+                reason = reason.as_str(),
+                "Payment declined."
+            );
+            let event = pb::PaymentDeclined {
+                order_id: order_id.to_owned(),
+                customer_id: requested.customer_id.clone(),
+                reason: pb::DeclineReason::from(reason).into(),
+            };
+            events.append(tx, order_id, &event).await
+        }
+    }
+}
+
+/// Saga step for `OrderCancelled`: refunds a captured payment to its account; nothing to do for
+/// an order whose payment was declined, is refunded already, or was never requested.
+///
+/// # Errors
+/// Database errors.
+pub async fn refund(tx: &mut PgConnection, events: &Events, order_id: &str) -> sqlx::Result<()> {
+    let Some(payment) = db::payment(tx, order_id, true).await? else {
+        return Ok(());
+    };
+    if PaymentStatus::parse(&payment.status) != Some(PaymentStatus::Captured) {
+        return Ok(());
+    }
+    db::add_to_balance(tx, &payment.customer_id, payment.amount_minor).await?;
+    db::set_payment_status(tx, order_id, PaymentStatus::Refunded.as_str()).await?;
+    tracing::info!(
+        order_id,
+        customer_id = %payment.customer_id,
+        amount_minor = payment.amount_minor,
+        "Payment refunded."
+    );
+    let event = pb::PaymentRefunded {
+        order_id: order_id.to_owned(),
+        customer_id: payment.customer_id,
+        amount: money(payment.amount_minor, &payment.currency),
+    };
+    events.append(tx, order_id, &event).await
+}
+
+fn money(amount_minor: i64, currency: &str) -> Option<Money> {
+    Some(Money {
+        amount_minor,
+        currency: currency.to_owned(),
+    })
+}

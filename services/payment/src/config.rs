@@ -1,0 +1,57 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use shop_runtime::config::{self, ConfigError};
+
+/// Settings of the payment service, from environment variables (defaults in brackets):
+///
+/// | Variable | Meaning |
+/// | --- | --- |
+/// | `PAYMENT_GRPC_ADDR` | gRPC listen address [`0.0.0.0:50053`] |
+/// | `PAYMENT_DATABASE_URL` or `DATABASE_URL` | its own database [`postgres://postgres@127.0.0.1:5432/payment`] |
+/// | `KAFKA_BOOTSTRAP_SERVERS` | Kafka [`127.0.0.1:9092`] |
+/// | `ORDER_EVENTS_TOPIC` | consumed [`order.events.v1`] |
+/// | `PAYMENT_EVENTS_TOPIC` | produced [`payment.events.v1`] |
+/// | `PAYMENT_CONSUMER_GROUP` | consumer group and inbox name [`payment-service`] |
+/// | `PAYMENT_DB_MAX_CONNECTIONS` | pool size [`10`] |
+/// | `GRPC_REQUEST_TIMEOUT_MS` | longest a call may run [`10000`] |
+/// | `KAFKA_SESSION_TIMEOUT_MS` | how long the group waits for a dead member [`10000`] |
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub grpc_addr: SocketAddr,
+    pub database_url: String,
+    pub db_max_connections: u32,
+    pub kafka_bootstrap_servers: String,
+    pub order_events_topic: String,
+    pub payment_events_topic: String,
+    pub consumer_group: String,
+    pub request_timeout: Duration,
+    pub session_timeout: Duration,
+}
+
+impl Settings {
+    /// # Errors
+    /// A variable that is set but invalid.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let database_url = std::env::var("PAYMENT_DATABASE_URL")
+            .or_else(|_| std::env::var("DATABASE_URL"))
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/payment".into());
+        Ok(Self {
+            grpc_addr: config::parse("PAYMENT_GRPC_ADDR", SocketAddr::from(([0, 0, 0, 0], 50053)))?,
+            database_url,
+            db_max_connections: config::parse("PAYMENT_DB_MAX_CONNECTIONS", 10)?,
+            kafka_bootstrap_servers: config::string("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+            order_events_topic: config::string(
+                "ORDER_EVENTS_TOPIC",
+                shop_proto::topics::ORDER_EVENTS,
+            ),
+            payment_events_topic: config::string(
+                "PAYMENT_EVENTS_TOPIC",
+                shop_proto::topics::PAYMENT_EVENTS,
+            ),
+            consumer_group: config::string("PAYMENT_CONSUMER_GROUP", "payment-service"),
+            request_timeout: config::millis("GRPC_REQUEST_TIMEOUT_MS", Duration::from_secs(10))?,
+            session_timeout: config::millis("KAFKA_SESSION_TIMEOUT_MS", Duration::from_secs(10))?,
+        })
+    }
+}

@@ -1,0 +1,125 @@
+//! Building and running the payment process: database, migrations, gRPC listener, relay and
+//! consumer.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use shop_eventing::{Consumer, ConsumerConfig, KafkaConfig, Outbox, Relay, RelayConfig};
+use shop_proto::payment::v1::payment_service_server::PaymentServiceServer;
+use shop_runtime::tasks::{Task, run_until_stopped};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
+use tonic::service::Routes;
+
+use crate::adapters::grpc::PaymentApi;
+use crate::adapters::kafka::OrderEvents;
+use crate::app::Events;
+use crate::config::Settings;
+
+/// A built, not yet running, payment service.
+#[derive(Debug)]
+pub struct Application {
+    settings: Settings,
+    pool: PgPool,
+    listener: TcpListener,
+}
+
+impl Application {
+    /// Connects to the database (waiting for it), migrates it and binds the gRPC port.
+    ///
+    /// # Errors
+    /// When the database stays unreachable, a migration fails or the port is taken.
+    pub async fn build(settings: Settings, shutdown: &CancellationToken) -> anyhow::Result<Self> {
+        let pool = shop_runtime::database::connect(
+            &settings.database_url,
+            settings.db_max_connections,
+            Duration::from_secs(60),
+            shutdown,
+        )
+        .await?;
+        shop_eventing::migrate(&pool).await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        let listener = shop_runtime::grpc::bind(settings.grpc_addr).await?;
+        Ok(Self {
+            settings,
+            pool,
+            listener,
+        })
+    }
+
+    /// Where the gRPC server listens (the real port when configured with port 0).
+    ///
+    /// # Panics
+    /// If the socket has no local address (it always has once bound).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener")
+    }
+
+    /// The service's database pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Serves until `shutdown` is cancelled.
+    ///
+    /// # Errors
+    /// When a part of the service fails.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Self {
+            settings,
+            pool,
+            listener,
+        } = self;
+        let kafka = KafkaConfig::new(&settings.kafka_bootstrap_servers);
+        let events = Events {
+            outbox: Outbox::new("/shop/payment-service"),
+            topic: settings.payment_events_topic.clone(),
+        };
+        let relay = Relay::new(pool.clone(), &kafka, RelayConfig::default())?;
+        let mut consumer_config =
+            ConsumerConfig::new(&settings.consumer_group, [&settings.order_events_topic]);
+        consumer_config.session_timeout = settings.session_timeout;
+        let consumer = Consumer::new(
+            pool.clone(),
+            &kafka,
+            consumer_config,
+            OrderEvents { events },
+        )?;
+
+        let (health, health_service) = shop_runtime::grpc::health_reporter();
+        let api = PaymentServiceServer::new(PaymentApi { pool });
+        let routes = Routes::new(health_service).add_service(api);
+        let names = [<PaymentServiceServer<PaymentApi> as NamedService>::NAME];
+
+        let tasks: Vec<(&'static str, Task)> = vec![
+            ("grpc", {
+                let shutdown = shutdown.clone();
+                let timeout = settings.request_timeout;
+                Box::pin(async move {
+                    shop_runtime::grpc::serve(
+                        listener,
+                        routes,
+                        health,
+                        &names,
+                        async {},
+                        shutdown,
+                        timeout,
+                    )
+                    .await?;
+                    Ok(())
+                })
+            }),
+            ("outbox relay", {
+                let shutdown = shutdown.clone();
+                Box::pin(async move { Ok(relay.run(shutdown).await?) })
+            }),
+            ("order events consumer", {
+                let shutdown = shutdown.clone();
+                Box::pin(async move { Ok(consumer.run(shutdown).await?) })
+            }),
+        ];
+        run_until_stopped(tasks, shutdown).await
+    }
+}
