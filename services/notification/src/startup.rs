@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use shop_eventing::{Consumer, ConsumerConfig, KafkaConfig};
 use shop_proto::notification::v1::notification_service_server::NotificationServiceServer;
-use shop_runtime::tasks::{Task, run_until_stopped};
+use shop_runtime::service::ServiceRunner;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -46,16 +46,14 @@ impl Application {
             )?),
             None => ConfiguredChannel::Log(LogChannel),
         };
-        let pool = shop_runtime::database::connect(
+        // The inbox tables come with it; the outbox stays empty.
+        let pool = shop_runtime::service::open_database(
             &settings.database_url,
             settings.db_max_connections,
-            Duration::from_secs(60),
+            sqlx::migrate!("./migrations"),
             shutdown,
         )
         .await?;
-        // The inbox tables; the outbox stays empty.
-        shop_eventing::migrate(&pool).await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
         let listener = shop_runtime::grpc::bind(settings.grpc_addr).await?;
         Ok(Self {
             settings,
@@ -126,38 +124,21 @@ impl Application {
             },
         );
 
-        let (health, health_service) = shop_runtime::grpc::health_reporter();
         let api = NotificationServiceServer::new(NotificationApi { pool });
-        let routes = Routes::new(health_service).add_service(api);
-        let names = [<NotificationServiceServer<NotificationApi> as NamedService>::NAME];
-
-        let tasks: Vec<(&'static str, Task)> = vec![
-            ("grpc", {
-                let shutdown = shutdown.clone();
-                let timeout = settings.request_timeout;
-                Box::pin(async move {
-                    shop_runtime::grpc::serve(
-                        listener,
-                        routes,
-                        health,
-                        &names,
-                        async {},
-                        shutdown,
-                        timeout,
-                    )
-                    .await?;
-                    Ok(())
-                })
-            }),
-            ("order events consumer", {
-                let shutdown = shutdown.clone();
-                Box::pin(async move { Ok(consumer.run(shutdown).await?) })
-            }),
-            ("delivery worker", {
-                let shutdown = shutdown.clone();
-                Box::pin(async move { worker.run(shutdown).await })
-            }),
-        ];
-        run_until_stopped(tasks, shutdown).await
+        let runner = ServiceRunner::new(
+            listener,
+            Routes::new(api),
+            <NotificationServiceServer<NotificationApi> as NamedService>::NAME,
+            settings.request_timeout,
+            shutdown,
+        );
+        let worker_shutdown = runner.shutdown().clone();
+        runner
+            .consumer("order events consumer", consumer)
+            .task("delivery worker", async move {
+                worker.run(worker_shutdown).await
+            })
+            .run()
+            .await
     }
 }

@@ -2,11 +2,10 @@
 //! consumer.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use shop_eventing::{Consumer, ConsumerConfig, KafkaConfig, Outbox, Relay, RelayConfig};
 use shop_proto::order::v1::order_service_server::OrderServiceServer;
-use shop_runtime::tasks::{Task, run_until_stopped};
+use shop_runtime::service::ServiceRunner;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -33,15 +32,13 @@ impl Application {
     /// # Errors
     /// When the database stays unreachable, a migration fails or the port is taken.
     pub async fn build(settings: Settings, shutdown: &CancellationToken) -> anyhow::Result<Self> {
-        let pool = shop_runtime::database::connect(
+        let pool = shop_runtime::service::open_database(
             &settings.database_url,
             settings.db_max_connections,
-            Duration::from_secs(60),
+            sqlx::migrate!("./migrations"),
             shutdown,
         )
         .await?;
-        shop_eventing::migrate(&pool).await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
         let listener = shop_runtime::grpc::bind(settings.grpc_addr).await?;
         Ok(Self {
             settings,
@@ -104,42 +101,21 @@ impl Application {
             },
         )?;
 
-        let (health, health_service) = shop_runtime::grpc::health_reporter();
         let api = OrderServiceServer::new(OrderApi {
             pool,
             catalog,
             events,
         });
-        let routes = Routes::new(health_service).add_service(api);
-        let names = [<OrderServiceServer<OrderApi> as NamedService>::NAME];
-
-        let tasks: Vec<(&'static str, Task)> = vec![
-            ("grpc", {
-                let shutdown = shutdown.clone();
-                let timeout = settings.request_timeout;
-                Box::pin(async move {
-                    shop_runtime::grpc::serve(
-                        listener,
-                        routes,
-                        health,
-                        &names,
-                        async {},
-                        shutdown,
-                        timeout,
-                    )
-                    .await?;
-                    Ok(())
-                })
-            }),
-            ("outbox relay", {
-                let shutdown = shutdown.clone();
-                Box::pin(async move { Ok(relay.run(shutdown).await?) })
-            }),
-            ("saga replies consumer", {
-                let shutdown = shutdown.clone();
-                Box::pin(async move { Ok(consumer.run(shutdown).await?) })
-            }),
-        ];
-        run_until_stopped(tasks, shutdown).await
+        ServiceRunner::new(
+            listener,
+            Routes::new(api),
+            <OrderServiceServer<OrderApi> as NamedService>::NAME,
+            settings.request_timeout,
+            shutdown,
+        )
+        .relay(relay)
+        .consumer("saga replies consumer", consumer)
+        .run()
+        .await
     }
 }

@@ -1,0 +1,146 @@
+//! The shape every service process shares: a database of its own (eventing tables plus the
+//! service's migrations), a gRPC server with health and reflection, and long-running tasks (the
+//! outbox relay, consumers, workers) that start together and stop together.
+
+use std::future::Future;
+use std::time::Duration;
+
+use shop_eventing::{Consumer, Handler, Relay};
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+
+use crate::tasks::{Task, run_until_stopped};
+
+/// Connects to a service's database (waiting up to a minute for it), creates or upgrades the
+/// outbox and inbox tables, then applies the service's own `migrations`.
+///
+/// # Errors
+/// When the database stays unreachable or a migration fails.
+pub async fn open_database(
+    url: &str,
+    max_connections: u32,
+    migrations: Migrator,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<PgPool> {
+    let pool =
+        crate::database::connect(url, max_connections, Duration::from_secs(60), shutdown).await?;
+    shop_eventing::migrate(&pool).await?;
+    migrations.run(&pool).await?;
+    Ok(pool)
+}
+
+/// A service process about to run: its gRPC API and its background tasks.
+pub struct ServiceRunner {
+    listener: TcpListener,
+    routes: Routes,
+    names: Vec<&'static str>,
+    request_timeout: Duration,
+    tasks: Vec<(&'static str, Task)>,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for ServiceRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tasks: Vec<&str> = self.tasks.iter().map(|(name, _)| *name).collect();
+        f.debug_struct("ServiceRunner")
+            .field("names", &self.names)
+            .field("tasks", &tasks)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServiceRunner {
+    /// Serves `routes` (the service's gRPC API, named `name` for health checks) on `listener`,
+    /// each call bounded by `request_timeout`, until `shutdown`.
+    pub fn new(
+        listener: TcpListener,
+        routes: Routes,
+        name: &'static str,
+        request_timeout: Duration,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            listener,
+            routes,
+            names: vec![name],
+            request_timeout,
+            tasks: Vec::new(),
+            shutdown,
+        }
+    }
+
+    /// Adds the service's outbox relay.
+    #[must_use]
+    pub fn relay(self, relay: Relay) -> Self {
+        let shutdown = self.shutdown.clone();
+        self.task(
+            "outbox relay",
+            async move { Ok(relay.run(shutdown).await?) },
+        )
+    }
+
+    /// Adds a consumer.
+    #[must_use]
+    pub fn consumer<H: Handler>(self, name: &'static str, consumer: Consumer<H>) -> Self {
+        let shutdown = self.shutdown.clone();
+        self.task(name, async move { Ok(consumer.run(shutdown).await?) })
+    }
+
+    /// Adds any other long-running task; it must return when the shutdown token is cancelled.
+    #[must_use]
+    pub fn task(
+        mut self,
+        name: &'static str,
+        task: impl Future<Output = anyhow::Result<()>> + Send + 'static,
+    ) -> Self {
+        self.tasks.push((name, Box::pin(task)));
+        self
+    }
+
+    /// The shutdown token the tasks watch.
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Runs the gRPC server (reporting SERVING, then NOT_SERVING on shutdown) and every task
+    /// until shutdown or the first failure.
+    ///
+    /// # Errors
+    /// The first task failure.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            routes,
+            names,
+            request_timeout,
+            mut tasks,
+            shutdown,
+        } = self;
+        let (health, health_service) = crate::grpc::health_reporter();
+        let routes = routes.add_service(health_service);
+        let grpc_shutdown = shutdown.clone();
+        tasks.insert(
+            0,
+            (
+                "grpc",
+                Box::pin(async move {
+                    crate::grpc::serve(
+                        listener,
+                        routes,
+                        health,
+                        &names,
+                        async {},
+                        grpc_shutdown,
+                        request_timeout,
+                    )
+                    .await?;
+                    Ok(())
+                }),
+            ),
+        );
+        run_until_stopped(tasks, shutdown).await
+    }
+}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Load test: starts the suite from an optimised build (deploy/run.sh with SHOP_PROFILE=release,
+# no demo), places orders for a fixed time at a fixed concurrency with shop-load, prints orders/s
+# and placed-to-terminal latency, then stops everything.
+#
+#   deploy/load.sh [--broker tansu] [--seconds 60] [--concurrency 16]
+set -euo pipefail
+# shellcheck source=deploy/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$(shop_root)"
+
+run_args=() load_args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --broker) run_args+=(--broker "$2"); shift 2 ;;
+    --seconds|--concurrency) load_args+=("$1" "$2"); shift 2 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+
+log="$SHOP_STATE_DIR/load-run.log"
+SHOP_PROFILE=release SHOP_SKIP_DEMO=1 RUST_LOG="${RUST_LOG:-warn}" deploy/run.sh "${run_args[@]}" >"$log" 2>&1 &
+run_pid=$!
+shop_on_exit "kill $run_pid; wait $run_pid"
+until grep -q "The shop suite is running" "$log"; do
+  kill -0 "$run_pid" 2>/dev/null || { cat "$log" >&2; exit 1; }
+  sleep 1
+done
+kafka=$(sed -n 's/^  Kafka *\([^ ]*\).*/\1/p' "$log")
+echo "machine: $(nproc) cores; suite: release build; Kafka: $kafka"
+target/release/shop-load --kafka "$kafka" "${load_args[@]}"
