@@ -22,7 +22,7 @@ use crate::tasks::{Task, run_until_stopped};
 pub async fn open_database(
     url: &str,
     max_connections: u32,
-    migrations: Migrator,
+    migrations: &Migrator,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<PgPool> {
     let pool =
@@ -30,6 +30,42 @@ pub async fn open_database(
     shop_eventing::migrate(&pool).await?;
     migrations.run(&pool).await?;
     Ok(pool)
+}
+
+/// What a service binary was asked to do by its command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// No arguments: migrate the database, then serve until SIGTERM.
+    Serve,
+    /// `migrate`: create or upgrade the database, then exit. Kubernetes runs this as an init
+    /// container, so a new version's schema is in place before any of its replicas serves.
+    Migrate,
+}
+
+impl Command {
+    /// Reads the process arguments. `--help` prints the usage of `binary` and exits.
+    ///
+    /// # Errors
+    /// An unknown argument.
+    pub fn from_args(binary: &str) -> anyhow::Result<Self> {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        match args
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
+            [] | ["serve"] => Ok(Self::Serve),
+            ["migrate"] => Ok(Self::Migrate),
+            ["-h" | "--help"] => {
+                println!(
+                    "usage: {binary} [serve | migrate]\n\n  serve    migrate the database, then serve gRPC until SIGTERM (default)\n  migrate  create or upgrade the database, then exit\n\nSettings are environment variables; see the service's src/config.rs."
+                );
+                std::process::exit(0)
+            }
+            other => anyhow::bail!("unknown arguments {other:?}; try {binary} --help"),
+        }
+    }
 }
 
 /// A service process about to run: its gRPC API and its background tasks.

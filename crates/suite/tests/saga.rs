@@ -115,6 +115,7 @@ impl Suite {
         let mut launches = HashMap::new();
         let mut inventory = Launch::Inventory(inventory_service::config::Settings {
             grpc_addr: any,
+            metrics_addr: any,
             database_url: inventory_db.url(),
             db_max_connections: 10,
             kafka_bootstrap_servers: bootstrap.clone(),
@@ -135,6 +136,7 @@ impl Suite {
                 Service::Order,
                 Launch::Order(order_service::config::Settings {
                     grpc_addr: any,
+                    metrics_addr: any,
                     database_url: order_db.url(),
                     db_max_connections: 10,
                     inventory_url: format!("http://{inventory_addr}"),
@@ -154,6 +156,7 @@ impl Suite {
                 Service::Payment,
                 Launch::Payment(payment_service::config::Settings {
                     grpc_addr: any,
+                    metrics_addr: any,
                     database_url: payment_db.url(),
                     db_max_connections: 10,
                     kafka_bootstrap_servers: bootstrap.clone(),
@@ -168,6 +171,7 @@ impl Suite {
                 Service::Notification,
                 Launch::Notification(notification_service::config::Settings {
                     grpc_addr: any,
+                    metrics_addr: any,
                     database_url: notification_db.url(),
                     db_max_connections: 10,
                     kafka_bootstrap_servers: bootstrap.clone(),

@@ -10,6 +10,7 @@ use shop_runtime::config::{self, ConfigError};
 /// | Variable | Meaning |
 /// | --- | --- |
 /// | `NOTIFICATION_GRPC_ADDR` | gRPC listen address [`0.0.0.0:50054`] |
+/// | `NOTIFICATION_METRICS_ADDR` | Prometheus `/metrics` listen address [`0.0.0.0:9104`] |
 /// | `NOTIFICATION_DATABASE_URL` or `DATABASE_URL` | its own database [`postgres://postgres@127.0.0.1:5432/notification`] |
 /// | `NOTIFICATION_DB_MAX_CONNECTIONS` | pool size [`10`] |
 /// | `KAFKA_BOOTSTRAP_SERVERS` | Kafka [`127.0.0.1:9092`] |
@@ -27,6 +28,8 @@ use shop_runtime::config::{self, ConfigError};
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub grpc_addr: SocketAddr,
+    /// Where Prometheus scrapes `/metrics`.
+    pub metrics_addr: SocketAddr,
     pub database_url: String,
     pub db_max_connections: u32,
     pub kafka_bootstrap_servers: String,
@@ -47,14 +50,13 @@ impl Settings {
     /// # Errors
     /// A variable that is set but invalid.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let database_url = std::env::var("NOTIFICATION_DATABASE_URL")
-            .or_else(|_| std::env::var("DATABASE_URL"))
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/notification".into());
+        let database_url = config::first_of(
+            &["NOTIFICATION_DATABASE_URL", "DATABASE_URL"],
+            "postgres://postgres@127.0.0.1:5432/notification",
+        );
         Ok(Self {
-            grpc_addr: config::parse(
-                "NOTIFICATION_GRPC_ADDR",
-                SocketAddr::from(([0, 0, 0, 0], 50054)),
-            )?,
+            grpc_addr: config::listen_addr("NOTIFICATION_GRPC_ADDR", 50054)?,
+            metrics_addr: config::listen_addr("NOTIFICATION_METRICS_ADDR", 9104)?,
             database_url,
             db_max_connections: config::parse("NOTIFICATION_DB_MAX_CONNECTIONS", 10)?,
             kafka_bootstrap_servers: config::string("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
@@ -98,7 +100,7 @@ impl Settings {
 
 /// An absolute `http` or `https` URL, or `None` when the variable is unset or empty.
 fn webhook_url(name: &str) -> Result<Option<Url>, ConfigError> {
-    let Some(value) = std::env::var(name).ok().filter(|v| !v.is_empty()) else {
+    let Some(value) = config::optional(name) else {
         return Ok(None);
     };
     let invalid = |reason: String| ConfigError {

@@ -8,6 +8,7 @@ use shop_eventing::{Consumer, ConsumerConfig, KafkaConfig};
 use shop_proto::notification::v1::notification_service_server::NotificationServiceServer;
 use shop_runtime::service::ServiceRunner;
 use sqlx::PgPool;
+use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
@@ -21,6 +22,21 @@ use crate::config::Settings;
 
 /// How much longer than the longest delivery a claim on a notification lasts.
 const LEASE_MARGIN: Duration = Duration::from_secs(30);
+
+/// The service's own schema (the eventing tables come with `shop_eventing::migrate`).
+pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+
+/// Creates or upgrades the service's database, then returns (`<service> migrate`).
+///
+/// # Errors
+/// When the database stays unreachable or a migration fails.
+pub async fn migrate(settings: &Settings, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    let pool =
+        shop_runtime::service::open_database(&settings.database_url, 1, &MIGRATIONS, shutdown)
+            .await?;
+    pool.close().await;
+    Ok(())
+}
 
 /// A built, not yet running, notification service.
 #[derive(Debug)]
@@ -50,7 +66,7 @@ impl Application {
         let pool = shop_runtime::service::open_database(
             &settings.database_url,
             settings.db_max_connections,
-            sqlx::migrate!("./migrations"),
+            &MIGRATIONS,
             shutdown,
         )
         .await?;

@@ -8,6 +8,7 @@ use shop_runtime::config::{self, ConfigError};
 /// | Variable | Meaning |
 /// | --- | --- |
 /// | `ORDER_GRPC_ADDR` | gRPC listen address [`0.0.0.0:50051`] |
+/// | `ORDER_METRICS_ADDR` | Prometheus `/metrics` listen address [`0.0.0.0:9101`] |
 /// | `ORDER_DATABASE_URL` or `DATABASE_URL` | its own database [`postgres://postgres@127.0.0.1:5432/orders`] |
 /// | `ORDER_DB_MAX_CONNECTIONS` | pool size [`10`] |
 /// | `INVENTORY_GRPC_URL` | inventory's gRPC endpoint, for prices [`http://127.0.0.1:50052`] |
@@ -23,6 +24,8 @@ use shop_runtime::config::{self, ConfigError};
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub grpc_addr: SocketAddr,
+    /// Where Prometheus scrapes `/metrics`.
+    pub metrics_addr: SocketAddr,
     pub database_url: String,
     pub db_max_connections: u32,
     pub inventory_url: String,
@@ -42,11 +45,13 @@ impl Settings {
     /// # Errors
     /// A variable that is set but invalid.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let database_url = std::env::var("ORDER_DATABASE_URL")
-            .or_else(|_| std::env::var("DATABASE_URL"))
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/orders".into());
+        let database_url = config::first_of(
+            &["ORDER_DATABASE_URL", "DATABASE_URL"],
+            "postgres://postgres@127.0.0.1:5432/orders",
+        );
         Ok(Self {
-            grpc_addr: config::parse("ORDER_GRPC_ADDR", SocketAddr::from(([0, 0, 0, 0], 50051)))?,
+            grpc_addr: config::listen_addr("ORDER_GRPC_ADDR", 50051)?,
+            metrics_addr: config::listen_addr("ORDER_METRICS_ADDR", 9101)?,
             database_url,
             db_max_connections: config::parse("ORDER_DB_MAX_CONNECTIONS", 10)?,
             inventory_url: config::string("INVENTORY_GRPC_URL", "http://127.0.0.1:50052"),

@@ -7,6 +7,7 @@ use shop_eventing::{Consumer, ConsumerConfig, KafkaConfig, Outbox, Relay, RelayC
 use shop_proto::order::v1::order_service_server::OrderServiceServer;
 use shop_runtime::service::ServiceRunner;
 use sqlx::PgPool;
+use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
@@ -17,6 +18,21 @@ use crate::adapters::inventory::{BreakerSettings, InventoryCatalog};
 use crate::adapters::kafka::SagaReplies;
 use crate::app::Events;
 use crate::config::Settings;
+
+/// The service's own schema (the eventing tables come with `shop_eventing::migrate`).
+pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+
+/// Creates or upgrades the service's database, then returns (`<service> migrate`).
+///
+/// # Errors
+/// When the database stays unreachable or a migration fails.
+pub async fn migrate(settings: &Settings, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    let pool =
+        shop_runtime::service::open_database(&settings.database_url, 1, &MIGRATIONS, shutdown)
+            .await?;
+    pool.close().await;
+    Ok(())
+}
 
 /// A built, not yet running, order service.
 #[derive(Debug)]
@@ -35,7 +51,7 @@ impl Application {
         let pool = shop_runtime::service::open_database(
             &settings.database_url,
             settings.db_max_connections,
-            sqlx::migrate!("./migrations"),
+            &MIGRATIONS,
             shutdown,
         )
         .await?;

@@ -53,6 +53,7 @@ async fn spawn_app(inventory_url: Option<&str>) -> TestApp {
     let inventory = inventory_service::startup::Application::build(
         inventory_service::config::Settings {
             grpc_addr: "127.0.0.1:0".parse().unwrap(),
+            metrics_addr: "127.0.0.1:0".parse().unwrap(),
             database_url: inventory_db.url(),
             db_max_connections: 10,
             kafka_bootstrap_servers: kafka.bootstrap_servers().to_owned(),
@@ -73,6 +74,7 @@ async fn spawn_app(inventory_url: Option<&str>) -> TestApp {
     let app = Application::build(
         Settings {
             grpc_addr: "127.0.0.1:0".parse().unwrap(),
+            metrics_addr: "127.0.0.1:0".parse().unwrap(),
             database_url: order_db.url(),
             db_max_connections: 10,
             inventory_url: inventory_url.unwrap_or(&inventory_addr).to_owned(),

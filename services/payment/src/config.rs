@@ -8,6 +8,7 @@ use shop_runtime::config::{self, ConfigError};
 /// | Variable | Meaning |
 /// | --- | --- |
 /// | `PAYMENT_GRPC_ADDR` | gRPC listen address [`0.0.0.0:50053`] |
+/// | `PAYMENT_METRICS_ADDR` | Prometheus `/metrics` listen address [`0.0.0.0:9103`] |
 /// | `PAYMENT_DATABASE_URL` or `DATABASE_URL` | its own database [`postgres://postgres@127.0.0.1:5432/payment`] |
 /// | `KAFKA_BOOTSTRAP_SERVERS` | Kafka [`127.0.0.1:9092`] |
 /// | `ORDER_EVENTS_TOPIC` | consumed [`order.events.v1`] |
@@ -19,6 +20,8 @@ use shop_runtime::config::{self, ConfigError};
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub grpc_addr: SocketAddr,
+    /// Where Prometheus scrapes `/metrics`.
+    pub metrics_addr: SocketAddr,
     pub database_url: String,
     pub db_max_connections: u32,
     pub kafka_bootstrap_servers: String,
@@ -33,11 +36,13 @@ impl Settings {
     /// # Errors
     /// A variable that is set but invalid.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let database_url = std::env::var("PAYMENT_DATABASE_URL")
-            .or_else(|_| std::env::var("DATABASE_URL"))
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/payment".into());
+        let database_url = config::first_of(
+            &["PAYMENT_DATABASE_URL", "DATABASE_URL"],
+            "postgres://postgres@127.0.0.1:5432/payment",
+        );
         Ok(Self {
-            grpc_addr: config::parse("PAYMENT_GRPC_ADDR", SocketAddr::from(([0, 0, 0, 0], 50053)))?,
+            grpc_addr: config::listen_addr("PAYMENT_GRPC_ADDR", 50053)?,
+            metrics_addr: config::listen_addr("PAYMENT_METRICS_ADDR", 9103)?,
             database_url,
             db_max_connections: config::parse("PAYMENT_DB_MAX_CONNECTIONS", 10)?,
             kafka_bootstrap_servers: config::string("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),

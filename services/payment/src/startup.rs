@@ -7,6 +7,7 @@ use shop_eventing::{Consumer, ConsumerConfig, KafkaConfig, Outbox, Relay, RelayC
 use shop_proto::payment::v1::payment_service_server::PaymentServiceServer;
 use shop_runtime::service::ServiceRunner;
 use sqlx::PgPool;
+use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
@@ -16,6 +17,21 @@ use crate::adapters::grpc::PaymentApi;
 use crate::adapters::kafka::OrderEvents;
 use crate::app::Events;
 use crate::config::Settings;
+
+/// The service's own schema (the eventing tables come with `shop_eventing::migrate`).
+pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+
+/// Creates or upgrades the service's database, then returns (`<service> migrate`).
+///
+/// # Errors
+/// When the database stays unreachable or a migration fails.
+pub async fn migrate(settings: &Settings, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    let pool =
+        shop_runtime::service::open_database(&settings.database_url, 1, &MIGRATIONS, shutdown)
+            .await?;
+    pool.close().await;
+    Ok(())
+}
 
 /// A built, not yet running, payment service.
 #[derive(Debug)]
@@ -34,7 +50,7 @@ impl Application {
         let pool = shop_runtime::service::open_database(
             &settings.database_url,
             settings.db_max_connections,
-            sqlx::migrate!("./migrations"),
+            &MIGRATIONS,
             shutdown,
         )
         .await?;
