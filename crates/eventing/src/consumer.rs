@@ -1,9 +1,10 @@
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use chrono::{SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use futures::FutureExt;
-use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{CommitMode, Consumer as _, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -12,8 +13,12 @@ use sqlx::{Acquire, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::commit::Deferred;
 use crate::failpoint::Crashed;
-use crate::{Failpoints, InboundEvent, KafkaConfig, RetryPolicy, headers};
+use crate::metrics::{
+    DeadLetterLabels, ErrorLabels, GroupLabels, GroupTopicLabels, OutcomeLabels, PartitionLabels,
+};
+use crate::{EventingMetrics, Failpoints, InboundEvent, KafkaConfig, RetryPolicy, headers};
 
 /// Where a consumer group with no committed offset starts reading.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +55,10 @@ pub struct ConsumerConfig {
     /// record arrives, so this only bounds idle polling there; brokers that hold fetches for the
     /// whole wait (tansu does) add up to this much latency per hop.
     pub max_fetch_wait: Duration,
+    /// How often librdkafka reports statistics, from which `shop_consumer_lag` is read.
+    pub statistics_interval: Duration,
+    /// Where counts and timings go (see [`EventingMetrics`]).
+    pub metrics: EventingMetrics,
     /// Crash points for tests.
     pub failpoints: Failpoints,
 }
@@ -71,6 +80,8 @@ impl ConsumerConfig {
             max_batch: 200,
             session_timeout: Duration::from_secs(10),
             max_fetch_wait: Duration::from_millis(20),
+            statistics_interval: Duration::from_secs(5),
+            metrics: EventingMetrics::default(),
             failpoints: Failpoints::from_env(),
         }
     }
@@ -154,7 +165,7 @@ pub trait Handler: Send + Sync + 'static {
 /// fetched are applied in one transaction (a savepoint each), so one fsync covers a batch.
 pub struct Consumer<H> {
     pool: PgPool,
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<LagReporter>,
     dead_letters: FutureProducer,
     config: ConsumerConfig,
     handler: H,
@@ -181,11 +192,55 @@ impl From<Crashed> for Stop {
 }
 
 struct Run {
-    /// How many records of the slice were committed, from its start.
-    committed: usize,
+    /// The records of the slice that were committed, from its start.
+    applied: Vec<Applied>,
     /// The handler failure that ended the run, on the record after the committed ones.
     failure: Option<HandlerError>,
 }
+
+/// A record whose inbox row (and effect, unless a duplicate) is in the transaction.
+struct Applied {
+    duplicate: bool,
+    deferred: Deferred,
+}
+
+/// Reads each partition's lag from librdkafka's statistics into `shop_consumer_lag`.
+struct LagReporter {
+    group: String,
+    metrics: EventingMetrics,
+}
+
+impl ClientContext for LagReporter {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, stats) in statistics.topics {
+            for (partition, p) in stats.partitions {
+                // -1 is librdkafka's internal "unassigned" partition.
+                if partition < 0 {
+                    continue;
+                }
+                let labels = PartitionLabels {
+                    group: self.group.clone(),
+                    topic: topic.clone(),
+                    partition: partition.to_string(),
+                };
+                // Lag behind the stored offset: what this consumer has applied (offsets are
+                // stored only after the database commit). -1 when the partition is not ours.
+                let lag = if p.consumer_lag_stored >= 0 {
+                    p.consumer_lag_stored
+                } else {
+                    p.consumer_lag
+                };
+                if lag >= 0 {
+                    self.metrics.lag.get_or_create(&labels).set(lag);
+                } else {
+                    self.metrics.lag.remove(&labels);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for LagReporter {}
 
 impl<H: Handler> Consumer<H> {
     /// Creates the consumer and subscribes to the configured topics.
@@ -209,6 +264,10 @@ impl<H: Handler> Consumer<H> {
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
             .set(
+                "statistics.interval.ms",
+                config.statistics_interval.as_millis().to_string(),
+            )
+            .set(
                 "session.timeout.ms",
                 config.session_timeout.as_millis().to_string(),
             )
@@ -222,9 +281,15 @@ impl<H: Handler> Consumer<H> {
         for (k, v) in &kafka.properties {
             client.set(k, v);
         }
-        let consumer: StreamConsumer = client.create()?;
+        let consumer: StreamConsumer<LagReporter> = client.create_with_context(LagReporter {
+            group: config.group_id.clone(),
+            metrics: config.metrics.clone(),
+        })?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
+        config
+            .metrics
+            .start_consumer(&config.group_id, &config.topics, &config.dead_letter_topic);
         Ok(Self {
             pool,
             consumer,
@@ -265,8 +330,9 @@ impl<H: Handler> Consumer<H> {
                     None => break,
                 }
             }
+            let fetched = Instant::now();
             let events: Vec<InboundEvent> = batch.iter().map(InboundEvent::from_message).collect();
-            match self.process(&events, &shutdown).await {
+            match self.process(&events, fetched, &shutdown).await {
                 Ok(()) => {}
                 Err(Stop::Shutdown) => break,
                 Err(Stop::Crashed(crashed)) => return Err(crashed),
@@ -297,6 +363,7 @@ impl<H: Handler> Consumer<H> {
     async fn process(
         &self,
         events: &[InboundEvent],
+        fetched: Instant,
         shutdown: &CancellationToken,
     ) -> Result<(), Stop> {
         let mut next = 0;
@@ -315,13 +382,17 @@ impl<H: Handler> Consumer<H> {
                 }
             };
             outages = 0;
-            if run.committed > 0 {
+            let committed = run.applied.len();
+            if committed > 0 {
                 self.config.failpoints.hit("consumer.after_commit")?;
-                self.store_offsets(&events[next..next + run.committed]);
-                next += run.committed;
+                self.store_offsets(&events[next..next + committed]);
+                self.record_applied(&events[next..next + committed], &run.applied, fetched);
+                next += committed;
             }
             if let Some(failure) = run.failure {
-                self.settle(&events[next], failure, shutdown).await?;
+                self.record_failure(&events[next], &failure);
+                self.settle(&events[next], failure, fetched, shutdown)
+                    .await?;
                 next += 1;
             }
         }
@@ -333,35 +404,48 @@ impl<H: Handler> Consumer<H> {
     async fn apply(&self, events: &[InboundEvent]) -> Result<Run, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let mut run = Run {
-            committed: 0,
+            applied: Vec::new(),
             failure: None,
         };
         if let [event] = events {
             // A lone record needs no savepoint: on failure the whole transaction goes.
             match self.apply_one(&mut tx, event).await? {
-                Ok(()) => {
+                Ok(applied) => {
                     tx.commit().await?;
-                    run.committed = 1;
+                    run.applied.push(applied);
                 }
                 Err(failure) => run.failure = Some(failure),
             }
-            return Ok(run);
-        }
-        for event in events {
-            let mut savepoint = tx.begin().await?;
-            match self.apply_one(&mut savepoint, event).await? {
-                Ok(()) => {
-                    savepoint.commit().await?;
-                    run.committed += 1;
-                }
-                Err(failure) => {
-                    savepoint.rollback().await?;
-                    run.failure = Some(failure);
-                    break;
+        } else {
+            for event in events {
+                let mut savepoint = tx.begin().await?;
+                match self.apply_one(&mut savepoint, event).await? {
+                    Ok(applied) => {
+                        savepoint.commit().await?;
+                        run.applied.push(applied);
+                    }
+                    Err(failure) => {
+                        // Its deferred effects went with its savepoint.
+                        savepoint.rollback().await?;
+                        run.failure = Some(failure);
+                        break;
+                    }
                 }
             }
+            tx.commit().await?;
         }
-        tx.commit().await?;
+        if !run.applied.is_empty() {
+            self.config
+                .metrics
+                .batch_size
+                .get_or_create(&GroupLabels {
+                    group: self.config.group_id.clone(),
+                })
+                .observe(run.applied.len() as f64);
+        }
+        for applied in &mut run.applied {
+            std::mem::take(&mut applied.deferred).run();
+        }
         Ok(run)
     }
 
@@ -371,7 +455,7 @@ impl<H: Handler> Consumer<H> {
         &self,
         conn: &mut PgConnection,
         event: &InboundEvent,
-    ) -> Result<Result<(), HandlerError>, sqlx::Error> {
+    ) -> Result<Result<Applied, HandlerError>, sqlx::Error> {
         let span = tracing::info_span!(
             "process",
             otel.name = %format!("process {}", event.topic),
@@ -411,9 +495,16 @@ impl<H: Handler> Consumer<H> {
             tracing::Span::current().record("duplicate", !claimed);
             if !claimed {
                 tracing::debug!("Already applied; skipping.");
-                return Ok(Ok(()));
+                return Ok(Ok(Applied {
+                    duplicate: true,
+                    deferred: Deferred::default(),
+                }));
             }
-            Ok(self.handler.handle(conn, event).await)
+            let (outcome, deferred) = Deferred::collect(self.handler.handle(conn, event)).await;
+            Ok(outcome.map(|()| Applied {
+                duplicate: false,
+                deferred,
+            }))
         }
         .instrument(span)
         .await
@@ -425,6 +516,7 @@ impl<H: Handler> Consumer<H> {
         &self,
         event: &InboundEvent,
         mut failure: HandlerError,
+        fetched: Instant,
         shutdown: &CancellationToken,
     ) -> Result<(), Stop> {
         let mut attempts = 1;
@@ -444,15 +536,20 @@ impl<H: Handler> Consumer<H> {
             );
             self.pause(delay, shutdown).await?;
             match self.apply(std::slice::from_ref(event)).await {
-                Ok(Run { failure: None, .. }) => {
+                Ok(Run {
+                    failure: None,
+                    applied,
+                }) => {
                     self.config.failpoints.hit("consumer.after_commit")?;
                     self.store_offsets(std::slice::from_ref(event));
+                    self.record_applied(std::slice::from_ref(event), &applied, fetched);
                     return Ok(());
                 }
                 Ok(Run {
                     failure: Some(next),
                     ..
                 }) => {
+                    self.record_failure(event, &next);
                     failure = next;
                     // Only tries made while the database answers count: an outage must not
                     // push valid records to the dead-letter topic.
@@ -496,6 +593,7 @@ impl<H: Handler> Consumer<H> {
         };
         if known {
             tracing::info!(event.id = %event.id, "Already dead-lettered; skipping.");
+            self.count(event, "duplicate");
             return Ok(());
         }
 
@@ -570,6 +668,16 @@ impl<H: Handler> Consumer<H> {
                 }
             }
         }
+        self.count(event, "dead_lettered");
+        self.config
+            .metrics
+            .dead_letters
+            .get_or_create(&DeadLetterLabels {
+                group: self.config.group_id.clone(),
+                topic: event.topic.clone(),
+                dead_letter_topic: self.config.dead_letter_topic.clone(),
+            })
+            .inc();
         tracing::error!(
             event.id = %event.id, event.type = event.event_type.as_deref().unwrap_or(""),
             topic = %event.topic, partition = event.partition, offset = event.offset,
@@ -577,6 +685,66 @@ impl<H: Handler> Consumer<H> {
             "Dead-lettered a record; the partition moves on."
         );
         Ok(())
+    }
+
+    fn count(&self, event: &InboundEvent, outcome: &'static str) {
+        self.config
+            .metrics
+            .consumed
+            .get_or_create(&OutcomeLabels {
+                group: self.config.group_id.clone(),
+                topic: event.topic.clone(),
+                outcome,
+            })
+            .inc();
+    }
+
+    /// Counts and times records whose transaction committed.
+    fn record_applied(&self, events: &[InboundEvent], applied: &[Applied], fetched: Instant) {
+        let metrics = &self.config.metrics;
+        let now = Utc::now();
+        for (event, applied) in events.iter().zip(applied) {
+            self.count(
+                event,
+                if applied.duplicate {
+                    "duplicate"
+                } else {
+                    "applied"
+                },
+            );
+            let labels = GroupTopicLabels {
+                group: self.config.group_id.clone(),
+                topic: event.topic.clone(),
+            };
+            metrics
+                .process_duration
+                .get_or_create(&labels)
+                .observe(fetched.elapsed().as_secs_f64());
+            if !applied.duplicate
+                && let Some(appended) = event
+                    .time
+                    .as_deref()
+                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            {
+                let delay = (now - appended.with_timezone(&Utc)).as_seconds_f64();
+                metrics
+                    .event_delay
+                    .get_or_create(&labels)
+                    .observe(delay.max(0.0));
+            }
+        }
+    }
+
+    fn record_failure(&self, event: &InboundEvent, failure: &HandlerError) {
+        self.config
+            .metrics
+            .handler_errors
+            .get_or_create(&ErrorLabels {
+                group: self.config.group_id.clone(),
+                topic: event.topic.clone(),
+                kind: failure.kind(),
+            })
+            .inc();
     }
 
     fn store_offsets(&self, events: &[InboundEvent]) {

@@ -28,20 +28,24 @@
 //! time. Writers of one aggregate must serialize on it (they do when they update the aggregate's
 //! row in the same transaction), so that id order is also commit order for that key.
 
+mod commit;
 mod consumer;
 mod failpoint;
 pub mod headers;
 mod inbound;
 mod kafka;
+mod metrics;
 mod migrate;
 mod outbox;
 mod relay;
 mod retry;
 
+pub use commit::{after_commit, committing, count_on_commit};
 pub use consumer::{Consumer, ConsumerConfig, Handler, HandlerError, StartPosition};
 pub use failpoint::{FailpointAction, Failpoints};
 pub use inbound::InboundEvent;
 pub use kafka::KafkaConfig;
+pub use metrics::EventingMetrics;
 pub use migrate::migrate;
 pub use outbox::{NewEvent, Outbox};
 pub use relay::{Relay, RelayConfig, RelayError};

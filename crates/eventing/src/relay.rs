@@ -1,5 +1,5 @@
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rdkafka::error::KafkaError;
@@ -8,9 +8,11 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::failpoint::Crashed;
-use crate::{Failpoints, KafkaConfig, headers};
+use crate::metrics::TopicLabels;
+use crate::{EventingMetrics, Failpoints, KafkaConfig, headers};
 
 /// The NOTIFY channel the outbox trigger signals on commit.
 const CHANNEL: &str = "eventing_outbox";
@@ -29,6 +31,8 @@ pub struct RelayConfig {
     pub standby_retry: Duration,
     /// Pause after a database or Kafka failure before starting over.
     pub error_backoff: Duration,
+    /// Where counts and timings go (see [`EventingMetrics`]).
+    pub metrics: EventingMetrics,
     /// Crash points for tests.
     pub failpoints: Failpoints,
 }
@@ -40,6 +44,7 @@ impl Default for RelayConfig {
             poll_interval: Duration::from_secs(1),
             standby_retry: Duration::from_secs(1),
             error_backoff: Duration::from_millis(500),
+            metrics: EventingMetrics::default(),
             failpoints: Failpoints::from_env(),
         }
     }
@@ -95,7 +100,41 @@ struct OutboxRow {
 }
 
 impl OutboxRow {
-    fn kafka_headers(&self) -> OwnedHeaders {
+    /// The trace context stored with the row: that of the span that appended the event.
+    fn stored_trace_headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.headers
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.as_str(), v.as_str()?)))
+    }
+
+    /// The `send <topic>` span of this event: a producer span, child of the span that appended
+    /// the event (whatever request or consumer that was), so a trace runs through the outbox.
+    fn send_span(&self) -> tracing::Span {
+        let span = tracing::info_span!(
+            parent: None,
+            "send",
+            otel.name = %format!("send {}", self.topic),
+            otel.kind = "producer",
+            otel.status_code = tracing::field::Empty,
+            messaging.system = "kafka",
+            messaging.operation.type = "send",
+            messaging.operation.name = "send",
+            messaging.destination.name = %self.topic,
+            messaging.message.id = %self.event_id,
+            messaging.kafka.message.key = %self.partition_key,
+            messaging.destination.partition.id = tracing::field::Empty,
+            messaging.kafka.offset = tracing::field::Empty,
+            event.type = %self.event_type,
+        );
+        shop_telemetry::set_parent_from_headers(&span, self.stored_trace_headers());
+        span
+    }
+
+    /// CloudEvents headers, plus the trace context: `send_context` (the send span's, so the
+    /// consumer's span is the child of the send) or, without one, the stored context.
+    fn kafka_headers(&self, send_context: &[(String, String)]) -> OwnedHeaders {
         let id = self.event_id.to_string();
         let time = self.created_at.to_rfc3339_opts(SecondsFormat::Micros, true);
         let mut out = OwnedHeaders::new_with_capacity(8)
@@ -106,11 +145,13 @@ impl OutboxRow {
             .insert(header(headers::CE_TIME, &time))
             .insert(header(headers::CE_PARTITIONKEY, &self.partition_key))
             .insert(header(headers::CONTENT_TYPE, headers::PROTOBUF));
-        if let Some(extra) = self.headers.as_object() {
-            for (k, v) in extra {
-                if let Some(v) = v.as_str() {
-                    out = out.insert(header(k, v));
-                }
+        if send_context.is_empty() {
+            for (k, v) in self.stored_trace_headers() {
+                out = out.insert(header(k, v));
+            }
+        } else {
+            for (k, v) in send_context {
+                out = out.insert(header(k, v));
             }
         }
         out
@@ -144,10 +185,13 @@ impl Relay {
     /// Only when a crash failpoint fires (tests).
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), RelayError> {
         while !shutdown.is_cancelled() {
-            match self.lead(&shutdown).await {
+            let outcome = self.lead(&shutdown).await;
+            self.config.metrics.relay_leader.set(0);
+            match outcome {
                 Ok(()) => break,
                 Err(RelayError::Crashed(c)) => return Err(c.into()),
                 Err(error) => {
+                    self.config.metrics.relay_errors.inc();
                     tracing::warn!(%error, "Outbox relay failed; starting over.");
                     tokio::select! {
                         () = shutdown.cancelled() => break,
@@ -180,6 +224,7 @@ impl Relay {
             }
         }
         tracing::info!("This replica now relays the outbox.");
+        self.config.metrics.relay_leader.set(1);
 
         // Listen before the first read, so no commit can fall between read and listen.
         let mut listener = PgListener::connect_with(&self.pool).await?;
@@ -207,8 +252,8 @@ impl Relay {
 
     /// Publishes the oldest rows (up to one batch) and deletes those Kafka acknowledged.
     /// Returns how many rows were read.
-    #[tracing::instrument(name = "outbox relay batch", skip_all, fields(rows))]
     async fn publish_batch(&self, conn: &mut PgConnection) -> Result<usize, RelayError> {
+        let started = Instant::now();
         let rows: Vec<OutboxRow> = sqlx::query_as(
             "SELECT id, event_id, topic, partition_key, event_type, source, payload, headers, created_at \
              FROM eventing_outbox ORDER BY id LIMIT $1",
@@ -216,23 +261,37 @@ impl Relay {
         .bind(i64::try_from(self.config.batch_size).unwrap_or(i64::MAX))
         .fetch_all(&mut *conn)
         .await?;
-        tracing::Span::current().record("rows", rows.len());
         if rows.is_empty() {
             return Ok(0);
         }
+        // Each event gets its own `send` span in its own trace; the round itself is worth a
+        // span only when debugging the relay (a root span per round would bury the traces).
+        let read = rows.len();
+        self.publish(conn, rows, started)
+            .instrument(tracing::debug_span!("outbox relay batch", rows = read))
+            .await
+    }
 
+    async fn publish(
+        &self,
+        conn: &mut PgConnection,
+        rows: Vec<OutboxRow>,
+        started: Instant,
+    ) -> Result<usize, RelayError> {
         // Enqueue the whole batch, then await the acknowledgements: one broker round trip per
         // batch instead of one per event.
         let mut deliveries = Vec::with_capacity(rows.len());
         let mut failure: Option<KafkaError> = None;
         for row in &rows {
+            let span = row.send_span();
+            let send_context = span.in_scope(shop_telemetry::current_trace_headers);
             let record = FutureRecord::to(&row.topic)
                 .key(&row.partition_key)
                 .payload(&row.payload)
-                .headers(row.kafka_headers())
+                .headers(row.kafka_headers(&send_context))
                 .timestamp(row.created_at.timestamp_millis());
             match self.producer.send_result(record) {
-                Ok(delivery) => deliveries.push(delivery),
+                Ok(delivery) => deliveries.push((delivery, span)),
                 Err((error, _)) => {
                     // E.g. the local queue is full: publish what is enqueued, retry the rest.
                     failure = Some(error);
@@ -242,19 +301,33 @@ impl Relay {
         }
         let mut acked = Vec::with_capacity(deliveries.len());
         let mut failed_keys = HashSet::new();
-        for (row, delivery) in rows.iter().zip(deliveries) {
+        let metrics = &self.config.metrics;
+        for (row, (delivery, span)) in rows.iter().zip(deliveries) {
             match delivery.await {
-                // A key that already failed in this batch keeps its later rows too: deleting
-                // them would let them overtake the failed one when it is retried.
-                Ok(Ok(_)) if !failed_keys.contains(&(&row.topic, &row.partition_key)) => {
-                    acked.push(row.id);
+                Ok(Ok(delivery)) => {
+                    span.record("messaging.destination.partition.id", delivery.partition);
+                    span.record("messaging.kafka.offset", delivery.offset);
+                    metrics
+                        .published
+                        .get_or_create(&TopicLabels {
+                            topic: row.topic.clone(),
+                        })
+                        .inc();
+                    let waited = (Utc::now() - row.created_at).as_seconds_f64();
+                    metrics.publish_latency.observe(waited.max(0.0));
+                    // A key that already failed in this batch keeps its later rows too:
+                    // deleting them would let them overtake the failed one when it is retried.
+                    if !failed_keys.contains(&(&row.topic, &row.partition_key)) {
+                        acked.push(row.id);
+                    }
                 }
-                Ok(Ok(_)) => {}
                 Ok(Err((error, _))) => {
+                    span.record("otel.status_code", "ERROR");
                     failed_keys.insert((&row.topic, &row.partition_key));
                     failure.get_or_insert(error);
                 }
                 Err(_) => {
+                    span.record("otel.status_code", "ERROR");
                     failed_keys.insert((&row.topic, &row.partition_key));
                     failure.get_or_insert(KafkaError::Canceled);
                 }
@@ -268,6 +341,7 @@ impl Relay {
                 .execute(&mut *conn)
                 .await?;
         }
+        metrics.relay_batch.observe(started.elapsed().as_secs_f64());
         match failure {
             Some(error) => Err(error.into()),
             None => Ok(rows.len()),

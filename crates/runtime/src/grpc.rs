@@ -3,7 +3,6 @@
 //! described by one descriptor set that includes the health and `google.rpc` error types, so
 //! `grpcurl list/describe` and error-detail decoding work against every service.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -41,12 +40,10 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Serves `routes` on `listener` until `shutdown` is cancelled. On shutdown, every service is
+/// Serves `routes` on `listener` until `shutdown` is cancelled. Every call gets a server span
+/// (continuing the caller's trace) and is counted and timed in `metrics`. On shutdown, every service is
 /// first reported NOT_SERVING (load balancers and Kubernetes stop sending new calls), then
 /// in-flight calls finish and the server stops.
-///
-/// `ready` resolves when the service can do its work (database migrated, consumers running);
-/// only then is it reported SERVING.
 ///
 /// # Errors
 /// Transport errors of the server.
@@ -55,15 +52,14 @@ pub async fn serve(
     routes: Routes,
     health: HealthReporter,
     service_names: &[&'static str],
-    ready: impl Future<Output = ()> + Send,
     shutdown: CancellationToken,
     request_timeout: Duration,
+    metrics: shop_telemetry::grpc::GrpcMetrics,
 ) -> Result<(), tonic::transport::Error> {
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let names = service_names.to_vec();
     let reporter = health.clone();
     let lifecycle = async move {
-        ready.await;
         for name in &names {
             reporter
                 .set_service_status(*name, tonic_health::ServingStatus::Serving)
@@ -84,6 +80,7 @@ pub async fn serve(
     };
     tonic::transport::Server::builder()
         .timeout(request_timeout)
+        .layer(shop_telemetry::grpc::GrpcServerLayer::new(metrics))
         .add_routes(add_reflection(routes))
         .serve_with_incoming_shutdown(incoming, lifecycle)
         .await

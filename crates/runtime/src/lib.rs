@@ -7,12 +7,14 @@
 //! - [`grpc`]: the gRPC server with `grpc.health.v1` and server reflection (v1 and v1alpha), that
 //!   turns NOT_SERVING and drains on shutdown;
 //! - [`database`]: connecting a pool, waiting for the server to come up;
+//! - [`observability`]: the service's Prometheus registry and its `/metrics` endpoint;
 //! - [`shutdown`]: a token cancelled on SIGTERM or Ctrl-C;
 //! - [`service`]: opening a service's database and running its gRPC server and tasks together.
 
 pub mod config;
 pub mod database;
 pub mod grpc;
+pub mod observability;
 pub mod service;
 pub mod shutdown;
 pub mod status;

@@ -3,6 +3,8 @@
 //! outbox relay, consumers, workers) that start together and stop together.
 
 use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use shop_eventing::{Consumer, Handler, Relay};
@@ -12,7 +14,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
+use crate::observability::{Observability, serve_metrics};
 use crate::tasks::{Task, run_until_stopped};
+use shop_telemetry::grpc::GrpcMetrics;
 
 /// Connects to a service's database (waiting up to a minute for it), creates or upgrades the
 /// outbox and inbox tables, then applies the service's own `migrations`.
@@ -30,6 +34,55 @@ pub async fn open_database(
     shop_eventing::migrate(&pool).await?;
     migrations.run(&pool).await?;
     Ok(pool)
+}
+
+/// What a service process holds before it runs: its migrated database and its bound ports
+/// (bound early, so that a port given as 0 has its real number before anything starts).
+#[derive(Debug)]
+pub struct Bound {
+    pub pool: PgPool,
+    /// The gRPC port.
+    pub grpc: TcpListener,
+    /// The `/metrics` port.
+    pub metrics: TcpListener,
+}
+
+impl Bound {
+    /// Opens the database (see [`open_database`]) and binds both ports.
+    ///
+    /// # Errors
+    /// When the database stays unreachable, a migration fails or a port is taken.
+    pub async fn open(
+        database_url: &str,
+        max_connections: u32,
+        migrations: &Migrator,
+        grpc_addr: SocketAddr,
+        metrics_addr: SocketAddr,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let pool = open_database(database_url, max_connections, migrations, shutdown).await?;
+        Ok(Self {
+            pool,
+            grpc: TcpListener::bind(grpc_addr).await?,
+            metrics: TcpListener::bind(metrics_addr).await?,
+        })
+    }
+
+    /// Where the gRPC server listens.
+    ///
+    /// # Panics
+    /// If the socket has no local address (it always has once bound).
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc.local_addr().expect("bound listener")
+    }
+
+    /// Where `/metrics` is served.
+    ///
+    /// # Panics
+    /// If the socket has no local address (it always has once bound).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics.local_addr().expect("bound listener")
+    }
 }
 
 /// What a service binary was asked to do by its command line.
@@ -75,6 +128,7 @@ pub struct ServiceRunner {
     names: Vec<&'static str>,
     request_timeout: Duration,
     tasks: Vec<(&'static str, Task)>,
+    grpc_metrics: GrpcMetrics,
     shutdown: CancellationToken,
 }
 
@@ -104,8 +158,27 @@ impl ServiceRunner {
             names: vec![name],
             request_timeout,
             tasks: Vec::new(),
+            grpc_metrics: GrpcMetrics::unregistered(),
             shutdown,
         }
+    }
+
+    /// Serves the service's metrics (`observability`, with whatever the service registered in
+    /// it) as `GET /metrics` on `listener`; gRPC calls are counted in it too. The outbox and
+    /// pool gauges are read from `pool` at each scrape.
+    #[must_use]
+    pub fn metrics(
+        mut self,
+        listener: TcpListener,
+        observability: Observability,
+        pool: PgPool,
+    ) -> Self {
+        let shutdown = self.shutdown.clone();
+        self.grpc_metrics = observability.grpc_server.clone();
+        let observability = Arc::new(observability);
+        self.task("metrics", async move {
+            Ok(serve_metrics(listener, observability, pool, shutdown).await?)
+        })
     }
 
     /// Adds the service's outbox relay.
@@ -153,6 +226,7 @@ impl ServiceRunner {
             names,
             request_timeout,
             mut tasks,
+            grpc_metrics,
             shutdown,
         } = self;
         let (health, health_service) = crate::grpc::health_reporter();
@@ -168,9 +242,9 @@ impl ServiceRunner {
                         routes,
                         health,
                         &names,
-                        async {},
                         grpc_shutdown,
                         request_timeout,
+                        grpc_metrics,
                     )
                     .await?;
                     Ok(())

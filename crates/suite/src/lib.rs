@@ -4,3 +4,5 @@
 
 pub mod audit;
 pub mod clients;
+pub mod processes;
+pub mod scrape;

@@ -1,14 +1,32 @@
-//! Tracing and trace-context propagation shared by every process of the shop suite.
+//! Traces, logs and metrics shared by every process of the shop suite.
 //!
 //! Every service calls [`init`] first thing in `main`. It installs one `tracing` subscriber that
-//! writes logs (JSON lines when stdout is not a terminal, pretty text when it is; filtered by
-//! `RUST_LOG`) and feeds spans to OpenTelemetry, so that every span has a W3C trace context even
-//! when nothing is exported. That context is what crosses process boundaries:
+//!
+//! - writes logs: JSON lines with `trace_id` and `span_id` ([`logs`]) when stdout is not a
+//!   terminal, pretty text when it is (`LOG_FORMAT=json|pretty` overrides), filtered by
+//!   `RUST_LOG`;
+//! - creates spans as filtered by `TRACES_FILTER` (default `info`), apart from the logs, so that
+//!   quiet logs do not cut traces short;
+//! - feeds spans to OpenTelemetry, so every span has a W3C trace context, and exports them over
+//!   OTLP/gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is
+//!   set. The other standard variables apply: `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
+//!   `OTEL_TRACES_SAMPLER(_ARG)`, `OTEL_BSP_*`, `OTEL_EXPORTER_OTLP_*_TIMEOUT/HEADERS`. With no
+//!   endpoint, no exporter exists: spans still carry ids (which propagation needs) and are
+//!   dropped when they end.
+//!
+//! The trace context is what crosses process boundaries:
 //!
 //! - [`current_trace_headers`] renders the current span's context as `traceparent` (and
 //!   `tracestate`) for an outbox row or a gRPC request;
 //! - [`set_parent_from_headers`] makes a span the child of a context received in Kafka headers or
-//!   gRPC metadata.
+//!   gRPC metadata;
+//! - [`grpc`] does both for gRPC calls, with RED metrics, as tower layers.
+//!
+//! Metrics are Prometheus families in a per-process [`metrics::Registry`].
+
+pub mod grpc;
+pub mod logs;
+pub mod metrics;
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -16,6 +34,7 @@ use std::sync::OnceLock;
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -28,7 +47,13 @@ pub const TRACEPARENT: &str = "traceparent";
 /// The W3C header carrying vendor-specific trace state.
 pub const TRACESTATE: &str = "tracestate";
 
-/// Keeps the tracer provider alive; dropping it flushes and shuts the provider down.
+/// Which spans become OpenTelemetry spans unless `TRACES_FILTER` (same syntax as `RUST_LOG`)
+/// says otherwise: the suite's own spans (requests, outbox, relay, consumers, database calls),
+/// not the chatter of the libraries beneath (h2, hyper, tower at debug level).
+pub const DEFAULT_TRACES_FILTER: &str = "info";
+
+/// Keeps the tracer provider alive; dropping it exports the spans still buffered and shuts the
+/// exporter down (so keep it until the end of `main`).
 #[derive(Debug)]
 pub struct TelemetryGuard {
     provider: SdkTracerProvider,
@@ -41,31 +66,44 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// Installs the global subscriber for `service_name`.
+/// Installs the global subscriber for `service_name`. Call it inside the Tokio runtime: the
+/// OTLP exporter's gRPC channel lives there.
 ///
 /// `default_filter` applies when `RUST_LOG` is not set (e.g. `"info"`).
 ///
 /// # Panics
 /// If a global subscriber is already installed (call it once, from `main`).
 pub fn init(service_name: &'static str, default_filter: &str) -> TelemetryGuard {
-    let provider = tracer_provider();
+    let (provider, export_error) = tracer_provider(service_name);
     let tracer = provider.tracer(service_name);
-    let filter =
+    // Logs and spans are filtered apart: quiet logs (RUST_LOG=warn) must not switch tracing
+    // off, since a span filtered out is never created and its trace breaks there.
+    let log_filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let fmt = if std::io::stdout().is_terminal() {
+    let trace_filter = EnvFilter::try_from_env("TRACES_FILTER")
+        .unwrap_or_else(|_| EnvFilter::new(DEFAULT_TRACES_FILTER));
+    let pretty = match std::env::var("LOG_FORMAT").as_deref() {
+        Ok("json") => false,
+        Ok("pretty") => true,
+        _ => std::io::stdout().is_terminal(),
+    };
+    let logs = if pretty {
         tracing_subscriber::fmt::layer().boxed()
     } else {
-        tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .boxed()
+        logs::JsonLogLayer::new(std::io::stdout).boxed()
     };
     tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
-        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .with(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(trace_filter),
+        )
+        .with(logs.with_filter(log_filter))
         .init();
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    if let Some(error) = export_error {
+        tracing::error!(%error, "OTLP trace export is configured but could not be set up; spans are not exported.");
+    }
     TelemetryGuard { provider }
 }
 
@@ -74,7 +112,7 @@ pub fn init(service_name: &'static str, default_filter: &str) -> TelemetryGuard 
 pub fn init_for_tests() {
     static INIT: OnceLock<SdkTracerProvider> = OnceLock::new();
     INIT.get_or_init(|| {
-        let provider = tracer_provider();
+        let provider = SdkTracerProvider::builder().build();
         let tracer = provider.tracer("test");
         let logs = std::env::var_os("TEST_LOG").map(|_| {
             tracing_subscriber::fmt::layer()
@@ -90,10 +128,41 @@ pub fn init_for_tests() {
     });
 }
 
-fn tracer_provider() -> SdkTracerProvider {
-    // The exporter is configured by the observability layer; without one, spans still get ids,
-    // which is all trace propagation needs, and nothing is sent anywhere.
-    SdkTracerProvider::builder().build()
+/// Whether the environment asks for OTLP trace export.
+fn otlp_configured() -> bool {
+    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
+    let disabled = std::env::var("OTEL_TRACES_EXPORTER").is_ok_and(|v| v.trim() == "none")
+        || std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim() == "true");
+    !disabled && (set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") || set("OTEL_EXPORTER_OTLP_ENDPOINT"))
+}
+
+/// The provider, with a batching OTLP/gRPC exporter when the environment configures one (and
+/// the error, when it does but the exporter cannot be built).
+fn tracer_provider(
+    service_name: &'static str,
+) -> (
+    SdkTracerProvider,
+    Option<opentelemetry_otlp::ExporterBuildError>,
+) {
+    // OTEL_SERVICE_NAME, when set, names the service; the resource builder reads it (and
+    // OTEL_RESOURCE_ATTRIBUTES) from the environment.
+    let mut resource = Resource::builder();
+    if std::env::var("OTEL_SERVICE_NAME").is_err() {
+        resource = resource.with_service_name(service_name);
+    }
+    let builder = SdkTracerProvider::builder().with_resource(resource.build());
+    if !otlp_configured() {
+        return (builder.build(), None);
+    }
+    match opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .build()
+    {
+        // Batches are exported from a background thread: a slow or absent collector costs
+        // the request path nothing (spans beyond the queue's capacity are dropped).
+        Ok(exporter) => (builder.with_batch_exporter(exporter).build(), None),
+        Err(error) => (builder.build(), Some(error)),
+    }
 }
 
 /// The current span's trace context as W3C headers (`traceparent`, and `tracestate` when set).

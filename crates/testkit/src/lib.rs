@@ -5,9 +5,11 @@
 
 mod db;
 mod kafka;
+pub mod otlp;
 
 pub use db::TestDb;
 pub use kafka::{Record, TestKafka};
+pub use otlp::{OtlpReceiver, ReceivedSpan};
 
 /// Polls `check` every 20 ms until it returns `Some`, or panics after `timeout` with `what`.
 ///

@@ -32,11 +32,12 @@ impl From<sqlx::Error> for InventoryError {
     }
 }
 
-/// Where inventory's events go.
+/// Where inventory's events go, and its outcomes are counted.
 #[derive(Clone, Debug)]
 pub struct Events {
     pub outbox: Outbox,
     pub topic: String,
+    pub metrics: crate::metrics::InventoryMetrics,
 }
 
 impl Events {
@@ -222,6 +223,7 @@ pub async fn reserve(
                 order_id: placed.order_id.clone(),
                 lines: reserved_lines(&lines),
             };
+            events.metrics.reserved();
             events.append(tx, &placed.order_id, &event).await
         }
         ReservationPlan::Reject(shortfalls) => {
@@ -240,6 +242,7 @@ pub async fn reserve(
                     })
                     .collect(),
             };
+            events.metrics.rejected();
             events.append(tx, &placed.order_id, &event).await
         }
     }
@@ -314,6 +317,7 @@ pub async fn release(tx: &mut PgConnection, events: &Events, order_id: &str) -> 
         lines: reserved_lines(&lines),
         was_sold,
     };
+    events.metrics.released();
     events.append(tx, order_id, &event).await
 }
 

@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 
 use shop_eventing::{Consumer, ConsumerConfig, KafkaConfig, Outbox, Relay, RelayConfig};
 use shop_proto::inventory::v1::inventory_service_server::InventoryServiceServer;
-use shop_runtime::service::ServiceRunner;
+use shop_runtime::observability::Observability;
+use shop_runtime::service::{Bound, ServiceRunner};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 use tonic::service::Routes;
@@ -17,6 +17,7 @@ use crate::adapters::grpc::InventoryApi;
 use crate::adapters::kafka::OrderEvents;
 use crate::app::Events;
 use crate::config::Settings;
+use crate::metrics::InventoryMetrics;
 
 /// The service's own schema (the eventing tables come with `shop_eventing::migrate`).
 pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
@@ -37,8 +38,7 @@ pub async fn migrate(settings: &Settings, shutdown: &CancellationToken) -> anyho
 #[derive(Debug)]
 pub struct Application {
     settings: Settings,
-    pool: PgPool,
-    listener: TcpListener,
+    bound: Bound,
 }
 
 impl Application {
@@ -47,19 +47,16 @@ impl Application {
     /// # Errors
     /// When the database stays unreachable, a migration fails or the port is taken.
     pub async fn build(settings: Settings, shutdown: &CancellationToken) -> anyhow::Result<Self> {
-        let pool = shop_runtime::service::open_database(
+        let bound = Bound::open(
             &settings.database_url,
             settings.db_max_connections,
             &MIGRATIONS,
+            settings.grpc_addr,
+            settings.metrics_addr,
             shutdown,
         )
         .await?;
-        let listener = shop_runtime::grpc::bind(settings.grpc_addr).await?;
-        Ok(Self {
-            settings,
-            pool,
-            listener,
-        })
+        Ok(Self { settings, bound })
     }
 
     /// Where the gRPC server listens (the real port when configured with port 0).
@@ -67,12 +64,17 @@ impl Application {
     /// # Panics
     /// If the socket has no local address (it always has once bound).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener")
+        self.bound.grpc_addr()
+    }
+
+    /// Where `/metrics` is served (the real port when configured with port 0).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.bound.metrics_addr()
     }
 
     /// The service's database pool.
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        &self.bound.pool
     }
 
     /// Serves until `shutdown` is cancelled.
@@ -82,18 +84,32 @@ impl Application {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Self {
             settings,
-            pool,
-            listener,
+            bound:
+                Bound {
+                    pool,
+                    grpc: listener,
+                    metrics: metrics_listener,
+                },
         } = self;
+        let mut observability = Observability::new();
         let kafka = KafkaConfig::new(&settings.kafka_bootstrap_servers);
         let events = Events {
             outbox: Outbox::new("/shop/inventory-service"),
             topic: settings.inventory_events_topic.clone(),
+            metrics: InventoryMetrics::new(observability.registry()),
         };
-        let relay = Relay::new(pool.clone(), &kafka, RelayConfig::default())?;
+        let relay = Relay::new(
+            pool.clone(),
+            &kafka,
+            RelayConfig {
+                metrics: observability.eventing.clone(),
+                ..RelayConfig::default()
+            },
+        )?;
         let mut consumer_config =
             ConsumerConfig::new(&settings.consumer_group, [&settings.order_events_topic]);
         consumer_config.session_timeout = settings.session_timeout;
+        consumer_config.metrics = observability.eventing.clone();
         let consumer = Consumer::new(
             pool.clone(),
             &kafka,
@@ -101,7 +117,7 @@ impl Application {
             OrderEvents { events },
         )?;
 
-        let api = InventoryServiceServer::new(InventoryApi { pool });
+        let api = InventoryServiceServer::new(InventoryApi { pool: pool.clone() });
         ServiceRunner::new(
             listener,
             Routes::new(api),
@@ -109,6 +125,7 @@ impl Application {
             settings.request_timeout,
             shutdown,
         )
+        .metrics(metrics_listener, observability, pool.clone())
         .relay(relay)
         .consumer("order events consumer", consumer)
         .run()

@@ -19,6 +19,7 @@ use crate::adapters::postgres::{self as db, Attempt, AttemptOutcome};
 use crate::domain::{
     AfterFailure, Cursor, ListQuery, NewNotification, Notification, after_failure,
 };
+use crate::metrics::NotificationMetrics;
 
 /// Why a use case failed.
 #[derive(Debug, thiserror::Error)]
@@ -44,9 +45,11 @@ impl From<sqlx::Error> for NotificationError {
 pub async fn record(
     tx: &mut PgConnection,
     channel: &str,
+    metrics: &NotificationMetrics,
     notification: &NewNotification,
 ) -> sqlx::Result<()> {
     if db::insert_notification(tx, notification, channel).await? {
+        metrics.recorded(notification.kind.as_str());
         tracing::info!(
             notification.id = %notification.notification_id,
             order.id = %notification.order_id,
@@ -134,6 +137,8 @@ pub struct DeliveryConfig {
     /// How long a claimed notification stays out of other workers' reach: longer than any
     /// delivery may take. A worker that dies mid-delivery delays it by at most this.
     pub lease: Duration,
+    /// Where delivered and failed notifications are counted.
+    pub metrics: NotificationMetrics,
 }
 
 /// Claims due notifications and delivers them through a [`Channel`], recording every attempt:
@@ -224,6 +229,7 @@ impl<C: Channel> DeliveryWorker<C> {
             Arc::clone(&self.channel),
             self.config.retry.clone(),
         );
+        let metrics = self.config.metrics.clone();
         let attempt = notification.attempts + 1;
         let span = tracing::info_span!(
             "deliver notification",
@@ -254,7 +260,13 @@ impl<C: Channel> DeliveryWorker<C> {
                 http_status,
             };
             match record_attempt(&pool, &record).await {
-                Ok(true) => match outcome {
+                Ok(true) => {
+                    metrics.attempt(
+                        channel.name(),
+                        matches!(outcome, AttemptOutcome::Delivered),
+                        matches!(outcome, AttemptOutcome::GaveUp),
+                    );
+                    match outcome {
                     AttemptOutcome::Delivered => tracing::info!("Notification delivered."),
                     AttemptOutcome::Retry(delay) => tracing::warn!(
                         error = error.as_deref().unwrap_or(""),
@@ -267,7 +279,8 @@ impl<C: Channel> DeliveryWorker<C> {
                         http_status,
                         "Delivery failed and no attempt is left; the notification is FAILED."
                     ),
-                },
+                    }
+                }
                 Ok(false) => tracing::warn!(
                     "Another worker recorded this attempt first (the lease expired); not recorded."
                 ),

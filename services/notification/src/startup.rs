@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use shop_eventing::{Consumer, ConsumerConfig, KafkaConfig};
 use shop_proto::notification::v1::notification_service_server::NotificationServiceServer;
-use shop_runtime::service::ServiceRunner;
+use shop_runtime::observability::Observability;
+use shop_runtime::service::{Bound, ServiceRunner};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 use tonic::service::Routes;
@@ -19,6 +19,7 @@ use crate::adapters::grpc::NotificationApi;
 use crate::adapters::kafka::OrderEvents;
 use crate::app::{Channel, DeliveryConfig, DeliveryWorker};
 use crate::config::Settings;
+use crate::metrics::NotificationMetrics;
 
 /// How much longer than the longest delivery a claim on a notification lasts.
 const LEASE_MARGIN: Duration = Duration::from_secs(30);
@@ -42,8 +43,7 @@ pub async fn migrate(settings: &Settings, shutdown: &CancellationToken) -> anyho
 #[derive(Debug)]
 pub struct Application {
     settings: Settings,
-    pool: PgPool,
-    listener: TcpListener,
+    bound: Bound,
     channel: ConfiguredChannel,
 }
 
@@ -63,18 +63,18 @@ impl Application {
             None => ConfiguredChannel::Log(LogChannel),
         };
         // The inbox tables come with it; the outbox stays empty.
-        let pool = shop_runtime::service::open_database(
+        let bound = Bound::open(
             &settings.database_url,
             settings.db_max_connections,
             &MIGRATIONS,
+            settings.grpc_addr,
+            settings.metrics_addr,
             shutdown,
         )
         .await?;
-        let listener = shop_runtime::grpc::bind(settings.grpc_addr).await?;
         Ok(Self {
             settings,
-            pool,
-            listener,
+            bound,
             channel,
         })
     }
@@ -84,12 +84,17 @@ impl Application {
     /// # Panics
     /// If the socket has no local address (it always has once bound).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener")
+        self.bound.grpc_addr()
+    }
+
+    /// Where `/metrics` is served (the real port when configured with port 0).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.bound.metrics_addr()
     }
 
     /// The service's database pool.
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        &self.bound.pool
     }
 
     /// Serves until `shutdown` is cancelled.
@@ -99,8 +104,12 @@ impl Application {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Self {
             settings,
-            pool,
-            listener,
+            bound:
+                Bound {
+                    pool,
+                    grpc: listener,
+                    metrics: metrics_listener,
+                },
             channel,
         } = self;
         match &channel {
@@ -113,16 +122,20 @@ impl Application {
                 tracing::info!("No webhook configured; delivering notifications to the log.");
             }
         }
+        let mut observability = Observability::new();
+        let metrics = NotificationMetrics::new(observability.registry(), channel.name());
         let kafka = KafkaConfig::new(&settings.kafka_bootstrap_servers);
         let mut consumer_config =
             ConsumerConfig::new(&settings.consumer_group, [&settings.order_events_topic]);
         consumer_config.session_timeout = settings.session_timeout;
+        consumer_config.metrics = observability.eventing.clone();
         let consumer = Consumer::new(
             pool.clone(),
             &kafka,
             consumer_config,
             OrderEvents {
                 channel: channel.name(),
+                metrics: metrics.clone(),
             },
         )?;
         let lease = match &channel {
@@ -137,10 +150,11 @@ impl Application {
                 poll_interval: settings.poll_interval,
                 concurrency: settings.delivery_concurrency,
                 lease,
+                metrics,
             },
         );
 
-        let api = NotificationServiceServer::new(NotificationApi { pool });
+        let api = NotificationServiceServer::new(NotificationApi { pool: pool.clone() });
         let runner = ServiceRunner::new(
             listener,
             Routes::new(api),
@@ -150,6 +164,7 @@ impl Application {
         );
         let worker_shutdown = runner.shutdown().clone();
         runner
+            .metrics(metrics_listener, observability, pool.clone())
             .consumer("order events consumer", consumer)
             .task("delivery worker", async move {
                 worker.run(worker_shutdown).await

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use crate::adapters::inventory::InventoryCatalog;
 use crate::adapters::postgres::{self as db, FullOrder, OrderRow};
 use crate::domain::{CancellationReason, OrderRequest, OrderStatus, price};
+use crate::metrics::OrderMetrics;
 
 /// Why a use case failed.
 #[derive(Debug, thiserror::Error)]
@@ -41,11 +42,12 @@ impl From<sqlx::Error> for OrderError {
     }
 }
 
-/// Where the order's events go.
+/// Where the order's events go, and its outcomes are counted.
 #[derive(Clone, Debug)]
 pub struct Events {
     pub outbox: Outbox,
     pub topic: String,
+    pub metrics: OrderMetrics,
 }
 
 impl Events {
@@ -105,12 +107,21 @@ pub async fn place_order(
         })?;
     let priced = price(&request, &prices).map_err(OrderError::Invalid)?;
 
+    shop_eventing::committing(record_order(pool, events, &request, &priced)).await
+}
+
+async fn record_order(
+    pool: &PgPool,
+    events: &Events,
+    request: &OrderRequest,
+    priced: &crate::domain::Priced,
+) -> Result<FullOrder, OrderError> {
     let order_id = Uuid::now_v7();
     let mut tx = pool.begin().await?;
-    if !db::insert_order(&mut tx, order_id, &request, &priced).await? {
+    if !db::insert_order(&mut tx, order_id, request, priced).await? {
         // A concurrent retry under the same key committed first.
         drop(tx);
-        return existing_for_key(pool, &request)
+        return existing_for_key(pool, request)
             .await?
             .ok_or_else(|| anyhow::anyhow!("idempotency key vanished").into());
     }
@@ -124,6 +135,7 @@ pub async fn place_order(
         total: money(priced.total_minor, &priced.currency),
     };
     events.append(&mut tx, order_id, &placed).await?;
+    events.metrics.placed();
     tx.commit().await?;
     tracing::info!(%order_id, customer_id = %request.customer_id, total_minor = priced.total_minor, "Order placed.");
     Ok(order)
@@ -251,6 +263,15 @@ pub async fn cancel_order(
     order_id: &str,
 ) -> Result<FullOrder, OrderError> {
     let id = parse_order_id(order_id)?;
+    shop_eventing::committing(cancel_by_customer(pool, events, id, order_id)).await
+}
+
+async fn cancel_by_customer(
+    pool: &PgPool,
+    events: &Events,
+    id: Uuid,
+    order_id: &str,
+) -> Result<FullOrder, OrderError> {
     let mut tx = pool.begin().await?;
     let order = db::lock_order(&mut tx, id)
         .await?
@@ -309,6 +330,7 @@ async fn cancel(
         was_confirmed,
     };
     events.append(tx, order.order_id, &event).await?;
+    events.metrics.cancelled(reason);
     tracing::info!(order_id = %order.order_id, reason = reason.as_str(), was_confirmed, "Order cancelled.");
     Ok(())
 }
@@ -374,6 +396,7 @@ pub async fn on_reply(
                 total: money(order.total_minor, &order.currency),
             };
             events.append(tx, order_id, &confirmed).await?;
+            events.metrics.confirmed();
             tracing::info!(%order_id, "Order confirmed.");
         }
         SagaReply::PaymentDeclined { detail } => {

@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 
 use shop_eventing::{Consumer, ConsumerConfig, KafkaConfig, Outbox, Relay, RelayConfig};
 use shop_proto::order::v1::order_service_server::OrderServiceServer;
-use shop_runtime::service::ServiceRunner;
+use shop_runtime::observability::Observability;
+use shop_runtime::service::{Bound, ServiceRunner};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 use tonic::service::Routes;
@@ -18,6 +18,8 @@ use crate::adapters::inventory::{BreakerSettings, InventoryCatalog};
 use crate::adapters::kafka::SagaReplies;
 use crate::app::Events;
 use crate::config::Settings;
+use crate::metrics::OrderMetrics;
+use shop_telemetry::grpc::GrpcMetrics;
 
 /// The service's own schema (the eventing tables come with `shop_eventing::migrate`).
 pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
@@ -38,8 +40,7 @@ pub async fn migrate(settings: &Settings, shutdown: &CancellationToken) -> anyho
 #[derive(Debug)]
 pub struct Application {
     settings: Settings,
-    pool: PgPool,
-    listener: TcpListener,
+    bound: Bound,
 }
 
 impl Application {
@@ -48,19 +49,16 @@ impl Application {
     /// # Errors
     /// When the database stays unreachable, a migration fails or the port is taken.
     pub async fn build(settings: Settings, shutdown: &CancellationToken) -> anyhow::Result<Self> {
-        let pool = shop_runtime::service::open_database(
+        let bound = Bound::open(
             &settings.database_url,
             settings.db_max_connections,
             &MIGRATIONS,
+            settings.grpc_addr,
+            settings.metrics_addr,
             shutdown,
         )
         .await?;
-        let listener = shop_runtime::grpc::bind(settings.grpc_addr).await?;
-        Ok(Self {
-            settings,
-            pool,
-            listener,
-        })
+        Ok(Self { settings, bound })
     }
 
     /// Where the gRPC server listens (the real port when configured with port 0).
@@ -68,12 +66,17 @@ impl Application {
     /// # Panics
     /// If the socket has no local address (it always has once bound).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener")
+        self.bound.grpc_addr()
+    }
+
+    /// Where `/metrics` is served (the real port when configured with port 0).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.bound.metrics_addr()
     }
 
     /// The service's database pool.
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        &self.bound.pool
     }
 
     /// Serves until `shutdown` is cancelled.
@@ -83,15 +86,28 @@ impl Application {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Self {
             settings,
-            pool,
-            listener,
+            bound:
+                Bound {
+                    pool,
+                    grpc: listener,
+                    metrics: metrics_listener,
+                },
         } = self;
+        let mut observability = Observability::new();
         let kafka = KafkaConfig::new(&settings.kafka_bootstrap_servers);
         let events = Events {
             outbox: Outbox::new("/shop/order-service"),
             topic: settings.order_events_topic.clone(),
+            metrics: OrderMetrics::new(observability.registry()),
         };
-        let relay = Relay::new(pool.clone(), &kafka, RelayConfig::default())?;
+        let relay = Relay::new(
+            pool.clone(),
+            &kafka,
+            RelayConfig {
+                metrics: observability.eventing.clone(),
+                ..RelayConfig::default()
+            },
+        )?;
         let mut consumer_config = ConsumerConfig::new(
             &settings.consumer_group,
             [
@@ -100,6 +116,7 @@ impl Application {
             ],
         );
         consumer_config.session_timeout = settings.session_timeout;
+        consumer_config.metrics = observability.eventing.clone();
         let consumer = Consumer::new(
             pool.clone(),
             &kafka,
@@ -115,10 +132,11 @@ impl Application {
                 failure_threshold: settings.breaker_failures,
                 open_for: settings.breaker_open_for,
             },
+            GrpcMetrics::client(observability.registry()),
         )?;
 
         let api = OrderServiceServer::new(OrderApi {
-            pool,
+            pool: pool.clone(),
             catalog,
             events,
         });
@@ -129,6 +147,7 @@ impl Application {
             settings.request_timeout,
             shutdown,
         )
+        .metrics(metrics_listener, observability, pool.clone())
         .relay(relay)
         .consumer("saga replies consumer", consumer)
         .run()

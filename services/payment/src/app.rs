@@ -44,11 +44,12 @@ impl From<sqlx::Error> for PaymentError {
     }
 }
 
-/// Where payment's events go.
+/// Where payment's events go, and its outcomes are counted.
 #[derive(Clone, Debug)]
 pub struct Events {
     pub outbox: Outbox,
     pub topic: String,
+    pub metrics: crate::metrics::PaymentMetrics,
 }
 
 impl Events {
@@ -298,6 +299,7 @@ pub async fn capture(
                 customer_id: requested.customer_id.clone(),
                 amount: money(amount_minor, currency),
             };
+            events.metrics.captured();
             events.append(tx, order_id, &event).await
         }
         PaymentDecision::Decline(reason) => {
@@ -312,6 +314,7 @@ pub async fn capture(
                 customer_id: requested.customer_id.clone(),
                 reason: pb::DeclineReason::from(reason).into(),
             };
+            events.metrics.declined(reason);
             events.append(tx, order_id, &event).await
         }
     }
@@ -342,6 +345,7 @@ pub async fn refund(tx: &mut PgConnection, events: &Events, order_id: &str) -> s
         customer_id: payment.customer_id,
         amount: money(payment.amount_minor, &payment.currency),
     };
+    events.metrics.refunded();
     events.append(tx, order_id, &event).await
 }
 

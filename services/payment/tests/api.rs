@@ -694,6 +694,7 @@ async fn concurrent_saga_transactions_on_one_account_never_overdraw() {
     let events = Events {
         outbox: Outbox::new("/shop/payment-service"),
         topic: app.payment_topic.clone(),
+        metrics: Default::default(),
     };
     let barrier = Arc::new(tokio::sync::Barrier::new(20));
     let tasks: Vec<_> = (0..20)

@@ -18,6 +18,16 @@ pub struct ProductRow {
     pub sold: i64,
 }
 
+#[tracing::instrument(
+    name = "INSERT products",
+    skip_all,
+    fields(
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = "INSERT",
+        db.collection.name = "products",
+    )
+)]
 pub async fn upsert_product(
     conn: &mut PgConnection,
     sku: &str,
@@ -40,6 +50,16 @@ pub async fn upsert_product(
 }
 
 /// The product, locked for update when `lock`.
+#[tracing::instrument(
+    name = "SELECT products",
+    skip_all,
+    fields(
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = "SELECT",
+        db.collection.name = "products",
+    )
+)]
 pub async fn product(
     conn: &mut PgConnection,
     sku: &str,
@@ -54,6 +74,16 @@ pub async fn product(
 }
 
 /// Products whose sku is in `skus` (all when `None`), after `after`, by sku.
+#[tracing::instrument(
+    name = "SELECT products",
+    skip_all,
+    fields(
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = "SELECT",
+        db.collection.name = "products",
+    )
+)]
 pub async fn products(
     conn: &mut PgConnection,
     skus: Option<&[String]>,
@@ -72,6 +102,16 @@ pub async fn products(
 }
 
 /// Changes on_hand by `delta` and records the adjustment.
+#[tracing::instrument(
+    name = "UPDATE products",
+    skip_all,
+    fields(
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = "UPDATE",
+        db.collection.name = "products",
+    )
+)]
 pub async fn adjust_on_hand(
     conn: &mut PgConnection,
     sku: &str,
@@ -96,6 +136,16 @@ pub async fn adjust_on_hand(
 
 /// Locks the stock rows of `skus`, in sku order so that concurrent reservations of overlapping
 /// skus always lock in the same order and cannot deadlock.
+#[tracing::instrument(
+    name = "SELECT products",
+    skip_all,
+    fields(
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = "SELECT",
+        db.collection.name = "products",
+    )
+)]
 pub async fn lock_stock(
     conn: &mut PgConnection,
     skus: &[String],
@@ -112,11 +162,24 @@ pub async fn lock_stock(
         .collect())
 }
 
+/// A reservation's status and its lines (sku, quantity).
+pub type LockedReservation = (String, Vec<(String, i64)>);
+
 /// The reservation of an order, locked: its status and lines.
+#[tracing::instrument(
+    name = "SELECT reservations",
+    skip_all,
+    fields(
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = "SELECT",
+        db.collection.name = "reservations",
+    )
+)]
 pub async fn lock_reservation(
     conn: &mut PgConnection,
     order_id: &str,
-) -> sqlx::Result<Option<(String, Vec<(String, i64)>)>> {
+) -> sqlx::Result<Option<LockedReservation>> {
     let status: Option<String> =
         sqlx::query_scalar("SELECT status FROM reservations WHERE order_id = $1 FOR UPDATE")
             .bind(order_id)
@@ -135,6 +198,16 @@ pub async fn lock_reservation(
 }
 
 /// Records a reservation (status `reserved` or `rejected`); `false` if the order already has one.
+#[tracing::instrument(
+    name = "INSERT reservations",
+    skip_all,
+    fields(
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = "INSERT",
+        db.collection.name = "reservations",
+    )
+)]
 pub async fn insert_reservation(
     conn: &mut PgConnection,
     order_id: &str,
@@ -164,6 +237,16 @@ pub async fn insert_reservation(
     Ok(inserted)
 }
 
+#[tracing::instrument(
+    name = "UPDATE reservations",
+    skip_all,
+    fields(
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = "UPDATE",
+        db.collection.name = "reservations",
+    )
+)]
 pub async fn set_reservation_status(
     conn: &mut PgConnection,
     order_id: &str,
@@ -187,6 +270,16 @@ pub struct StockMove {
 }
 
 /// Applies `moves` to the stock buckets.
+#[tracing::instrument(
+    name = "UPDATE products",
+    skip_all,
+    fields(
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = "UPDATE",
+        db.collection.name = "products",
+    )
+)]
 pub async fn move_stock(conn: &mut PgConnection, moves: &[StockMove]) -> sqlx::Result<()> {
     for m in moves {
         sqlx::query(

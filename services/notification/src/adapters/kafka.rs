@@ -12,6 +12,7 @@ use crate::domain::NewNotification;
 pub struct OrderEvents {
     /// The name of the channel notifications will go through, stored on each.
     pub channel: &'static str,
+    pub metrics: crate::metrics::NotificationMetrics,
 }
 
 impl Handler for OrderEvents {
@@ -53,7 +54,7 @@ impl Handler for OrderEvents {
             // Other order events (OrderPlaced, PaymentRequested) are not told to the customer.
             return Ok(());
         };
-        app::record(tx, self.channel, &notification).await?;
+        app::record(tx, self.channel, &self.metrics, &notification).await?;
         Ok(())
     }
 }

@@ -66,6 +66,16 @@ fn millis(duration: Duration) -> i64 {
 
 /// Records a PENDING notification, due now, to go through `channel`; `false` if the order
 /// already has a notification of this kind.
+#[tracing::instrument(
+    name = "INSERT notifications",
+    skip_all,
+    fields(
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = "INSERT",
+        db.collection.name = "notifications",
+    )
+)]
 pub async fn insert_notification(
     conn: &mut PgConnection,
     notification: &NewNotification,
@@ -88,6 +98,16 @@ pub async fn insert_notification(
 }
 
 /// One page of notifications of a customer or an order, newest first, strictly after `after`.
+#[tracing::instrument(
+    name = "SELECT notifications",
+    skip_all,
+    fields(
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = "SELECT",
+        db.collection.name = "notifications",
+    )
+)]
 pub async fn notifications(
     conn: &mut PgConnection,
     filter: &Filter,
@@ -126,6 +146,16 @@ pub async fn notifications(
 /// Claims up to `limit` due PENDING notifications, oldest due first, skipping those another
 /// worker holds, and leases them: they are not due again before `lease` has passed, so the
 /// delivery runs outside any transaction and a worker that dies mid-delivery only delays them.
+#[tracing::instrument(
+    name = "UPDATE notifications",
+    skip_all,
+    fields(
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = "UPDATE",
+        db.collection.name = "notifications",
+    )
+)]
 pub async fn claim_due(
     conn: &mut PgConnection,
     limit: i64,
@@ -177,6 +207,16 @@ pub struct Attempt<'a> {
 /// or FAILED). `false`, recording nothing, when the notification is no longer PENDING after
 /// `attempt.attempt - 1` attempts: another worker recorded this attempt first (this worker's
 /// lease had expired).
+#[tracing::instrument(
+    name = "INSERT delivery_attempts",
+    skip_all,
+    fields(
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = "INSERT",
+        db.collection.name = "delivery_attempts",
+    )
+)]
 pub async fn record_attempt(conn: &mut PgConnection, attempt: &Attempt<'_>) -> sqlx::Result<bool> {
     let number = i32::try_from(attempt.attempt).unwrap_or(i32::MAX);
     let (status, next_in) = match attempt.outcome {

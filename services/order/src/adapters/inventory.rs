@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use shop_proto::inventory::v1::ListProductsRequest;
 use shop_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
+use shop_telemetry::grpc::{GrpcClientLayer, GrpcMetrics, Observed};
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
@@ -25,21 +26,27 @@ pub type Prices = HashMap<String, (i64, String)>;
 /// Inventory's catalog over gRPC.
 #[derive(Clone, Debug)]
 pub struct InventoryCatalog {
-    client: InventoryServiceClient<Channel>,
+    client: InventoryServiceClient<Observed<Channel>>,
     deadline: Duration,
     breaker: Arc<Breaker>,
 }
 
 impl InventoryCatalog {
     /// A catalog client for `url` (e.g. `http://inventory:50052`). Connects lazily: the order
-    /// service starts even when inventory is not up yet.
+    /// service starts even when inventory is not up yet. Calls get a client span (whose context inventory continues) and are counted in `metrics`.
     ///
     /// # Errors
     /// When `url` is not a valid URI.
-    pub fn new(url: &str, deadline: Duration, breaker: BreakerSettings) -> anyhow::Result<Self> {
+    pub fn new(
+        url: &str,
+        deadline: Duration,
+        breaker: BreakerSettings,
+        metrics: GrpcMetrics,
+    ) -> anyhow::Result<Self> {
         let channel = Endpoint::from_shared(url.to_owned())?
             .connect_timeout(deadline)
             .connect_lazy();
+        let channel = tower_layer::Layer::layer(&GrpcClientLayer::new(metrics), channel);
         Ok(Self {
             client: InventoryServiceClient::new(channel),
             deadline,

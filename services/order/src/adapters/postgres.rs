@@ -47,6 +47,16 @@ const ORDER_COLUMNS: &str = "order_id, customer_id, status, cancellation_reason,
 
 /// Inserts a new pending order with its lines and first history entry. `false` when another
 /// order already holds the idempotency key (a concurrent retry won).
+#[tracing::instrument(
+    name = "INSERT orders",
+    skip_all,
+    fields(
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = "INSERT",
+        db.collection.name = "orders",
+    )
+)]
 pub async fn insert_order(
     conn: &mut PgConnection,
     order_id: Uuid,
@@ -91,6 +101,16 @@ pub async fn insert_order(
     Ok(true)
 }
 
+#[tracing::instrument(
+    name = "SELECT orders",
+    skip_all,
+    fields(
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = "SELECT",
+        db.collection.name = "orders",
+    )
+)]
 pub async fn order_id_by_key(conn: &mut PgConnection, key: &str) -> sqlx::Result<Option<Uuid>> {
     sqlx::query_scalar("SELECT order_id FROM orders WHERE idempotency_key = $1")
         .bind(key)
@@ -99,6 +119,16 @@ pub async fn order_id_by_key(conn: &mut PgConnection, key: &str) -> sqlx::Result
 }
 
 /// The order row, locked for a status change.
+#[tracing::instrument(
+    name = "SELECT orders",
+    skip_all,
+    fields(
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = "SELECT",
+        db.collection.name = "orders",
+    )
+)]
 pub async fn lock_order(conn: &mut PgConnection, order_id: Uuid) -> sqlx::Result<Option<OrderRow>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1 FOR UPDATE"
@@ -108,6 +138,16 @@ pub async fn lock_order(conn: &mut PgConnection, order_id: Uuid) -> sqlx::Result
     .await
 }
 
+#[tracing::instrument(
+    name = "SELECT orders",
+    skip_all,
+    fields(
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = "SELECT",
+        db.collection.name = "orders",
+    )
+)]
 pub async fn load_order(
     conn: &mut PgConnection,
     order_id: Uuid,
@@ -137,6 +177,16 @@ pub async fn load_order(
 }
 
 /// A customer's order ids, newest first, strictly after the cursor `(created_at, order_id)`.
+#[tracing::instrument(
+    name = "SELECT orders",
+    skip_all,
+    fields(
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = "SELECT",
+        db.collection.name = "orders",
+    )
+)]
 pub async fn order_ids_of_customer(
     conn: &mut PgConnection,
     customer_id: &str,
@@ -157,6 +207,16 @@ pub async fn order_ids_of_customer(
     .await
 }
 
+#[tracing::instrument(
+    name = "INSERT order_status_history",
+    skip_all,
+    fields(
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = "INSERT",
+        db.collection.name = "order_status_history",
+    )
+)]
 pub async fn add_history(
     conn: &mut PgConnection,
     order_id: Uuid,
@@ -176,6 +236,16 @@ pub async fn add_history(
 }
 
 /// Moves the order to `status` (with a cancellation reason when cancelled) and records why.
+#[tracing::instrument(
+    name = "UPDATE orders",
+    skip_all,
+    fields(
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = "UPDATE",
+        db.collection.name = "orders",
+    )
+)]
 pub async fn set_status(
     conn: &mut PgConnection,
     order_id: Uuid,
@@ -192,6 +262,16 @@ pub async fn set_status(
     add_history(conn, order_id, status, why).await
 }
 
+#[tracing::instrument(
+    name = "UPDATE orders",
+    skip_all,
+    fields(
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = "UPDATE",
+        db.collection.name = "orders",
+    )
+)]
 pub async fn mark_payment_requested(conn: &mut PgConnection, order_id: Uuid) -> sqlx::Result<()> {
     sqlx::query("UPDATE orders SET payment_requested = true, updated_at = clock_timestamp() WHERE order_id = $1")
         .bind(order_id)

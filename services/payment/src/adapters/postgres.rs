@@ -44,6 +44,16 @@ pub struct NewPayment<'a> {
 }
 
 /// Opens an account with a zero balance; `None` if the customer already has one.
+#[tracing::instrument(
+    name = "INSERT accounts",
+    skip_all,
+    fields(
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = "INSERT",
+        db.collection.name = "accounts",
+    )
+)]
 pub async fn insert_account(
     conn: &mut PgConnection,
     customer_id: &str,
@@ -63,6 +73,16 @@ pub async fn insert_account(
 }
 
 /// The account, locked for update when `lock`.
+#[tracing::instrument(
+    name = "SELECT accounts",
+    skip_all,
+    fields(
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = "SELECT",
+        db.collection.name = "accounts",
+    )
+)]
 pub async fn account(
     conn: &mut PgConnection,
     customer_id: &str,
@@ -81,6 +101,16 @@ pub async fn account(
 
 /// Adds `delta` (negative for a debit) to the balance. The balance's CHECK refuses to go below
 /// zero, so a debit the caller did not check fails rather than overdraws.
+#[tracing::instrument(
+    name = "UPDATE accounts",
+    skip_all,
+    fields(
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = "UPDATE",
+        db.collection.name = "accounts",
+    )
+)]
 pub async fn add_to_balance(
     conn: &mut PgConnection,
     customer_id: &str,
@@ -98,6 +128,16 @@ pub async fn add_to_balance(
 
 /// Records a deposit; `false` if `deposit_id` is already taken (by this request's first try or
 /// by another request). Waits for a concurrent insert of the same id to commit or roll back.
+#[tracing::instrument(
+    name = "INSERT deposits",
+    skip_all,
+    fields(
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = "INSERT",
+        db.collection.name = "deposits",
+    )
+)]
 pub async fn insert_deposit(
     conn: &mut PgConnection,
     deposit_id: &str,
@@ -117,6 +157,16 @@ pub async fn insert_deposit(
         == 1)
 }
 
+#[tracing::instrument(
+    name = "SELECT deposits",
+    skip_all,
+    fields(
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = "SELECT",
+        db.collection.name = "deposits",
+    )
+)]
 pub async fn deposit(
     conn: &mut PgConnection,
     deposit_id: &str,
@@ -128,6 +178,16 @@ pub async fn deposit(
 }
 
 /// The payment of an order, locked for update when `lock`.
+#[tracing::instrument(
+    name = "SELECT payments",
+    skip_all,
+    fields(
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = "SELECT",
+        db.collection.name = "payments",
+    )
+)]
 pub async fn payment(
     conn: &mut PgConnection,
     order_id: &str,
@@ -148,6 +208,16 @@ pub async fn payment(
 
 /// Records an order's payment; `false` if the order already has one. Waits for a concurrent
 /// insert for the same order to commit or roll back.
+#[tracing::instrument(
+    name = "INSERT payments",
+    skip_all,
+    fields(
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = "INSERT",
+        db.collection.name = "payments",
+    )
+)]
 pub async fn insert_payment(
     conn: &mut PgConnection,
     payment: &NewPayment<'_>,
@@ -168,6 +238,16 @@ pub async fn insert_payment(
         == 1)
 }
 
+#[tracing::instrument(
+    name = "UPDATE payments",
+    skip_all,
+    fields(
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = "UPDATE",
+        db.collection.name = "payments",
+    )
+)]
 pub async fn set_payment_status(
     conn: &mut PgConnection,
     order_id: &str,

@@ -1,0 +1,233 @@
+//! What the outbox, the relay and the consumers count and time, as Prometheus families.
+//!
+//! | Series | Meaning |
+//! | --- | --- |
+//! | `shop_outbox_backlog_events` | events committed but not yet acknowledged by Kafka |
+//! | `shop_outbox_oldest_event_age_seconds` | age of the oldest of them (0 when none): grows while the broker is down |
+//! | `shop_outbox_published_total{topic}` | events the relay published (and Kafka acknowledged) |
+//! | `shop_outbox_publish_latency_seconds` | append (commit) to Kafka acknowledgement, per event |
+//! | `shop_outbox_relay_batch_duration_seconds` | one relay round: read, publish, await acks, delete |
+//! | `shop_outbox_relay_errors_total` | relay rounds that failed (database or Kafka) |
+//! | `shop_outbox_relay_leader` | 1 on the replica that holds the relay lock |
+//! | `shop_consumer_messages_total{group,topic,outcome}` | records handled: `applied`, `duplicate` (skipped by the inbox), `dead_lettered` |
+//! | `shop_consumer_handler_errors_total{group,topic,kind}` | handler failures, `transient` or `permanent` |
+//! | `shop_consumer_process_duration_seconds{group,topic}` | a record's fetch to its commit |
+//! | `shop_consumer_event_delay_seconds{group,topic}` | the event's `ce_time` (its append) to its commit here: one saga hop |
+//! | `shop_consumer_batch_size{group}` | records applied per database transaction |
+//! | `shop_consumer_lag{group,topic,partition}` | records behind the partition's end (from librdkafka statistics) |
+//! | `shop_dead_letters_total{group,topic,dead_letter_topic}` | records sent to a dead-letter topic |
+
+use prometheus_client::encoding::EncodeLabelSet;
+use shop_telemetry::metrics::{
+    Counter, Family, FloatGauge, Gauge, Histogram, HistogramFamily, Registry, batch_size_histogram,
+    latency_family, latency_histogram,
+};
+use sqlx::PgPool;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct TopicLabels {
+    pub(crate) topic: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct GroupLabels {
+    pub(crate) group: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct GroupTopicLabels {
+    pub(crate) group: String,
+    pub(crate) topic: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct OutcomeLabels {
+    pub(crate) group: String,
+    pub(crate) topic: String,
+    pub(crate) outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ErrorLabels {
+    pub(crate) group: String,
+    pub(crate) topic: String,
+    pub(crate) kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct PartitionLabels {
+    pub(crate) group: String,
+    pub(crate) topic: String,
+    pub(crate) partition: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct DeadLetterLabels {
+    pub(crate) group: String,
+    pub(crate) topic: String,
+    pub(crate) dead_letter_topic: String,
+}
+
+/// The eventing families of one service process. Create it once with [`EventingMetrics::new`]
+/// (registered) and give clones to the relay and the consumers through their configs; the
+/// default is a set that counts but is exported nowhere.
+#[derive(Clone, Debug)]
+pub struct EventingMetrics {
+    pub(crate) backlog: Gauge,
+    pub(crate) oldest_age: FloatGauge,
+    pub(crate) published: Family<TopicLabels, Counter>,
+    pub(crate) publish_latency: Histogram,
+    pub(crate) relay_batch: Histogram,
+    pub(crate) relay_errors: Counter,
+    pub(crate) relay_leader: Gauge,
+    pub(crate) consumed: Family<OutcomeLabels, Counter>,
+    pub(crate) handler_errors: Family<ErrorLabels, Counter>,
+    pub(crate) process_duration: HistogramFamily<GroupTopicLabels>,
+    pub(crate) event_delay: HistogramFamily<GroupTopicLabels>,
+    pub(crate) batch_size: Family<GroupLabels, Histogram, fn() -> Histogram>,
+    pub(crate) lag: Family<PartitionLabels, Gauge>,
+    pub(crate) dead_letters: Family<DeadLetterLabels, Counter>,
+}
+
+impl Default for EventingMetrics {
+    fn default() -> Self {
+        Self {
+            backlog: Gauge::default(),
+            oldest_age: FloatGauge::default(),
+            published: Family::default(),
+            publish_latency: latency_histogram(),
+            relay_batch: latency_histogram(),
+            relay_errors: Counter::default(),
+            relay_leader: Gauge::default(),
+            consumed: Family::default(),
+            handler_errors: Family::default(),
+            process_duration: latency_family(),
+            event_delay: latency_family(),
+            batch_size: Family::new_with_constructor(batch_size_histogram),
+            lag: Family::default(),
+            dead_letters: Family::default(),
+        }
+    }
+}
+
+impl EventingMetrics {
+    /// The families, registered in `registry`.
+    pub fn new(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register(
+            "shop_outbox_backlog_events",
+            "Events committed to the outbox and not yet acknowledged by Kafka",
+            m.backlog.clone(),
+        );
+        registry.register(
+            "shop_outbox_oldest_event_age_seconds",
+            "Age of the oldest event still in the outbox (0 when empty)",
+            m.oldest_age.clone(),
+        );
+        registry.register(
+            "shop_outbox_published",
+            "Events the relay published and Kafka acknowledged",
+            m.published.clone(),
+        );
+        registry.register(
+            "shop_outbox_publish_latency_seconds",
+            "From an event's append (its transaction's commit) to Kafka's acknowledgement",
+            m.publish_latency.clone(),
+        );
+        registry.register(
+            "shop_outbox_relay_batch_duration_seconds",
+            "One relay round: read a batch, publish it, await the acks, delete it",
+            m.relay_batch.clone(),
+        );
+        registry.register(
+            "shop_outbox_relay_errors",
+            "Relay rounds that failed (database or Kafka); the events stay in the outbox",
+            m.relay_errors.clone(),
+        );
+        registry.register(
+            "shop_outbox_relay_leader",
+            "1 when this replica holds the relay lock and publishes the outbox",
+            m.relay_leader.clone(),
+        );
+        registry.register(
+            "shop_consumer_messages",
+            "Records handled by a consumer group: applied, duplicate (skipped by the inbox) or dead_lettered",
+            m.consumed.clone(),
+        );
+        registry.register(
+            "shop_consumer_handler_errors",
+            "Handler failures by kind (transient ones are retried)",
+            m.handler_errors.clone(),
+        );
+        registry.register(
+            "shop_consumer_process_duration_seconds",
+            "From a record's fetch to the commit of its effect",
+            m.process_duration.clone(),
+        );
+        registry.register(
+            "shop_consumer_event_delay_seconds",
+            "From an event's append in its producer (ce_time) to the commit of its effect here",
+            m.event_delay.clone(),
+        );
+        registry.register(
+            "shop_consumer_batch_size",
+            "Records applied in one database transaction",
+            m.batch_size.clone(),
+        );
+        registry.register(
+            "shop_consumer_lag",
+            "Records between the group's position and the end of the partition",
+            m.lag.clone(),
+        );
+        registry.register(
+            "shop_dead_letters",
+            "Records a consumer group gave up on and sent to its dead-letter topic",
+            m.dead_letters.clone(),
+        );
+        m
+    }
+
+    /// Shows a consumer's counters from the start, at 0: a series that first appears at 1 hides
+    /// that first increase from `rate()` and `increase()` (and so from the alerts).
+    pub(crate) fn start_consumer(&self, group: &str, topics: &[String], dead_letter_topic: &str) {
+        for topic in topics {
+            for outcome in ["applied", "duplicate", "dead_lettered"] {
+                let _ = self.consumed.get_or_create(&OutcomeLabels {
+                    group: group.to_owned(),
+                    topic: topic.clone(),
+                    outcome,
+                });
+            }
+            for kind in ["transient", "permanent"] {
+                let _ = self.handler_errors.get_or_create(&ErrorLabels {
+                    group: group.to_owned(),
+                    topic: topic.clone(),
+                    kind,
+                });
+            }
+            let _ = self.dead_letters.get_or_create(&DeadLetterLabels {
+                group: group.to_owned(),
+                topic: topic.clone(),
+                dead_letter_topic: dead_letter_topic.to_owned(),
+            });
+        }
+    }
+
+    /// Reads the outbox's backlog and the age of its oldest event into the gauges. Called when
+    /// `/metrics` is scraped, so the values are current and cost nothing between scrapes. Runs
+    /// whether or not this replica relays: a broker outage shows as a growing age everywhere.
+    ///
+    /// # Errors
+    /// Database errors (the gauges keep their previous values).
+    pub async fn refresh_outbox(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
+        let (backlog, age): (i64, f64) = sqlx::query_as(
+            "SELECT count(*), coalesce(extract(epoch FROM clock_timestamp() - min(created_at))::float8, 0) \
+             FROM eventing_outbox",
+        )
+        .fetch_one(pool)
+        .await?;
+        self.backlog.set(backlog);
+        self.oldest_age.set(age.max(0.0));
+        Ok(())
+    }
+}
