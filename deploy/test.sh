@@ -5,8 +5,9 @@
 #   deploy/test.sh --broker tansu   # the broker-level tests again, against a tansu broker
 #
 # PostgreSQL: DATABASE_URL if set, else the server on 127.0.0.1:5432, else a private cluster
-# started from the installed binaries (see deploy/lib.sh). Tools (buf) are installed into
-# .local/ on first use. Each test creates its own database and topics, so tests run in parallel.
+# started from the installed binaries (see deploy/lib.sh). Tools (buf, the deployment checks')
+# are installed into .local/ on first use. Each test creates its own database and topics, so
+# tests run in parallel.
 set -euo pipefail
 # shellcheck source=deploy/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -41,6 +42,7 @@ case "$broker" in
     step "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
     step "buf lint" buf lint
     step "buf format" buf format --diff --exit-code
+    step "deployment files: kustomize overlays, schemas, compose, Dockerfile" deploy/check-deploy.sh
     step "tests (PostgreSQL: $SHOP_PG_KIND, Kafka: librdkafka mock cluster)" run_tests --workspace --locked
     step "smoke: deploy/run.sh as a new user runs it, checked with grpcurl" deploy/smoke.sh
     ;;

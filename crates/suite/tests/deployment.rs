@@ -1,0 +1,898 @@
+//! The deployment files agree with the code. A variable, topic or port the code uses but the
+//! manifests do not provide would otherwise show up only in a cluster, as a silent default (a
+//! service talking to `127.0.0.1:9092`) or a consumer stuck on a topic nobody created.
+//!
+//! What the code needs is read from the code itself: the variables each service's
+//! `Settings::from_env` reads (recorded by `shop_runtime::config::recording`), the topics it
+//! produces and consumes (`shop_proto::topics`, and the topic settings), the dead-letter topic
+//! of its consumer group (`<group>.dlq`), its ports. What the deployment provides is read from
+//! `k8s/` (the base Deployments with their ConfigMaps; a KafkaTopic anywhere under `k8s/`) and
+//! from `docker-compose.yml` (each service's `environment`, and the `TOPICS` of the one-shot
+//! `kafka-topics` service). Every check collects all its findings, each naming the file to fix.
+//!
+//! The syntax of those files (schemas, lint) is checked by `deploy/check-deploy.sh`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize as _;
+use serde_norway::Value;
+use shop_runtime::config::recording;
+
+/// The repository root (this crate is `crates/suite`).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `path` relative to the repository root, for messages.
+fn shown(path: &Path) -> String {
+    let root = root().canonicalize().expect("repository root");
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    path.strip_prefix(&root)
+        .unwrap_or(&path)
+        .display()
+        .to_string()
+}
+
+// --- what the code needs ----------------------------------------------------------------------
+
+/// A setting of a service with the value the code uses when it is not set.
+#[derive(Clone, Debug)]
+struct Setting {
+    var: &'static str,
+    default: String,
+}
+
+impl Setting {
+    fn new(var: &'static str, default: impl ToString) -> Self {
+        Self {
+            var,
+            default: default.to_string(),
+        }
+    }
+
+    /// Its value in `env` (unset or empty: the default, as `shop_runtime::config` reads it).
+    fn value_in(&self, env: &Env) -> String {
+        match env.vars.get(self.var) {
+            Some(Some(value)) if !value.is_empty() => value.clone(),
+            _ => self.default.clone(),
+        }
+    }
+}
+
+/// What one service needs from its deployment, read from its code.
+#[derive(Debug)]
+struct Needs {
+    /// The k8s Deployment, Service and ConfigMap name (`k8s/base/<name>/`), and the compose
+    /// service.
+    name: &'static str,
+    binary: &'static str,
+    /// Every variable its settings read, in order; `A|B` means either.
+    reads: Vec<String>,
+    /// The topics it produces or consumes.
+    topics: Vec<Setting>,
+    /// Its consumer group, whose dead letters go to `<group>.dlq`.
+    group: Setting,
+    /// Its gRPC and metrics listen addresses.
+    grpc_addr: Setting,
+    metrics_addr: Setting,
+}
+
+impl Needs {
+    /// The topics this service uses when run with `env`, each with why.
+    fn topics_in(&self, env: &Env) -> Vec<(String, String)> {
+        let mut topics: Vec<(String, String)> = self
+            .topics
+            .iter()
+            .map(|t| (t.value_in(env), format!("{} of {}", t.var, self.binary)))
+            .collect();
+        topics.push((
+            format!("{}.dlq", self.group.value_in(env)),
+            format!("dead letters of {}, group {}", self.binary, self.group.var),
+        ));
+        topics
+    }
+}
+
+fn shown_port(port: Option<&u16>) -> String {
+    port.map_or_else(|| "missing".to_owned(), u16::to_string)
+}
+
+fn port_of(addr: &str) -> Option<u16> {
+    addr.parse::<SocketAddr>().ok().map(|a| a.port())
+}
+
+/// Reads each service's settings the way its `main` does, noting every variable read.
+fn services() -> Vec<Needs> {
+    use inventory_service::config::Settings as Inventory;
+    use notification_service::config::Settings as Notification;
+    use order_service::config::Settings as Order;
+    use payment_service::config::Settings as Payment;
+
+    let (order, order_reads) = recording(Order::from_env);
+    let order = order.expect("order-service settings from this environment");
+    let (inventory, inventory_reads) = recording(Inventory::from_env);
+    let inventory = inventory.expect("inventory-service settings from this environment");
+    let (payment, payment_reads) = recording(Payment::from_env);
+    let payment = payment.expect("payment-service settings from this environment");
+    let (notification, notification_reads) = recording(Notification::from_env);
+    let notification = notification.expect("notification-service settings from this environment");
+
+    vec![
+        Needs {
+            name: "order",
+            binary: "order-service",
+            reads: order_reads,
+            topics: vec![
+                Setting::new("ORDER_EVENTS_TOPIC", &order.order_events_topic),
+                Setting::new("INVENTORY_EVENTS_TOPIC", &order.inventory_events_topic),
+                Setting::new("PAYMENT_EVENTS_TOPIC", &order.payment_events_topic),
+            ],
+            group: Setting::new("ORDER_CONSUMER_GROUP", &order.consumer_group),
+            grpc_addr: Setting::new("ORDER_GRPC_ADDR", order.grpc_addr),
+            metrics_addr: Setting::new("ORDER_METRICS_ADDR", order.metrics_addr),
+        },
+        Needs {
+            name: "inventory",
+            binary: "inventory-service",
+            reads: inventory_reads,
+            topics: vec![
+                Setting::new("ORDER_EVENTS_TOPIC", &inventory.order_events_topic),
+                Setting::new("INVENTORY_EVENTS_TOPIC", &inventory.inventory_events_topic),
+            ],
+            group: Setting::new("INVENTORY_CONSUMER_GROUP", &inventory.consumer_group),
+            grpc_addr: Setting::new("INVENTORY_GRPC_ADDR", inventory.grpc_addr),
+            metrics_addr: Setting::new("INVENTORY_METRICS_ADDR", inventory.metrics_addr),
+        },
+        Needs {
+            name: "payment",
+            binary: "payment-service",
+            reads: payment_reads,
+            topics: vec![
+                Setting::new("ORDER_EVENTS_TOPIC", &payment.order_events_topic),
+                Setting::new("PAYMENT_EVENTS_TOPIC", &payment.payment_events_topic),
+            ],
+            group: Setting::new("PAYMENT_CONSUMER_GROUP", &payment.consumer_group),
+            grpc_addr: Setting::new("PAYMENT_GRPC_ADDR", payment.grpc_addr),
+            metrics_addr: Setting::new("PAYMENT_METRICS_ADDR", payment.metrics_addr),
+        },
+        Needs {
+            name: "notification",
+            binary: "notification-service",
+            reads: notification_reads,
+            topics: vec![Setting::new(
+                "ORDER_EVENTS_TOPIC",
+                &notification.order_events_topic,
+            )],
+            group: Setting::new("NOTIFICATION_CONSUMER_GROUP", &notification.consumer_group),
+            grpc_addr: Setting::new("NOTIFICATION_GRPC_ADDR", notification.grpc_addr),
+            metrics_addr: Setting::new("NOTIFICATION_METRICS_ADDR", notification.metrics_addr),
+        },
+    ]
+}
+
+/// The topics of the protobuf contracts: produced or consumed whatever the settings say.
+fn contract_topics() -> [(&'static str, &'static str); 3] {
+    use shop_proto::topics::*;
+    [
+        (ORDER_EVENTS, "shop_proto::topics::ORDER_EVENTS"),
+        (INVENTORY_EVENTS, "shop_proto::topics::INVENTORY_EVENTS"),
+        (PAYMENT_EVENTS, "shop_proto::topics::PAYMENT_EVENTS"),
+    ]
+}
+
+// --- what the deployment provides ---------------------------------------------------------------
+
+/// The environment of one process: a k8s container or a compose service.
+#[derive(Clone, Debug)]
+struct Env {
+    /// Which process, and in which file, for messages.
+    what: String,
+    /// Where to add a missing variable.
+    fix_in: String,
+    /// Name -> value; `None` when the value comes from elsewhere (a Secret, the downward API).
+    vars: BTreeMap<String, Option<String>>,
+}
+
+/// A container of a base Deployment.
+#[derive(Clone, Debug)]
+struct Container {
+    /// The Deployment's name.
+    deployment: String,
+    env: Env,
+    /// Named container ports.
+    ports: BTreeMap<String, u16>,
+    /// Ports of its gRPC probes.
+    probe_ports: Vec<(&'static str, u16)>,
+    /// The app container (not an init container).
+    main: bool,
+}
+
+#[derive(Debug)]
+struct K8s {
+    containers: Vec<Container>,
+    /// Service name -> (port name -> port, file).
+    services: BTreeMap<String, (BTreeMap<String, u16>, String)>,
+    /// Topic name -> the file declaring its KafkaTopic.
+    kafka_topics: BTreeMap<String, String>,
+}
+
+#[derive(Debug)]
+struct Compose {
+    services: BTreeMap<String, Env>,
+    /// Topics the one-shot `kafka-topics` service creates.
+    topics: BTreeSet<String>,
+}
+
+fn yaml_documents(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_norway::Deserializer::from_str(&text)
+        .map(|doc| {
+            let mut value = Value::deserialize(doc)
+                .unwrap_or_else(|e| panic!("{} is not valid YAML: {e}", path.display()));
+            value
+                .apply_merge()
+                .unwrap_or_else(|e| panic!("{}: bad YAML merge key: {e}", path.display()));
+            value
+        })
+        .collect()
+}
+fn str_of<'a>(value: &'a Value, path: &[&str]) -> Option<&'a str> {
+    path.iter()
+        .try_fold(value, |v, key| v.get(*key))
+        .and_then(Value::as_str)
+}
+
+fn seq_of<'a>(value: &'a Value, path: &[&str]) -> &'a [Value] {
+    path.iter()
+        .try_fold(value, |v, key| v.get(*key))
+        .and_then(Value::as_sequence)
+        .map_or(&[], Vec::as_slice)
+}
+
+fn scalar(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Null => Some(String::new()),
+        _ => None,
+    }
+}
+
+/// A kustomize env file: `KEY=value` lines, `#` comments.
+fn env_file(path: &Path) -> BTreeMap<String, Option<String>> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            let (key, value) = line.split_once('=').unwrap_or((line, ""));
+            (key.to_owned(), Some(value.to_owned()))
+        })
+        .collect()
+}
+
+/// Every `*.yaml` file under `dir`.
+fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .map(|e| e.expect("directory entry").path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            yaml_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            out.push(path);
+        }
+    }
+}
+
+impl K8s {
+    fn load() -> Self {
+        let base = root().join("k8s/base");
+        let kustomization = yaml_documents(&base.join("kustomization.yaml"))
+            .pop()
+            .expect("k8s/base/kustomization.yaml");
+
+        // ConfigMaps: generated from env files or literals, or plain resources.
+        let mut config_maps: BTreeMap<String, (BTreeMap<String, Option<String>>, String)> =
+            BTreeMap::new();
+        for generator in seq_of(&kustomization, &["configMapGenerator"]) {
+            let name = str_of(generator, &["name"]).expect("configMapGenerator name");
+            let mut vars = BTreeMap::new();
+            let mut files = Vec::new();
+            for file in seq_of(generator, &["envs"]) {
+                let path = base.join(file.as_str().expect("envs entry"));
+                vars.extend(env_file(&path));
+                files.push(shown(&path));
+            }
+            for literal in seq_of(generator, &["literals"]) {
+                let (key, value) = literal
+                    .as_str()
+                    .and_then(|l| l.split_once('='))
+                    .expect("literal KEY=value");
+                vars.insert(key.to_owned(), Some(value.to_owned()));
+            }
+            if files.is_empty() {
+                files.push(shown(&base.join("kustomization.yaml")));
+            }
+            config_maps.insert(name.to_owned(), (vars, files.join(", ")));
+        }
+        let resources: Vec<PathBuf> = seq_of(&kustomization, &["resources"])
+            .iter()
+            .map(|r| base.join(r.as_str().expect("resource path")))
+            .collect();
+        let documents: Vec<(Value, String)> = resources
+            .iter()
+            .flat_map(|path| {
+                let file = shown(path);
+                yaml_documents(path)
+                    .into_iter()
+                    .map(move |d| (d, file.clone()))
+            })
+            .collect();
+        for (doc, file) in &documents {
+            if str_of(doc, &["kind"]) == Some("ConfigMap") {
+                let name = str_of(doc, &["metadata", "name"]).expect("ConfigMap name");
+                let vars = doc
+                    .get("data")
+                    .and_then(Value::as_mapping)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|(k, v)| Some((k.as_str()?.to_owned(), scalar(v))))
+                    .collect();
+                config_maps.insert(name.to_owned(), (vars, file.clone()));
+            }
+        }
+
+        let mut containers = Vec::new();
+        let mut services = BTreeMap::new();
+        for (doc, file) in &documents {
+            let name = str_of(doc, &["metadata", "name"])
+                .unwrap_or_default()
+                .to_owned();
+            match str_of(doc, &["kind"]) {
+                Some("Deployment") => {
+                    let pod = &doc["spec"]["template"]["spec"];
+                    let init = seq_of(pod, &["initContainers"]).iter().map(|c| (c, false));
+                    let main = seq_of(pod, &["containers"]).iter().map(|c| (c, true));
+                    for (container, main) in init.chain(main) {
+                        containers.push(Self::container(
+                            &name,
+                            container,
+                            main,
+                            file,
+                            &config_maps,
+                        ));
+                    }
+                }
+                Some("Service") => {
+                    let ports = seq_of(doc, &["spec", "ports"])
+                        .iter()
+                        .filter_map(|p| {
+                            let port = u16::try_from(p.get("port")?.as_u64()?).ok()?;
+                            Some((str_of(p, &["name"]).unwrap_or_default().to_owned(), port))
+                        })
+                        .collect();
+                    services.insert(name, (ports, file.clone()));
+                }
+                _ => {}
+            }
+        }
+
+        let mut files = Vec::new();
+        yaml_files(&root().join("k8s"), &mut files);
+        let mut kafka_topics = BTreeMap::new();
+        for path in files {
+            for doc in yaml_documents(&path) {
+                if str_of(&doc, &["kind"]) == Some("KafkaTopic") {
+                    let topic = str_of(&doc, &["spec", "topicName"])
+                        .or_else(|| str_of(&doc, &["metadata", "name"]))
+                        .expect("KafkaTopic name");
+                    kafka_topics.insert(topic.to_owned(), shown(&path));
+                }
+            }
+        }
+        Self {
+            containers,
+            services,
+            kafka_topics,
+        }
+    }
+
+    fn container(
+        deployment: &str,
+        container: &Value,
+        main: bool,
+        file: &str,
+        config_maps: &BTreeMap<String, (BTreeMap<String, Option<String>>, String)>,
+    ) -> Container {
+        let name = str_of(container, &["name"]).unwrap_or_default();
+        let mut vars = BTreeMap::new();
+        let mut sources = Vec::new();
+        for from in seq_of(container, &["envFrom"]) {
+            if let Some(map) = str_of(from, &["configMapRef", "name"]) {
+                let (map_vars, map_file) = config_maps.get(map).unwrap_or_else(|| {
+                    panic!("{file}: container {name} loads ConfigMap {map}, which k8s/base does not define")
+                });
+                vars.extend(map_vars.clone());
+                sources.push(map_file.clone());
+            }
+        }
+        for var in seq_of(container, &["env"]) {
+            let key = str_of(var, &["name"]).expect("env name").to_owned();
+            vars.insert(key, str_of(var, &["value"]).map(str::to_owned));
+        }
+        sources.push(file.to_owned());
+        let ports = seq_of(container, &["ports"])
+            .iter()
+            .filter_map(|p| {
+                let port = u16::try_from(p.get("containerPort")?.as_u64()?).ok()?;
+                Some((str_of(p, &["name"])?.to_owned(), port))
+            })
+            .collect();
+        let probe_ports = ["startupProbe", "readinessProbe", "livenessProbe"]
+            .iter()
+            .filter_map(|probe| {
+                let port = container.get(*probe)?.get("grpc")?.get("port")?.as_u64()?;
+                Some((*probe, u16::try_from(port).ok()?))
+            })
+            .collect();
+        Container {
+            deployment: deployment.to_owned(),
+            env: Env {
+                what: format!("container {name} of the Deployment {deployment} ({file})"),
+                fix_in: sources.join(" or "),
+                vars,
+            },
+            ports,
+            probe_ports,
+            main,
+        }
+    }
+
+    /// The containers of `service`'s Deployment.
+    fn containers_of<'a>(&'a self, service: &str) -> impl Iterator<Item = &'a Container> + use<'a> {
+        let service = service.to_owned();
+        self.containers
+            .iter()
+            .filter(move |c| c.deployment == service)
+    }
+}
+
+impl Compose {
+    fn load() -> Self {
+        let path = root().join("docker-compose.yml");
+        let file = shown(&path);
+        let doc = yaml_documents(&path).pop().expect("docker-compose.yml");
+        let mut services = BTreeMap::new();
+        let mut topics = BTreeSet::new();
+        for (name, service) in doc
+            .get("services")
+            .and_then(Value::as_mapping)
+            .expect("docker-compose.yml: services")
+        {
+            let name = name.as_str().expect("service name").to_owned();
+            let mut vars = BTreeMap::new();
+            match service.get("environment") {
+                Some(Value::Mapping(map)) => {
+                    for (k, v) in map {
+                        vars.insert(k.as_str().expect("variable").to_owned(), scalar(v));
+                    }
+                }
+                Some(Value::Sequence(list)) => {
+                    for entry in list.iter().filter_map(Value::as_str) {
+                        let (k, v) = entry.split_once('=').unwrap_or((entry, ""));
+                        vars.insert(k.to_owned(), Some(v.to_owned()));
+                    }
+                }
+                _ => {}
+            }
+            if name == "kafka-topics" {
+                let spec = vars.get("TOPICS").cloned().flatten().unwrap_or_default();
+                topics.extend(
+                    spec.split_whitespace()
+                        .map(|t| t.split(':').next().unwrap_or(t).to_owned()),
+                );
+            }
+            let env = Env {
+                what: format!("the compose service {name} ({file})"),
+                fix_in: format!("services.{name}.environment in {file}"),
+                vars,
+            };
+            services.insert(name, env);
+        }
+        Self { services, topics }
+    }
+}
+
+// --- the checks -------------------------------------------------------------------------------
+
+/// Every variable `needs` reads is set in `env` (for `A|B`, one of them).
+fn missing_vars(needs: &Needs, env: &Env, problems: &mut Vec<String>) {
+    for read in &needs.reads {
+        if !read.split('|').any(|var| env.vars.contains_key(var)) {
+            let var = read.replace('|', " (or ") + if read.contains('|') { ")" } else { "" };
+            problems.push(format!(
+                "{} reads {var}, but {} does not set it: add it to {}",
+                needs.binary, env.what, env.fix_in
+            ));
+        }
+    }
+}
+
+fn check_k8s_env(needs: &[Needs], k8s: &K8s) -> Vec<String> {
+    let mut problems = Vec::new();
+    for service in needs {
+        let mut any = false;
+        for container in k8s.containers_of(service.name) {
+            any = true;
+            missing_vars(service, &container.env, &mut problems);
+        }
+        if !any {
+            problems.push(format!(
+                "{}: no Deployment {} in k8s/base (k8s/base/kustomization.yaml resources)",
+                service.binary, service.name
+            ));
+        }
+    }
+    problems
+}
+
+fn check_compose_env(needs: &[Needs], compose: &Compose) -> Vec<String> {
+    let mut problems = Vec::new();
+    for service in needs {
+        match compose.services.get(service.name) {
+            Some(env) => missing_vars(service, env, &mut problems),
+            None => problems.push(format!(
+                "{}: no service {} in docker-compose.yml",
+                service.binary, service.name
+            )),
+        }
+    }
+    problems
+}
+
+/// Every topic the code uses, with why, given each service's environment.
+fn needed_topics<'a>(
+    needs: &[Needs],
+    env_of: impl Fn(&str) -> Option<&'a Env>,
+) -> BTreeMap<String, String> {
+    let mut topics: BTreeMap<String, String> = contract_topics()
+        .iter()
+        .map(|(t, why)| ((*t).to_owned(), (*why).to_owned()))
+        .collect();
+    let empty = Env {
+        what: String::new(),
+        fix_in: String::new(),
+        vars: BTreeMap::new(),
+    };
+    for service in needs {
+        let env = env_of(service.name).unwrap_or(&empty);
+        for (topic, why) in service.topics_in(env) {
+            topics.entry(topic).or_insert(why);
+        }
+    }
+    topics
+}
+
+fn check_topics(needs: &[Needs], k8s: &K8s, compose: &Compose) -> Vec<String> {
+    let mut problems = Vec::new();
+    let in_k8s = needed_topics(needs, |name| {
+        k8s.containers_of(name).find(|c| c.main).map(|c| &c.env)
+    });
+    let declared = k8s
+        .kafka_topics
+        .values()
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect::<Vec<_>>()
+        .join(", ");
+    for (topic, why) in &in_k8s {
+        if !k8s.kafka_topics.contains_key(topic) {
+            problems.push(format!(
+                "topic {topic} ({why}) has no KafkaTopic under k8s/ (the others are in {declared})"
+            ));
+        }
+    }
+    let in_compose = needed_topics(needs, |name| compose.services.get(name));
+    for (topic, why) in &in_compose {
+        if !compose.topics.contains(topic) {
+            problems.push(format!(
+                "topic {topic} ({why}) is not created by docker-compose.yml: add it to services.kafka-topics.environment.TOPICS"
+            ));
+        }
+    }
+    problems
+}
+
+fn check_k8s_ports(needs: &[Needs], k8s: &K8s) -> Vec<String> {
+    let mut problems = Vec::new();
+    for service in needs {
+        for container in k8s.containers_of(service.name).filter(|c| c.main) {
+            let env = &container.env;
+            for (setting, port_name) in [
+                (&service.grpc_addr, "grpc"),
+                (&service.metrics_addr, "metrics"),
+            ] {
+                let Some(port) = port_of(&setting.value_in(env)) else {
+                    problems.push(format!("{}: {} is not host:port", env.what, setting.var));
+                    continue;
+                };
+                if container.ports.get(port_name) != Some(&port) {
+                    problems.push(format!(
+                        "{}: the container port named {port_name} is {}, but {} listens on {port} ({})",
+                        env.what,
+                        shown_port(container.ports.get(port_name)),
+                        service.binary,
+                        setting.var
+                    ));
+                }
+                let (ports, file) = match k8s.services.get(service.name) {
+                    Some(found) => found,
+                    None => {
+                        problems.push(format!(
+                            "{}: no Service {} in k8s/base",
+                            service.binary, service.name
+                        ));
+                        continue;
+                    }
+                };
+                if ports.get(port_name) != Some(&port) {
+                    problems.push(format!(
+                        "the Service {} ({file}) port {port_name} is {}, not {port} ({} of {})",
+                        service.name,
+                        shown_port(ports.get(port_name)),
+                        setting.var,
+                        service.binary
+                    ));
+                }
+            }
+            let grpc = port_of(&service.grpc_addr.value_in(env));
+            for (probe, port) in &container.probe_ports {
+                if Some(*port) != grpc {
+                    problems.push(format!(
+                        "{}: the {probe} checks gRPC port {port}, but {} serves gRPC on {}",
+                        env.what,
+                        service.binary,
+                        shown_port(grpc.as_ref())
+                    ));
+                }
+            }
+            // gRPC URLs of other services (INVENTORY_GRPC_URL) name a Service and its port.
+            for (var, value) in &env.vars {
+                let Some(url) = value.as_deref().filter(|_| var.ends_with("_GRPC_URL")) else {
+                    continue;
+                };
+                let authority = url.split("://").nth(1).unwrap_or(url).trim_end_matches('/');
+                let (host, port) = authority.rsplit_once(':').unwrap_or((authority, "80"));
+                let host = host.split('.').next().unwrap_or(host);
+                let served = k8s
+                    .services
+                    .get(host)
+                    .is_some_and(|(ports, _)| ports.values().any(|p| p.to_string() == port));
+                if !served {
+                    problems.push(format!(
+                        "{}: {var}={url}, but k8s/base has no Service {host} with port {port}",
+                        env.what
+                    ));
+                }
+            }
+        }
+    }
+    problems
+}
+
+fn check_compose_urls(needs: &[Needs], compose: &Compose) -> Vec<String> {
+    let mut problems = Vec::new();
+    for service in needs {
+        let Some(env) = compose.services.get(service.name) else {
+            continue;
+        };
+        for (var, value) in &env.vars {
+            let Some(url) = value.as_deref().filter(|_| var.ends_with("_GRPC_URL")) else {
+                continue;
+            };
+            let authority = url.split("://").nth(1).unwrap_or(url).trim_end_matches('/');
+            let (host, port) = authority.rsplit_once(':').unwrap_or((authority, "80"));
+            let served = needs.iter().any(|other| {
+                other.name == host
+                    && compose.services.get(other.name).is_some_and(|e| {
+                        port_of(&other.grpc_addr.value_in(e)).map(|p| p.to_string())
+                            == Some(port.to_owned())
+                    })
+            });
+            if !served {
+                problems.push(format!(
+                    "{}: {var}={url}, but no compose service {host} serves gRPC on port {port}",
+                    env.what
+                ));
+            }
+        }
+    }
+    problems
+}
+
+fn assert_none(what: &str, problems: &[String]) {
+    assert!(
+        problems.is_empty(),
+        "{what}: {} problem(s):\n  - {}",
+        problems.len(),
+        problems.join("\n  - ")
+    );
+}
+
+#[test]
+fn every_variable_a_service_reads_is_set_by_its_k8s_deployment() {
+    assert_none(
+        "k8s/base vs Settings::from_env",
+        &check_k8s_env(&services(), &K8s::load()),
+    );
+}
+
+#[test]
+fn every_variable_a_service_reads_is_set_by_its_compose_service() {
+    assert_none(
+        "docker-compose.yml vs Settings::from_env",
+        &check_compose_env(&services(), &Compose::load()),
+    );
+}
+
+#[test]
+fn every_topic_and_dead_letter_topic_is_declared_for_k8s_and_compose() {
+    assert_none(
+        "topics",
+        &check_topics(&services(), &K8s::load(), &Compose::load()),
+    );
+}
+
+#[test]
+fn ports_probes_services_and_grpc_urls_agree() {
+    let needs = services();
+    let mut problems = check_k8s_ports(&needs, &K8s::load());
+    problems.extend(check_compose_urls(&needs, &Compose::load()));
+    assert_none("ports", &problems);
+}
+
+// The checks above must fail on broken input, or they prove nothing: each case below breaks
+// one thing in the real files (in memory) and expects the finding that names it.
+
+#[test]
+fn a_variable_missing_from_a_config_map_is_reported_with_the_file_to_fix() {
+    let needs = services();
+    let mut k8s = K8s::load();
+    for container in k8s
+        .containers
+        .iter_mut()
+        .filter(|c| c.deployment == "order")
+    {
+        container.env.vars.remove("INVENTORY_DEADLINE_MS");
+    }
+    let problems = check_k8s_env(&needs, &k8s);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("order-service reads INVENTORY_DEADLINE_MS")
+                && p.contains("k8s/base/order/config.env")),
+        "{problems:#?}"
+    );
+}
+
+#[test]
+fn a_database_url_from_neither_name_is_reported() {
+    let needs = services();
+    let mut k8s = K8s::load();
+    for container in k8s
+        .containers
+        .iter_mut()
+        .filter(|c| c.deployment == "payment")
+    {
+        container.env.vars.remove("PAYMENT_DATABASE_URL");
+    }
+    let problems = check_k8s_env(&needs, &k8s);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("PAYMENT_DATABASE_URL (or DATABASE_URL)")),
+        "{problems:#?}"
+    );
+}
+
+#[test]
+fn a_variable_missing_from_a_compose_service_is_reported() {
+    let needs = services();
+    let mut compose = Compose::load();
+    compose
+        .services
+        .get_mut("notification")
+        .expect("compose service notification")
+        .vars
+        .remove("NOTIFICATION_WEBHOOK_TIMEOUT_MS");
+    let problems = check_compose_env(&needs, &compose);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("NOTIFICATION_WEBHOOK_TIMEOUT_MS")
+                && p.contains("services.notification.environment in docker-compose.yml")),
+        "{problems:#?}"
+    );
+}
+
+#[test]
+fn a_topic_without_a_kafka_topic_or_a_compose_entry_is_reported() {
+    let needs = services();
+    let mut k8s = K8s::load();
+    let mut compose = Compose::load();
+    k8s.kafka_topics.remove("payment-service.dlq");
+    compose.topics.remove("inventory.events.v1");
+    let problems = check_topics(&needs, &k8s, &compose);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("topic payment-service.dlq") && p.contains("no KafkaTopic")),
+        "{problems:#?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("topic inventory.events.v1")
+                && p.contains("services.kafka-topics.environment.TOPICS")),
+        "{problems:#?}"
+    );
+}
+
+#[test]
+fn a_renamed_consumer_group_needs_its_own_dead_letter_topic() {
+    let needs = services();
+    let mut k8s = K8s::load();
+    for container in k8s
+        .containers
+        .iter_mut()
+        .filter(|c| c.deployment == "inventory")
+    {
+        container
+            .env
+            .vars
+            .insert("INVENTORY_CONSUMER_GROUP".into(), Some("stock".into()));
+    }
+    let problems = check_topics(&needs, &k8s, &Compose::load());
+    assert!(
+        problems.iter().any(|p| p.starts_with("topic stock.dlq")),
+        "{problems:#?}"
+    );
+}
+
+#[test]
+fn a_port_that_drifts_from_the_settings_is_reported() {
+    let needs = services();
+    let mut k8s = K8s::load();
+    for container in k8s
+        .containers
+        .iter_mut()
+        .filter(|c| c.deployment == "inventory" && c.main)
+    {
+        container
+            .env
+            .vars
+            .insert("INVENTORY_GRPC_ADDR".into(), Some("0.0.0.0:6000".into()));
+    }
+    let problems = check_k8s_ports(&needs, &k8s);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("port named grpc") && p.contains("6000")),
+        "{problems:#?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("readinessProbe checks gRPC port 50052")),
+        "{problems:#?}"
+    );
+}
