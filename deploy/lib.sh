@@ -639,3 +639,46 @@ ensure_grpcurl() {
   grpcurl -version >/dev/null 2>&1 || shop_die "grpcurl does not run"
   shop_say "tools: $(grpcurl -version 2>&1 | head -1)"
 }
+
+# --- promtool ------------------------------------------------------------------------------------
+
+# ensure_promtool: promtool (Prometheus' rule checker) on PATH. Taken from Debian's `prometheus`
+# package without installing it (no server is set up or started): `apt-get download` fetches the
+# .deb, `dpkg-deb -x` unpacks it, and only promtool is kept in $SHOP_STATE_DIR/tools/bin.
+ensure_promtool() {
+  _shop_state
+  local bin="$SHOP_STATE_DIR/tools/bin"
+  if command -v promtool >/dev/null 2>&1; then
+    shop_say "tools: $(promtool --version 2>&1 | head -n 1) ($(command -v promtool))"
+    return 0
+  fi
+  if [ ! -x "$bin/promtool" ]; then
+    command -v apt-get >/dev/null 2>&1 && command -v dpkg-deb >/dev/null 2>&1 ||
+      shop_die "promtool not found and no apt-get/dpkg-deb to fetch it: install Debian's prometheus package (or put promtool on PATH)"
+    _shop_lock promtool
+    local tmp
+    tmp=$(mktemp -d "${TMPDIR:-/tmp}/shop-promtool.XXXXXX") || shop_die "mktemp failed"
+    shop_say "tools: fetching promtool from Debian's prometheus package"
+    if ! (cd "$tmp" && apt-get download prometheus >"$tmp/download.log" 2>&1); then
+      # Stale package lists: refresh them (needs root) and try once more.
+      if [ "$(id -u)" = 0 ]; then
+        apt-get update >"$tmp/update.log" 2>&1 || true
+      fi
+      (cd "$tmp" && apt-get download prometheus >"$tmp/download.log" 2>&1) || {
+        cat "$tmp/download.log" >&2
+        rm -rf -- "$tmp"
+        shop_die "apt-get download prometheus failed (run apt-get update, or install promtool)"
+      }
+    fi
+    dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x" || shop_die "dpkg-deb could not unpack the prometheus package"
+    mkdir -p -- "$bin" && install -m 0755 "$tmp/x/usr/bin/promtool" "$bin/promtool" ||
+      shop_die "could not install promtool into $bin"
+    rm -rf -- "$tmp"
+    _shop_unlock
+  fi
+  case "$PATH" in
+    "$bin:"*) ;;
+    *) export PATH="$bin:$PATH" ;;
+  esac
+  shop_say "tools: $(promtool --version 2>&1 | head -n 1) ($bin)"
+}

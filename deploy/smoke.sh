@@ -62,5 +62,15 @@ check "order: ListOrders shows it confirmed" '"ORDER_STATUS_CONFIRMED"' grpcurl 
 check "notification: ListNotifications" '"order_confirmed"' grpcurl -plaintext -d '{"customer_id":"'"$smoke"'"}' 127.0.0.1:50054 shop.notification.v1.NotificationService/ListNotifications
 check "notification: neither id is refused" '"field":"customer_id"' grpcurl -plaintext -d '{}' 127.0.0.1:50054 shop.notification.v1.NotificationService/ListNotifications
 
+echo "metrics and traces:"
+check "order: /metrics counts confirmed orders" 'shop_orders_confirmed_total' curl -fsS http://127.0.0.1:9101/metrics
+check "payment: /metrics counts captures" 'shop_payments_captured_total' curl -fsS http://127.0.0.1:9103/metrics
+check "notification: /metrics counts deliveries" 'shop_notifications_delivered_total{channel="log"}' curl -fsS http://127.0.0.1:9104/metrics
+check "inventory: /metrics has consumer RED" 'shop_consumer_messages_total' curl -fsS http://127.0.0.1:9102/metrics
+traces="$SHOP_STATE_DIR/logs/traces.log"
+for _ in $(seq 1 30); do grep -q "notification-service" "$traces" 2>/dev/null && break; sleep 1; done
+check "traces: one PlaceOrder trace reaches the notification service" "notification-service" \
+  awk '/^trace /{show=0} /OrderService\/PlaceOrder \[server\]/{show=1} show' "$traces"
+
 [ "$failures" -eq 0 ] || shop_die "$failures grpcurl check(s) failed"
-echo "smoke: the suite ran, walked every saga path and answered grpcurl"
+echo "smoke: the suite ran, walked every saga path, answered grpcurl, counted in /metrics and traced"

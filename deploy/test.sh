@@ -32,6 +32,12 @@ run_tests() {
   fi
 }
 
+promtool_checks() {
+  promtool check rules deploy/observability/alerts.yml
+  promtool check config deploy/observability/prometheus.yml
+  (cd deploy/observability && promtool test rules alerts.test.yml)
+}
+
 ensure_postgres
 case "$broker" in
   mock)
@@ -43,6 +49,8 @@ case "$broker" in
     step "buf lint" buf lint
     step "buf format" buf format --diff --exit-code
     step "deployment files: kustomize overlays, schemas, compose, Dockerfile" deploy/check-deploy.sh
+    ensure_promtool
+    step "alert rules: promtool check and unit tests" promtool_checks
     step "tests (PostgreSQL: $SHOP_PG_KIND, Kafka: librdkafka mock cluster)" run_tests --workspace --locked
     step "smoke: deploy/run.sh as a new user runs it, checked with grpcurl" deploy/smoke.sh
     ;;
