@@ -3,15 +3,19 @@
 # no demo), places orders for a fixed time at a fixed concurrency with shop-load, prints orders/s
 # and placed-to-terminal latency, then stops everything.
 #
-#   deploy/load.sh [--broker tansu] [--seconds 60] [--concurrency 16]
+#   deploy/load.sh [--broker tansu] [--seconds 60] [--concurrency 16] [--otlp]
+#
+# Without --otlp the services export no spans (no endpoint: the cost of tracing is only that of
+# creating spans); with --otlp they export every span over OTLP to an otlp-sink that counts them.
 set -euo pipefail
 # shellcheck source=deploy/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(shop_root)"
 
-run_args=() load_args=()
+run_args=() load_args=() otlp=""
 while [ $# -gt 0 ]; do
   case "$1" in
+    --otlp) otlp=1; shift ;;
     --broker) run_args+=(--broker "$2"); shift 2 ;;
     --seconds|--concurrency) load_args+=("$1" "$2"); shift 2 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
@@ -19,6 +23,20 @@ while [ $# -gt 0 ]; do
 done
 
 log="$SHOP_STATE_DIR/load-run.log"
+if [ -n "$otlp" ]; then
+  cargo build --locked -q --release -p shop-testkit --bin otlp-sink
+  sink_port=$(_shop_free_port)
+  sink_log="$SHOP_STATE_DIR/load-otlp-sink.log"
+  target/release/otlp-sink --count --listen "127.0.0.1:$sink_port" >"$sink_log" 2>&1 &
+  sink_pid=$!
+  shop_on_exit "_shop_stop_pid $sink_pid; wait $sink_pid 2>/dev/null; grep 'received' '$sink_log' | tail -n 1"
+  export OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$sink_port"
+  tracing="every span exported over OTLP (otlp-sink at 127.0.0.1:$sink_port)"
+else
+  export SHOP_NO_TRACES=1
+  unset OTEL_EXPORTER_OTLP_ENDPOINT
+  tracing="spans created, none exported (no OTLP endpoint)"
+fi
 SHOP_PROFILE=release SHOP_SKIP_DEMO=1 RUST_LOG="${RUST_LOG:-warn}" deploy/run.sh "${run_args[@]}" >"$log" 2>&1 &
 run_pid=$!
 shop_on_exit "kill $run_pid; wait $run_pid"
@@ -27,5 +45,5 @@ until grep -q "The shop suite is running" "$log"; do
   sleep 1
 done
 kafka=$(sed -n 's/^  Kafka *\([^ ]*\).*/\1/p' "$log")
-echo "machine: $(nproc) cores; suite: release build; Kafka: $kafka"
+echo "machine: $(nproc) cores; suite: release build; Kafka: $kafka; tracing: $tracing"
 target/release/shop-load --kafka "$kafka" "${load_args[@]}"

@@ -178,6 +178,17 @@ impl OtlpReceiver {
             .clone()
     }
 
+    /// Takes every span received so far out of the receiver (later calls return only newer
+    /// ones): a long-running collector keeps memory bounded this way.
+    pub fn drain(&self) -> Vec<ReceivedSpan> {
+        std::mem::take(
+            &mut *self
+                .spans
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
     /// The spans of one trace.
     pub fn trace(&self, trace_id: &str) -> Vec<ReceivedSpan> {
         self.spans()
