@@ -122,7 +122,7 @@ async fn place(clients: &mut Clients, key: &str, customer: &str, sku: &str) -> S
 }
 
 /// Waits for the trace rooted at the PlaceOrder call to reach the notification service's
-/// consumer of `OrderConfirmed`; on timeout, fails showing every span received.
+/// consumer of `OrderConfirmed` and its delivery; on timeout, fails showing every span received.
 async fn order_trace(receiver: &OtlpReceiver, place_order: &str) -> Vec<ReceivedSpan> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -136,10 +136,12 @@ async fn order_trace(receiver: &OtlpReceiver, place_order: &str) -> Vec<Received
                 .filter(|s| s.trace_id == root.trace_id)
                 .cloned()
                 .collect();
-            if trace.iter().any(|s| {
+            let confirmed_recorded = trace.iter().any(|s| {
                 s.service == "notification-service"
                     && s.attr("event.type") == Some("shop.order.v1.OrderConfirmed")
-            }) {
+            });
+            let delivered = trace.iter().any(|s| s.name == "deliver notification");
+            if confirmed_recorded && delivered {
                 return trace;
             }
         }
@@ -345,6 +347,20 @@ async fn one_order_is_one_trace_through_four_services_and_every_metric_counts_it
         &topics.order,
         "notification-service",
         &tree,
+    );
+    // The delivery, apart from consumption and later, still belongs to the order's trace: it is
+    // the child of the consumer span that recorded the notification.
+    let deliveries = named(&trace, "notification-service", "deliver notification");
+    assert_eq!(deliveries.len(), 1, "{tree}");
+    let recorded_by = parent_of(&trace, deliveries[0]);
+    assert_eq!(
+        (recorded_by.name.as_str(), recorded_by.kind),
+        (format!("process {}", topics.order).as_str(), "consumer"),
+        "{tree}"
+    );
+    assert_eq!(
+        recorded_by.attr("event.type"),
+        Some("shop.order.v1.OrderConfirmed")
     );
     // The first append happened in PlaceOrder's request.
     let first_send = named(&trace, "order-service", &format!("send {}", topics.order))

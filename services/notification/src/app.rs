@@ -48,7 +48,12 @@ pub async fn record(
     metrics: &NotificationMetrics,
     notification: &NewNotification,
 ) -> sqlx::Result<()> {
-    if db::insert_notification(tx, notification, channel).await? {
+    // The consumer's span: deliveries become its children, in the order's trace.
+    let traceparent = shop_telemetry::current_trace_headers()
+        .into_iter()
+        .find(|(k, _)| k == shop_telemetry::TRACEPARENT)
+        .map(|(_, v)| v);
+    if db::insert_notification(tx, notification, channel, traceparent.as_deref()).await? {
         metrics.recorded(notification.kind.as_str());
         tracing::info!(
             notification.id = %notification.notification_id,
@@ -239,6 +244,12 @@ impl<C: Channel> DeliveryWorker<C> {
             channel = channel.name(),
             attempt,
         );
+        if let Some(traceparent) = &notification.traceparent {
+            shop_telemetry::set_parent_from_headers(
+                &span,
+                [(shop_telemetry::TRACEPARENT, traceparent.as_str())],
+            );
+        }
         async move {
             let result = channel.deliver(&notification).await;
             let (outcome, error, http_status) = match result {

@@ -79,6 +79,8 @@ pub struct Notification {
     pub attempts: u32,
     pub created_at: DateTime<Utc>,
     pub delivered_at: Option<DateTime<Utc>>,
+    /// The trace its deliveries continue (the order's).
+    pub traceparent: Option<String>,
 }
 
 /// A notification to record for an order outcome.

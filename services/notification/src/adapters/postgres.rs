@@ -14,7 +14,7 @@ macro_rules! select_notifications {
     ($rest:literal) => {
         concat!(
             "SELECT notification_id, order_id, customer_id, kind, message, channel, status, \
-             attempts, created_at, delivered_at FROM notifications ",
+             attempts, created_at, delivered_at, traceparent FROM notifications ",
             $rest
         )
     };
@@ -34,6 +34,7 @@ struct NotificationRow {
     attempts: i32,
     created_at: DateTime<Utc>,
     delivered_at: Option<DateTime<Utc>>,
+    traceparent: Option<String>,
 }
 
 impl TryFrom<NotificationRow> for Notification {
@@ -52,6 +53,7 @@ impl TryFrom<NotificationRow> for Notification {
             channel: row.channel,
             created_at: row.created_at,
             delivered_at: row.delivered_at,
+            traceparent: row.traceparent,
         })
     }
 }
@@ -64,8 +66,8 @@ fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Records a PENDING notification, due now, to go through `channel`; `false` if the order
-/// already has a notification of this kind.
+/// Records a PENDING notification, due now, to go through `channel`, with the trace context its
+/// deliveries continue; `false` if the order already has a notification of this kind.
 #[tracing::instrument(
     name = "INSERT notifications",
     skip_all,
@@ -80,10 +82,11 @@ pub async fn insert_notification(
     conn: &mut PgConnection,
     notification: &NewNotification,
     channel: &str,
+    traceparent: Option<&str>,
 ) -> sqlx::Result<bool> {
     Ok(sqlx::query(
-        "INSERT INTO notifications (notification_id, order_id, customer_id, kind, message, channel) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (order_id, kind) DO NOTHING",
+        "INSERT INTO notifications (notification_id, order_id, customer_id, kind, message, channel, traceparent) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (order_id, kind) DO NOTHING",
     )
     .bind(notification.notification_id)
     .bind(&notification.order_id)
@@ -91,6 +94,7 @@ pub async fn insert_notification(
     .bind(notification.kind.as_str())
     .bind(&notification.message)
     .bind(channel)
+    .bind(traceparent)
     .execute(conn)
     .await?
     .rows_affected()
@@ -170,7 +174,7 @@ pub async fn claim_due(
          UPDATE notifications n SET next_attempt_at = now() + $2 * interval '1 millisecond' \
          FROM due WHERE n.notification_id = due.notification_id \
          RETURNING n.notification_id, n.order_id, n.customer_id, n.kind, n.message, n.channel, \
-         n.status, n.attempts, n.created_at, n.delivered_at",
+         n.status, n.attempts, n.created_at, n.delivered_at, n.traceparent",
     )
     .bind(limit)
     .bind(millis(lease))
