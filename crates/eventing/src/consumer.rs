@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::FutureExt;
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{CommitMode, Consumer as _, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{Consumer as _, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -338,17 +338,30 @@ impl<H: Handler> Consumer<H> {
                 Err(Stop::Crashed(crashed)) => return Err(crashed),
             }
         }
-        // Drained: make the stored offsets durable before leaving, so the next owner of these
-        // partitions starts right after what was applied.
-        match self.consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(())
-            | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-            Err(error) => {
-                tracing::warn!(%error, "Final offset commit failed; records since the last commit will be redelivered and skipped by the inbox.")
-            }
-        }
+        // Drained. Leaving the group hands the partitions back, and librdkafka's auto-commit
+        // then commits their stored offsets (those of what was applied), so the next owner
+        // starts right after. Closing the consumer waits for that commit and the leave, bounded
+        // by session.timeout.ms even when the broker is gone (a synchronous commit here would
+        // wait for a dead broker forever, and a shutdown must end). It blocks, so it runs on a
+        // blocking thread rather than an async worker.
         self.consumer.unsubscribe();
-        tracing::info!(consumer = %self.config.name, "Consumer stopped.");
+        let Self {
+            consumer, config, ..
+        } = self;
+        // On a thread of its own, not tokio's blocking pool: if librdkafka's close outlives
+        // its bound, the runtime's shutdown must not wait for it.
+        let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+        let closer = std::thread::Builder::new()
+            .name("kafka-consumer-close".into())
+            .spawn(move || {
+                drop(consumer);
+                let _ = closed_tx.send(());
+            });
+        let patience = config.session_timeout + Duration::from_secs(5);
+        if closer.is_ok() && tokio::time::timeout(patience, closed_rx).await.is_err() {
+            tracing::warn!(consumer = %config.name, ?patience, "The Kafka consumer did not close in time; leaving it behind (records since the last commit will be redelivered and skipped by the inbox).");
+        }
+        tracing::info!(consumer = %config.name, "Consumer stopped.");
         Ok(())
     }
 

@@ -328,3 +328,43 @@ async fn a_consumer_of_a_missing_topic_does_not_die() {
     stop.cancel();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_within_the_session_timeout_when_the_broker_is_gone() {
+    let env = setup().await;
+    let topic = env.topic("consumer-broker-gone", 1).await;
+    let events: Vec<_> = (0..5).map(|i| sequenced(&topic, "order-1", i)).collect();
+    let last = events[4].id.to_string();
+    env.commit(events).await;
+    let (stop_relay, relay) = env.spawn_relay(RelayConfig::default());
+    let (stop, consumer) =
+        env.spawn_consumer(consumer_config("broker-gone", &topic), Recorder::default());
+    env.applied(&last).await;
+    stop_relay.cancel();
+    relay.await.unwrap().unwrap();
+
+    // The brokers die; then the service is asked to stop (a node drained during an outage).
+    if !env.kafka.set_brokers_down(true) {
+        eprintln!("skipped: an external broker cannot be stopped by the test");
+        stop.cancel();
+        consumer.await.unwrap();
+        return;
+    }
+    let started = std::time::Instant::now();
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(20), consumer)
+        .await
+        .expect("the consumer's shutdown waited for a dead broker")
+        .unwrap();
+    // session.timeout.ms (6 s) bounds the close, plus a margin.
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        env.effects().await.len(),
+        5,
+        "what was applied stays applied"
+    );
+}

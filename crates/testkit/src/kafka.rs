@@ -17,12 +17,16 @@ use rdkafka::types::RDKafkaErrorCode;
 #[derive(Debug)]
 pub struct TestKafka {
     bootstrap: String,
-    // The mock cluster is not `Send`, so a thread owns it and serves topic creation.
-    mock: Option<mpsc::Sender<CreateTopic>>,
+    // The mock cluster is not `Send`, so a thread owns it and serves requests.
+    mock: Option<mpsc::Sender<MockRequest>>,
 }
 
-/// A request to the mock-cluster thread: topic, partitions, where to answer.
-type CreateTopic = (String, i32, mpsc::Sender<Result<(), String>>);
+/// A request to the mock-cluster thread, with where to answer.
+enum MockRequest {
+    CreateTopic(String, i32, mpsc::Sender<Result<(), String>>),
+    /// Every broker down (true) or up again (false).
+    BrokersDown(bool, mpsc::Sender<Result<(), String>>),
+}
 
 /// A record read back from a topic.
 #[derive(Clone, Debug)]
@@ -67,7 +71,7 @@ impl TestKafka {
     /// When the mock cluster cannot start.
     pub fn mock(brokers: i32) -> Self {
         let (ready_tx, ready_rx) = mpsc::channel();
-        let (cmd_tx, cmd_rx) = mpsc::channel::<CreateTopic>();
+        let (cmd_tx, cmd_rx) = mpsc::channel::<MockRequest>();
         std::thread::Builder::new()
             .name("mock-kafka".into())
             .spawn(move || {
@@ -79,12 +83,26 @@ impl TestKafka {
                     }
                 };
                 let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
-                for (topic, partitions, reply) in cmd_rx {
-                    let _ = reply.send(
-                        cluster
-                            .create_topic(&topic, partitions, 1)
-                            .map_err(|e| e.to_string()),
-                    );
+                for request in cmd_rx {
+                    match request {
+                        MockRequest::CreateTopic(topic, partitions, reply) => {
+                            let _ = reply.send(
+                                cluster
+                                    .create_topic(&topic, partitions, 1)
+                                    .map_err(|e| e.to_string()),
+                            );
+                        }
+                        MockRequest::BrokersDown(down, reply) => {
+                            let result = (1..=brokers).try_for_each(|id| {
+                                if down {
+                                    cluster.broker_down(id)
+                                } else {
+                                    cluster.broker_up(id)
+                                }
+                            });
+                            let _ = reply.send(result.map_err(|e| e.to_string()));
+                        }
+                    }
                 }
                 // The TestKafka is gone, but clients of it may still be closing (a consumer
                 // leaving its group waits for the coordinator's answer, and blocks forever
@@ -114,6 +132,31 @@ impl TestKafka {
         self.mock.is_some()
     }
 
+    /// Takes every broker of the mock cluster down (`true`: connections refused, as when the
+    /// brokers crashed) or brings them back (`false`). Returns `false` for an external broker,
+    /// which a test cannot stop.
+    ///
+    /// # Panics
+    /// When the mock cluster refuses.
+    pub fn set_brokers_down(&self, down: bool) -> bool {
+        if self.mock.is_none() {
+            return false;
+        }
+        self.ask_mock(|reply| MockRequest::BrokersDown(down, reply))
+            .expect("mock broker_down failed");
+        true
+    }
+
+    fn ask_mock(
+        &self,
+        request: impl FnOnce(mpsc::Sender<Result<(), String>>) -> MockRequest,
+    ) -> Result<(), String> {
+        let mock = self.mock.as_ref().ok_or("not a mock cluster")?;
+        let (reply_tx, reply_rx) = mpsc::channel();
+        mock.send(request(reply_tx)).expect("mock thread gone");
+        reply_rx.recv().expect("mock thread gone")
+    }
+
     /// A topic name no other test uses.
     pub fn unique_topic(prefix: &str) -> String {
         format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
@@ -124,13 +167,8 @@ impl TestKafka {
     /// # Panics
     /// When the broker refuses.
     pub async fn create_topic(&self, topic: &str, partitions: i32) {
-        if let Some(mock) = &self.mock {
-            let (reply_tx, reply_rx) = mpsc::channel();
-            mock.send((topic.to_owned(), partitions, reply_tx))
-                .expect("mock thread gone");
-            reply_rx
-                .recv()
-                .expect("mock thread gone")
+        if self.mock.is_some() {
+            self.ask_mock(|reply| MockRequest::CreateTopic(topic.to_owned(), partitions, reply))
                 .expect("mock create_topic failed");
             return;
         }
