@@ -16,6 +16,8 @@ use crate::{EventingMetrics, Failpoints, KafkaConfig, headers};
 
 /// The NOTIFY channel the outbox trigger signals on commit.
 const CHANNEL: &str = "eventing_outbox";
+/// How long a stopping relay waits for the acknowledgements of the batch in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Session advisory lock held by the replica that relays (ASCII "outbox-relay" folded into 63 bits).
 const RELAY_LOCK: i64 = 0x6f75_7462_6f78_7265;
 
@@ -232,7 +234,23 @@ impl Relay {
         loop {
             // Notifications already received are about rows the next read sees anyway.
             while listener.next_buffered().is_some() {}
-            let read = self.publish_batch(&mut conn).await?;
+            let publish = self.publish_batch(&mut conn);
+            tokio::pin!(publish);
+            let read = tokio::select! {
+                read = &mut publish => read?,
+                () = shutdown.cancelled() => {
+                    // Let the batch in flight finish (its rows are then deleted, not published
+                    // twice), unless the broker keeps it waiting: a shutdown must end. Its rows
+                    // stay in the outbox and are published again; consumers skip the copies.
+                    match tokio::time::timeout(SHUTDOWN_GRACE, &mut publish).await {
+                        Ok(read) => read?,
+                        Err(_) => {
+                            tracing::warn!(grace = ?SHUTDOWN_GRACE, "Kafka did not acknowledge the batch in flight before shutdown; it stays in the outbox.");
+                            break;
+                        }
+                    }
+                }
+            };
             if read == self.config.batch_size {
                 if shutdown.is_cancelled() {
                     break;

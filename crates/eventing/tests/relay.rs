@@ -248,3 +248,43 @@ async fn a_transaction_that_commits_late_with_an_earlier_id_is_not_skipped() {
     let keys: Vec<_> = records.iter().map(|r| r.key.clone().unwrap()).collect();
     assert_eq!(keys, ["late", "early"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_stopping_while_the_broker_is_down_stops_promptly_and_keeps_the_events() {
+    let env = setup().await;
+    let topic = env.topic("relay-broker-down", 1).await;
+    if !env.kafka.set_brokers_down(true) {
+        eprintln!("skipped: an external broker cannot be stopped by the test");
+        return;
+    }
+    env.commit((0..3).map(|i| sequenced(&topic, "order-1", i)).collect())
+        .await;
+    let (stop, relay) = env.spawn_relay(RelayConfig::default());
+    // Let it read the batch and wait for acknowledgements that cannot come.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), relay)
+        .await
+        .expect("the relay's shutdown waited for a dead broker")
+        .unwrap()
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        env.outbox_len().await,
+        3,
+        "unacknowledged events stay in the outbox"
+    );
+
+    // The broker comes back: another relay publishes them.
+    assert!(env.kafka.set_brokers_down(false));
+    let (stop, relay) = env.spawn_relay(RelayConfig::default());
+    env.drained().await;
+    stop.cancel();
+    relay.await.unwrap().unwrap();
+    assert_eq!(env.read(&topic, 3).await.len(), 3);
+}
