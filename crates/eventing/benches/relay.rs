@@ -35,6 +35,9 @@ fn env_or(name: &str, default: u64) -> u64 {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // As in a service: spans are created (the relay's `send` span per event) though none is
+    // exported, so their cost is part of what is measured.
+    let _telemetry = shop_telemetry::init("relay-bench", "warn");
     let backlog = env_or("BENCH_BACKLOG", 100_000);
     let rate = env_or("BENCH_RATE", 1000);
     let seconds = env_or("BENCH_SECONDS", 20);
