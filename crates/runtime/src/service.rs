@@ -36,6 +36,21 @@ pub async fn open_database(
     Ok(pool)
 }
 
+/// Creates or upgrades a service's database (the eventing tables, then `migrations`) and
+/// returns: what `<service> migrate` does before any replica of a new version serves.
+///
+/// # Errors
+/// When the database stays unreachable or a migration fails.
+pub async fn migrate(
+    database_url: &str,
+    migrations: &Migrator,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let pool = open_database(database_url, 1, migrations, shutdown).await?;
+    pool.close().await;
+    Ok(())
+}
+
 /// What a service process holds before it runs: its migrated database and its bound ports
 /// (bound early, so that a port given as 0 has its real number before anything starts).
 #[derive(Debug)]

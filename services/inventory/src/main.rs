@@ -9,7 +9,8 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
     let shutdown = shop_runtime::shutdown::on_signal();
     if command == Command::Migrate {
-        startup::migrate(&settings, &shutdown).await?;
+        shop_runtime::service::migrate(&settings.database_url, &startup::MIGRATIONS, &shutdown)
+            .await?;
         tracing::info!("inventory-service database migrated.");
         return Ok(());
     }

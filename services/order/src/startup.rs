@@ -24,18 +24,6 @@ use shop_telemetry::grpc::GrpcMetrics;
 /// The service's own schema (the eventing tables come with `shop_eventing::migrate`).
 pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
-/// Creates or upgrades the service's database, then returns (`<service> migrate`).
-///
-/// # Errors
-/// When the database stays unreachable or a migration fails.
-pub async fn migrate(settings: &Settings, shutdown: &CancellationToken) -> anyhow::Result<()> {
-    let pool =
-        shop_runtime::service::open_database(&settings.database_url, 1, &MIGRATIONS, shutdown)
-            .await?;
-    pool.close().await;
-    Ok(())
-}
-
 /// A built, not yet running, order service.
 #[derive(Debug)]
 pub struct Application {
