@@ -14,6 +14,8 @@
 #   stop_private_postgres  stops the private cluster ensure_postgres may have started
 #   ensure_tools           -> buf, kubernetes-validate, check-jsonschema, hadolint on PATH (pinned,
 #                             in a Python venv under $SHOP_STATE_DIR/tools)
+#   ensure_asyncapi        -> asyncapi on PATH (npm @asyncapi/cli, pinned, under $SHOP_STATE_DIR/tools/npm;
+#                             its analytics off)
 #   ensure_tansu           -> TANSU_BIN (a tansu 0.6.x with the memory storage engine)
 #   start_tansu            -> KAFKA_BOOTSTRAP_SERVERS, TANSU_PID (broker stopped at exit)
 #   tansu_create_topic N [P]  creates topic N with P partitions (default 3) unless it exists
@@ -638,6 +640,46 @@ ensure_grpcurl() {
   fi
   grpcurl -version >/dev/null 2>&1 || shop_die "grpcurl does not run"
   shop_say "tools: $(grpcurl -version 2>&1 | head -1)"
+}
+
+# --- asyncapi -------------------------------------------------------------------------------------
+
+# ensure_asyncapi: the AsyncAPI CLI (npm @asyncapi/cli, pinned) installed with npm into
+# $SHOP_STATE_DIR/tools/npm, its bin directory first on PATH. Its anonymous usage metrics are off:
+# ASYNCAPI_METRICS_CONFIG_PATH points at a config file of ours saying so (written before the first
+# run, so no command ever tries to send them; ~/.asyncapi-analytics is not touched).
+# The Python venv of ensure_tools is made first: creating it (python3 -m venv --clear) would
+# empty $SHOP_STATE_DIR/tools, this directory included.
+SHOP_ASYNCAPI_CLI_VERSION=6.2.0
+ensure_asyncapi() {
+  ensure_tools
+  local dir="$SHOP_STATE_DIR/tools/npm" have=""
+  mkdir -p -- "$dir" || shop_die "cannot create $dir"
+  export ASYNCAPI_METRICS_CONFIG_PATH="$dir/asyncapi-analytics.json" SUPPRESS_NO_CONFIG_WARNING=1
+  if [ ! -s "$ASYNCAPI_METRICS_CONFIG_PATH" ]; then
+    printf '{"analyticsEnabled":"false","infoMessageShown":"true","userID":"shop"}\n' \
+      >"$ASYNCAPI_METRICS_CONFIG_PATH" || shop_die "cannot write $ASYNCAPI_METRICS_CONFIG_PATH"
+  fi
+  if [ -f "$dir/node_modules/@asyncapi/cli/package.json" ]; then
+    have=$(sed -n 's/^  "version": "\(.*\)",$/\1/p' "$dir/node_modules/@asyncapi/cli/package.json" | head -n 1)
+  fi
+  if [ "$have" != "$SHOP_ASYNCAPI_CLI_VERSION" ] || [ ! -x "$dir/node_modules/.bin/asyncapi" ]; then
+    command -v npm >/dev/null 2>&1 || shop_die "npm not found (apt-get install nodejs npm)"
+    _shop_lock asyncapi
+    shop_say "tools: installing @asyncapi/cli@$SHOP_ASYNCAPI_CLI_VERSION into $dir (npm, about a minute)"
+    if ! npm install --prefix "$dir" --no-fund --no-audit --loglevel=error \
+      "@asyncapi/cli@$SHOP_ASYNCAPI_CLI_VERSION" >"$dir/install.log" 2>&1; then
+      _shop_log_tail "$dir/install.log"
+      shop_die "npm install @asyncapi/cli@$SHOP_ASYNCAPI_CLI_VERSION failed (log: $dir/install.log)"
+    fi
+    _shop_unlock
+  fi
+  case "$PATH" in
+    "$dir/node_modules/.bin:"*) ;;
+    *) export PATH="$dir/node_modules/.bin:$PATH" ;;
+  esac
+  command -v asyncapi >/dev/null 2>&1 || shop_die "asyncapi is not on PATH after installing it into $dir"
+  shop_say "tools: @asyncapi/cli $SHOP_ASYNCAPI_CLI_VERSION ($dir/node_modules/.bin)"
 }
 
 # --- promtool ------------------------------------------------------------------------------------

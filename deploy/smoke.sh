@@ -25,6 +25,13 @@ grep -q "Every order reached a terminal state" "$log" || shop_die "the demo did 
 for path in "expected: confirmed" "expected: out of stock" "expected: payment declined" "expected: confirmed, then cancelled"; do
   grep -q "$path" "$log" || shop_die "the demo did not walk the path '$path'"
 done
+# The example subscriber (examples/sales-analytics) processed the demo's orders: its report
+# shows the confirmed BOOKs (and not the LAMP sold, then cancelled, in this run's totals line).
+sed -n '/^sales-analytics, the example subscriber/,/^$/p' "$log"
+sed -n '/^sales-analytics, the example subscriber/,/^$/p' "$log" | grep -q '^  BOOK ' ||
+  shop_die "deploy/run.sh did not show the example subscriber's report with the demo's sales"
+grep -q '^sales-analytics, the example subscriber.*first event processed [0-9]* s after' "$log" ||
+  shop_die "the example subscriber processed no event"
 
 failures=0
 check() { # description, expected substring, command...
@@ -67,6 +74,7 @@ check "order: /metrics counts confirmed orders" 'shop_orders_confirmed_total' cu
 check "payment: /metrics counts captures" 'shop_payments_captured_total' curl -fsS http://127.0.0.1:9103/metrics
 check "notification: /metrics counts deliveries" 'shop_notifications_delivered_total{channel="log"}' curl -fsS http://127.0.0.1:9104/metrics
 check "inventory: /metrics has consumer RED" 'shop_consumer_messages_total' curl -fsS http://127.0.0.1:9102/metrics
+check "sales-analytics: /metrics counts its consumer group" 'shop_consumer_messages_total{group="sales-analytics"' curl -fsS http://127.0.0.1:9105/metrics
 traces="$SHOP_STATE_DIR/logs/traces.log"
 for _ in $(seq 1 30); do grep -q "notification-service" "$traces" 2>/dev/null && break; sleep 1; done
 check "traces: one PlaceOrder trace reaches the notification service" "notification-service" \

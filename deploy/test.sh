@@ -48,10 +48,12 @@ case "$broker" in
     step "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
     step "buf lint" buf lint
     step "buf format" buf format --diff --exit-code
+    step "contracts: the event catalog (asyncapi validate), buf breaking against the last release" deploy/check-contracts.sh
     step "deployment files: kustomize overlays, schemas, compose, Dockerfile" deploy/check-deploy.sh
     ensure_promtool
     step "alert rules: promtool check and unit tests" promtool_checks
     step "tests (PostgreSQL: $SHOP_PG_KIND, Kafka: librdkafka mock cluster)" run_tests --workspace --locked
+    step "doc tests of the consumer SDK (shop-eventing)" cargo test --doc --locked -p shop-eventing
     step "smoke: deploy/run.sh as a new user runs it, checked with grpcurl" deploy/smoke.sh
     ;;
   tansu)

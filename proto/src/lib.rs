@@ -54,6 +54,10 @@ pub mod topics {
     pub const INVENTORY_EVENTS: &str = "inventory.events.v1";
     /// Events of the payment service (key: order id).
     pub const PAYMENT_EVENTS: &str = "payment.events.v1";
+    /// Every event topic. Topic `<domain>.events.v<N>` carries the messages of
+    /// `shop/<domain>/v<N>/events.proto`; the event catalog (`docs/asyncapi.yaml`) is checked
+    /// against this list and those files.
+    pub const ALL: [&str; 3] = [ORDER_EVENTS, INVENTORY_EVENTS, PAYMENT_EVENTS];
 }
 
 #[cfg(test)]

@@ -20,7 +20,8 @@ use crate::metrics::{
 };
 use crate::{EventingMetrics, Failpoints, InboundEvent, KafkaConfig, RetryPolicy, headers};
 
-/// Where a consumer group with no committed offset starts reading.
+/// Where a consumer group with no committed offset starts reading. A group that has committed
+/// offsets always resumes from them; this only decides a new group's (or a reset group's) start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StartPosition {
     /// From the oldest retained record: a new subscriber backfills history.
@@ -30,6 +31,29 @@ pub enum StartPosition {
 }
 
 /// Settings of a [`Consumer`].
+///
+/// Name a consumer after the team or purpose, not the host (`sales-analytics`, `fraud-check`):
+/// the name is the Kafka group (every replica shares it, and Kafka spreads the partitions over
+/// them), the inbox key and the dead-letter topic's prefix.
+///
+/// ```
+/// use std::time::Duration;
+/// use shop_eventing::{ConsumerConfig, StartPosition};
+///
+/// // A live dashboard: no backfill, only what happens from now on.
+/// let mut config = ConsumerConfig::new("live-dashboard", ["order.events.v1"]);
+/// config.start = StartPosition::Latest;
+/// config.retry.max_attempts = 10;
+/// config.retry.max_backoff = Duration::from_secs(30);
+/// assert_eq!(config.group_id, "live-dashboard");
+/// assert_eq!(config.dead_letter_topic, "live-dashboard.dlq");
+///
+/// // A replay: a new group reads everything again; the unchanged name's inbox skips what
+/// // was applied.
+/// let mut replay = ConsumerConfig::new("live-dashboard", ["order.events.v1"]);
+/// replay.group_id = "live-dashboard-replay-1".into();
+/// replay.start = StartPosition::Earliest;
+/// ```
 #[derive(Clone, Debug)]
 pub struct ConsumerConfig {
     /// The inbox's consumer name: whose effects these are. One service, one name.

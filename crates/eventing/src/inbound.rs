@@ -90,6 +90,19 @@ impl InboundEvent {
 
     /// Decodes the payload as `T`.
     ///
+    /// ```
+    /// # use shop_eventing::{HandlerError, InboundEvent};
+    /// use shop_proto::order::v1::OrderConfirmed;
+    ///
+    /// fn total(event: &InboundEvent) -> Result<Option<i64>, HandlerError> {
+    ///     if !event.is::<OrderConfirmed>() {
+    ///         return Ok(None); // not ours
+    ///     }
+    ///     let confirmed: OrderConfirmed = event.decode()?; // malformed: permanent
+    ///     Ok(confirmed.total.map(|m| m.amount_minor))
+    /// }
+    /// ```
+    ///
     /// # Errors
     /// A permanent [`HandlerError`] when `ce_type` is not `T` or the payload does not decode:
     /// retrying cannot fix a malformed record, so it goes to the dead-letter topic.

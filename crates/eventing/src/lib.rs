@@ -27,9 +27,93 @@
 //! Events of one key are published in outbox `id` order, to one partition, by one producer at a
 //! time. Writers of one aggregate must serialize on it (they do when they update the aggregate's
 //! row in the same transaction), so that id order is also commit order for that key.
+//!
+//! # Writing a subscriber
+//!
+//! A new consumer of the suite's events writes its handlers and nothing else. Implement [`On<E>`]
+//! for each event type it needs, register them on a [`Dispatcher`], and run a [`Consumer`]:
+//!
+//! ```no_run
+//! use shop_eventing::{
+//!     Consumer, ConsumerConfig, Dispatcher, EventingMetrics, HandlerError, InboundEvent,
+//!     KafkaConfig, On, StartPosition,
+//! };
+//! use shop_proto::order::v1::OrderConfirmed;
+//! use sqlx::PgConnection;
+//! use tokio_util::sync::CancellationToken;
+//!
+//! /// The subscriber's state: clients, settings, metrics. Here, nothing.
+//! #[derive(Debug)]
+//! struct Fraud;
+//!
+//! impl On<OrderConfirmed> for Fraud {
+//!     async fn on(
+//!         &self,
+//!         tx: &mut PgConnection,
+//!         event: OrderConfirmed,
+//!         _meta: &InboundEvent,
+//!     ) -> Result<(), HandlerError> {
+//!         if event.order_id.is_empty() {
+//!             // Retrying cannot fix it: straight to the dead-letter topic.
+//!             return Err(HandlerError::permanent(anyhow::anyhow!("no order id")));
+//!         }
+//!         let total = event.total.map_or(0, |m| m.amount_minor);
+//!         sqlx::query("INSERT INTO scores (order_id, score) VALUES ($1, $2)")
+//!             .bind(&event.order_id)
+//!             .bind(i32::from(total > 100_000))
+//!             .execute(&mut *tx)
+//!             .await?; // connection trouble is transient (retried), a bad statement permanent
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # async fn run() -> anyhow::Result<()> {
+//! let pool = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/fraud").await?;
+//! shop_eventing::migrate(&pool).await?; // the inbox and dead-letter tables
+//! let mut registry = prometheus_client::registry::Registry::default();
+//!
+//! // Group `fraud-check`, which is also the inbox name; dead letters go to `fraud-check.dlq`.
+//! let mut config = ConsumerConfig::new("fraud-check", [shop_proto::topics::ORDER_EVENTS]);
+//! config.start = StartPosition::Earliest; // a new group backfills the retained history
+//! config.metrics = EventingMetrics::new(&mut registry); // serve `registry` as /metrics
+//!
+//! let handler = Dispatcher::new(Fraud).on::<OrderConfirmed>();
+//! let consumer = Consumer::new(pool, &KafkaConfig::new("127.0.0.1:9092"), config, handler)?;
+//! let shutdown = CancellationToken::new(); // cancel it on SIGTERM
+//! consumer.run(shutdown).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! What comes for free, per record: the protobuf payload decoded into the type its `ce_type`
+//! names (a malformed payload is dead-lettered, other event types are skipped); deduplication by
+//! `ce_id` in the inbox, in the same transaction as the handler's writes; retries of
+//! [`HandlerError::Transient`] failures with jittered exponential backoff ([`RetryPolicy`]);
+//! dead letters to `<name>.dlq` with the error and the record's origin in `dlq_*` headers
+//! ([`headers`]); a `process <topic>` span that continues the producer's trace; the
+//! `shop_consumer_*` metrics and the group's lag ([`EventingMetrics`]); offsets committed only
+//! after the effect. A handler that needs the raw record implements [`Handler`] directly.
+//!
+//! # Replaying a topic
+//!
+//! The inbox remembers every `ce_id` a consumer *name* applied, whatever the Kafka group. So a
+//! replay is always safe: read the topic again from the start and everything already applied is
+//! skipped, while records the consumer never saw (or whose dead-letter row an operator deleted
+//! after fixing the cause) are applied.
+//!
+//! - **New group, same name** (no downtime): run a second consumer with
+//!   [`ConsumerConfig::group_id`] set to a new group, `name` unchanged and
+//!   [`StartPosition::Earliest`]; stop the old group once the new one caught up.
+//! - **Offset reset** (same group): stop every member, then
+//!   `kafka-consumer-groups.sh --group <group> --topic <topic> --reset-offsets --to-earliest --execute`
+//!   (or `--to-datetime`), then start again.
+//!
+//! Changing `name` instead starts a new inbox: every retained event is applied again, which is
+//! what a *new* subscriber wants and what an existing one must not do.
 
 mod commit;
 mod consumer;
+mod dispatch;
 mod failpoint;
 pub mod headers;
 mod inbound;
@@ -42,6 +126,7 @@ mod retry;
 
 pub use commit::{after_commit, committing, count_on_commit};
 pub use consumer::{Consumer, ConsumerConfig, Handler, HandlerError, StartPosition};
+pub use dispatch::{Dispatcher, On};
 pub use failpoint::{FailpointAction, Failpoints};
 pub use inbound::InboundEvent;
 pub use kafka::KafkaConfig;
