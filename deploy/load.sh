@@ -3,7 +3,7 @@
 # no demo), places orders for a fixed time at a fixed concurrency with shop-load, prints orders/s
 # and placed-to-terminal latency, then stops everything.
 #
-#   deploy/load.sh [--broker tansu] [--seconds 60] [--concurrency 16] [--otlp]
+#   deploy/load.sh [--broker tansu] [--seconds 60] [--concurrency 16] [--rate N] [--otlp]
 #
 # Without --otlp the services export no spans (no endpoint: the cost of tracing is only that of
 # creating spans); with --otlp they export every span over OTLP to an otlp-sink that counts them.
@@ -17,7 +17,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --otlp) otlp=1; shift ;;
     --broker) run_args+=(--broker "$2"); shift 2 ;;
-    --seconds|--concurrency) load_args+=("$1" "$2"); shift 2 ;;
+    --seconds|--concurrency|--rate) load_args+=("$1" "$2"); shift 2 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done

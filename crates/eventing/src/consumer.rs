@@ -9,7 +9,7 @@ use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
-use sqlx::{Acquire, PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -186,7 +186,8 @@ pub trait Handler: Send + Sync + 'static {
 /// For each record: begin a transaction, insert `(consumer, ce_id)` into the inbox (a conflict
 /// means the record was applied before: skip the handler), run the handler in the same
 /// transaction, commit, and only then store the offset for the next auto-commit. Records already
-/// fetched are applied in one transaction (a savepoint each), so one fsync covers a batch.
+/// fetched are applied in one transaction, so one fsync covers a batch (when a handler fails, the
+/// records before it are applied again on their own and the failure is settled apart).
 pub struct Consumer<H> {
     pool: PgPool,
     consumer: StreamConsumer<LagReporter>,
@@ -287,6 +288,10 @@ impl<H: Handler> Consumer<H> {
             .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
+            .set(
+                "fetch.wait.max.ms",
+                config.max_fetch_wait.as_millis().to_string(),
+            )
             .set(
                 "statistics.interval.ms",
                 config.statistics_interval.as_millis().to_string(),
@@ -436,41 +441,31 @@ impl<H: Handler> Consumer<H> {
         Ok(())
     }
 
-    /// Applies a prefix of `events` in one transaction: each in a savepoint, stopping at the
-    /// first handler failure. `Err` only when the database failed (nothing committed).
+    /// Applies a prefix of `events` in one transaction, stopping at the first handler failure.
+    /// `Err` only when the database failed (nothing committed).
+    ///
+    /// The records go in one transaction without savepoints (the common case, where no handler
+    /// fails, costs two statements less per record). When a handler fails, everything is rolled
+    /// back and the records before the failing one are applied again on their own, so that the
+    /// failing record's handler runs once per attempt (its failure is settled by the caller).
     async fn apply(&self, events: &[InboundEvent]) -> Result<Run, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        let mut run = Run {
-            applied: Vec::new(),
-            failure: None,
+        let mut end = events.len();
+        let mut failure = None;
+        let mut run = loop {
+            if end == 0 {
+                break Run {
+                    applied: Vec::new(),
+                    failure,
+                };
+            }
+            match self.apply_together(&events[..end]).await? {
+                Ok(applied) => break Run { applied, failure },
+                Err((at, first)) => {
+                    end = at;
+                    failure = Some(first);
+                }
+            }
         };
-        if let [event] = events {
-            // A lone record needs no savepoint: on failure the whole transaction goes.
-            match self.apply_one(&mut tx, event).await? {
-                Ok(applied) => {
-                    tx.commit().await?;
-                    run.applied.push(applied);
-                }
-                Err(failure) => run.failure = Some(failure),
-            }
-        } else {
-            for event in events {
-                let mut savepoint = tx.begin().await?;
-                match self.apply_one(&mut savepoint, event).await? {
-                    Ok(applied) => {
-                        savepoint.commit().await?;
-                        run.applied.push(applied);
-                    }
-                    Err(failure) => {
-                        // Its deferred effects went with its savepoint.
-                        savepoint.rollback().await?;
-                        run.failure = Some(failure);
-                        break;
-                    }
-                }
-            }
-            tx.commit().await?;
-        }
         if !run.applied.is_empty() {
             self.config
                 .metrics
@@ -484,6 +479,28 @@ impl<H: Handler> Consumer<H> {
             std::mem::take(&mut applied.deferred).run();
         }
         Ok(run)
+    }
+
+    /// Every record of `events` in one transaction: all committed, or (at the first handler
+    /// failure) all rolled back, with the failing record's index and failure.
+    async fn apply_together(
+        &self,
+        events: &[InboundEvent],
+    ) -> Result<Result<Vec<Applied>, (usize, HandlerError)>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let mut applied = Vec::with_capacity(events.len());
+        for (at, event) in events.iter().enumerate() {
+            match self.apply_one(&mut tx, event).await? {
+                Ok(one) => applied.push(one),
+                Err(failure) => {
+                    // The effects deferred so far go with the transaction.
+                    tx.rollback().await?;
+                    return Ok(Err((at, failure)));
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(Ok(applied))
     }
 
     /// Claims `event` in the inbox and runs the handler. The outer `Result` is the inbox write

@@ -368,3 +368,54 @@ async fn shutdown_ends_within_the_session_timeout_when_the_broker_is_gone() {
         "what was applied stays applied"
     );
 }
+
+#[tokio::test]
+async fn a_failure_inside_a_batch_keeps_the_records_around_it_applied_once() {
+    let env = setup().await;
+    let topic = env.topic("consumer-batch-failure", 1).await;
+    let config = consumer_config("batch-failure", &topic);
+    let dlq = config.dead_letter_topic.clone();
+    env.kafka.create_topic(&dlq, 1).await;
+    let before = sequenced(&topic, "order-1", 0);
+    let poison = NewEvent::raw(
+        &topic,
+        "order-2",
+        "shop.test.v1.Sequenced",
+        b"poison".to_vec(),
+    );
+    let after = sequenced(&topic, "order-3", 0);
+    let ids: Vec<String> = [&before, &poison, &after]
+        .iter()
+        .map(|e| e.id.to_string())
+        .collect();
+    env.commit(vec![before, poison, after]).await;
+    let (stop_relay, relay) = env.spawn_relay(RelayConfig::default());
+    // All three are on the topic before the consumer starts, so it fetches them together.
+    assert_eq!(env.read(&topic, 3).await.len(), 3);
+
+    let recorder = Recorder::default();
+    let (stop, consumer) = env.spawn_consumer(config, recorder.clone());
+    env.applied(&ids[2]).await;
+    let dead = env.read(&dlq, 1).await;
+    stop.cancel();
+    consumer.await.unwrap();
+    stop_relay.cancel();
+    relay.await.unwrap().unwrap();
+
+    let mut applied: Vec<String> = env.effects().await.into_iter().map(|(id, _)| id).collect();
+    applied.sort();
+    let mut expected = vec![ids[0].clone(), ids[2].clone()];
+    expected.sort();
+    assert_eq!(
+        applied, expected,
+        "the records around the failure, once each"
+    );
+    assert_eq!(recorder.calls(&ids[1]), 1, "the failing handler ran once");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].header("ce_id"), Some(ids[1].as_str()));
+    assert_eq!(
+        count(&env.db.pool, "SELECT count(*) FROM eventing_inbox").await,
+        2,
+        "the dead-lettered record has no inbox row"
+    );
+}

@@ -3,8 +3,13 @@
 //! OrderCancelled seen on the order topic).
 //!
 //! ```text
-//! shop-load [--concurrency 16] [--seconds 60] [--kafka 127.0.0.1:9092] [--topic order.events.v1]
+//! shop-load [--concurrency 16] [--seconds 60] [--rate N] [--kafka 127.0.0.1:9092] [--topic order.events.v1]
 //! ```
+//!
+//! Without `--rate`, each client places its next order as soon as the last one was accepted
+//! (closed loop on PlaceOrder: the most the API takes, which can outrun the saga). With
+//! `--rate N`, orders are offered at N per second (open loop, at most `--concurrency` calls in
+//! flight): below the saga's capacity, placed-to-terminal latency stays flat; above it, it grows.
 //! Service addresses: `ORDER_URL`, `INVENTORY_URL`, `PAYMENT_URL`, `NOTIFICATION_URL`. It seeds
 //! its own sku and customers (stock and money enough for every order), so every order should
 //! end CONFIRMED; any other outcome is reported.
@@ -25,6 +30,7 @@ use shop_suite::clients::{Clients, Endpoints};
 struct Args {
     concurrency: usize,
     seconds: u64,
+    rate: Option<f64>,
     kafka: String,
     topic: String,
 }
@@ -33,6 +39,7 @@ fn args() -> anyhow::Result<Args> {
     let mut a = Args {
         concurrency: 16,
         seconds: 60,
+        rate: None,
         kafka: std::env::var("KAFKA_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:9092".into()),
         topic: shop_proto::topics::ORDER_EVENTS.into(),
     };
@@ -45,6 +52,7 @@ fn args() -> anyhow::Result<Args> {
         match flag.as_str() {
             "--concurrency" => a.concurrency = value()?.parse()?,
             "--seconds" => a.seconds = value()?.parse()?,
+            "--rate" => a.rate = Some(value()?.parse()?),
             "--kafka" => a.kafka = value()?,
             "--topic" => a.topic = value()?,
             other => anyhow::bail!("unknown flag {other}"),
@@ -101,6 +109,9 @@ async fn main() -> anyhow::Result<()> {
     // Terminal events, read from the order topic.
     let placed_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let terminal = Arc::new(Mutex::new((Histogram::<u64>::new(3)?, 0_u64, 0_u64)));
+    // Orders that reached a terminal state while orders were still being placed.
+    let done_in_window = Arc::new(AtomicU64::new(0));
+    let window_end: Arc<Mutex<Option<Instant>>> = Arc::default();
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &args.kafka)
         .set("group.id", format!("shop-load-{run}"))
@@ -120,6 +131,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let reader = {
         let (placed_at, terminal) = (placed_at.clone(), terminal.clone());
+        let (done_in_window, window_end) = (done_in_window.clone(), window_end.clone());
         tokio::spawn(async move {
             loop {
                 let Ok(message) = consumer.recv().await else {
@@ -144,33 +156,63 @@ async fn main() -> anyhow::Result<()> {
                     let mut t = terminal.lock().unwrap();
                     let _ =
                         t.0.record(u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX));
-                    if confirmed { t.1 += 1 } else { t.2 += 1 }
+                    if confirmed {
+                        t.1 += 1
+                    } else {
+                        t.2 += 1
+                    }
+                    if window_end
+                        .lock()
+                        .unwrap()
+                        .is_some_and(|end| Instant::now() <= end)
+                    {
+                        done_in_window.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
         })
     };
 
-    println!(
-        "placing orders with {} concurrent clients for {} s (run {run})",
-        args.concurrency, args.seconds
-    );
+    match args.rate {
+        Some(rate) => println!(
+            "offering {rate} orders/s (at most {} in flight) for {} s (run {run})",
+            args.concurrency, args.seconds
+        ),
+        None => println!(
+            "placing orders with {} concurrent clients for {} s (run {run})",
+            args.concurrency, args.seconds
+        ),
+    }
     let placed = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let rpc = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.seconds);
+    *window_end.lock().unwrap() = Some(deadline);
+    let slots = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
     for i in 0..args.concurrency {
         let (mut client, sku, run) = (c.order.clone(), sku.clone(), run.clone());
-        let (placed, failed, rpc, placed_at) = (
+        let (placed, failed, rpc, placed_at, slots) = (
             placed.clone(),
             failed.clone(),
             rpc.clone(),
             placed_at.clone(),
+            slots.clone(),
         );
+        let rate = args.rate;
         workers.push(tokio::spawn(async move {
             let mut n = 0;
             while Instant::now() < deadline {
+                if let Some(rate) = rate {
+                    // The next order's arrival time: one every 1/rate s since the start.
+                    let slot = slots.fetch_add(1, Ordering::Relaxed);
+                    let due = started + Duration::from_secs_f64(slot as f64 / rate);
+                    if due >= deadline {
+                        break;
+                    }
+                    tokio::time::sleep_until(due.into()).await;
+                }
                 n += 1;
                 let call = Instant::now();
                 let result = client
@@ -238,6 +280,10 @@ async fn main() -> anyhow::Result<()> {
         placed_at.lock().unwrap().len(),
         (confirmed + cancelled) as f64 / settled.as_secs_f64(),
         settled.as_secs_f64()
+    );
+    println!(
+        "sustained   {:.0} orders/s reached a terminal state while orders were being placed",
+        done_in_window.load(Ordering::Relaxed) as f64 / placing.as_secs_f64()
     );
     println!(
         "PlaceOrder  p50 {:.1} ms, p99 {:.1} ms",
