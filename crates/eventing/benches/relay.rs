@@ -6,13 +6,17 @@
 //! ```
 //! (or `cargo bench -p shop-eventing --bench relay` with `DATABASE_URL` and optionally
 //! `KAFKA_BOOTSTRAP_SERVERS` set). Knobs: `BENCH_BACKLOG` (rows, default 100000),
-//! `BENCH_RATE` (events/s, default 1000), `BENCH_SECONDS` (steady phase, default 20).
+//! `BENCH_RATE` (events/s, default 1000), `BENCH_SECONDS` (steady phase, default 20),
+//! `BENCH_FETCH_WAIT_MS` (the measuring consumer's `fetch.wait.max.ms`, default 5).
 //!
 //! 1. **Drain**: fills the outbox with a backlog of 300-byte events over 1,000 keys, starts a
 //!    relay and times how long until every row is published and deleted.
 //! 2. **Steady latency**: commits events at a fixed rate (10 per transaction) while a relay runs,
 //!    and a plain Kafka consumer measures the time from each transaction's commit to the
 //!    record's arrival.
+//! 3. **Broker alone**: the same rate sent straight to Kafka (no outbox, no relay), timed from
+//!    the send to the arrival: the part of step 2's latency that is the broker's and the
+//!    consumer's, so the relay's own share is the difference.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -105,29 +109,7 @@ async fn main() -> anyhow::Result<()> {
     let topic = TestKafka::unique_topic("bench-steady");
     kafka.create_topic(&topic, 6).await;
     let committed_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", kafka.bootstrap_servers())
-        .set(
-            "group.id",
-            format!("bench-{}", uuid::Uuid::new_v4().simple()),
-        )
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "5")
-        .create()?;
-    consumer.subscribe(&[&topic])?;
-    // Measure only once the reader has joined its group: a warm-up record must arrive first.
-    let warmup: rdkafka::producer::FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", kafka.bootstrap_servers())
-        .create()?;
-    warmup
-        .send(
-            rdkafka::producer::FutureRecord::<str, str>::to(&topic).payload("warm-up"),
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|(e, _)| e)?;
-    tokio::time::timeout(Duration::from_secs(60), consumer.recv()).await??;
+    let consumer = bench_consumer(&kafka, &topic).await?;
 
     let total = rate * seconds;
     let per_tx = 10;
@@ -210,5 +192,114 @@ async fn main() -> anyhow::Result<()> {
         ms(0.99),
         histogram.max() as f64 / 1000.0
     );
+
+    // --- 3. the broker alone --------------------------------------------------------------------
+    // The same rate and batches sent straight to Kafka by the same kind of producer, timed from
+    // the send to the arrival: what the broker and the consumer cost without outbox and relay.
+    let baseline = broker_baseline(&kafka, rate, seconds.min(10)).await?;
+    let bms = |q: f64| baseline.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "broker alone (no outbox, no relay): {} events, send-to-consume p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        baseline.len(),
+        bms(0.5),
+        bms(0.9),
+        bms(0.99),
+        baseline.max() as f64 / 1000.0
+    );
     Ok(())
+}
+
+/// A plain consumer of `topic`, reading from its start, returned once it has joined its group
+/// (a warm-up record has arrived), so that no measured record waits for the join.
+async fn bench_consumer(kafka: &TestKafka, topic: &str) -> anyhow::Result<StreamConsumer> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka.bootstrap_servers())
+        .set(
+            "group.id",
+            format!("bench-{}", uuid::Uuid::new_v4().simple()),
+        )
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set(
+            "fetch.wait.max.ms",
+            &std::env::var("BENCH_FETCH_WAIT_MS").unwrap_or_else(|_| "5".into()),
+        )
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    // Measure only once the reader has joined its group: a warm-up record must arrive first.
+    let warmup: rdkafka::producer::FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", kafka.bootstrap_servers())
+        .create()?;
+    warmup
+        .send(
+            rdkafka::producer::FutureRecord::<str, str>::to(topic).payload("warm-up"),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
+    tokio::time::timeout(Duration::from_secs(60), consumer.recv()).await??;
+    Ok(consumer)
+}
+
+async fn broker_baseline(
+    kafka: &TestKafka,
+    rate: u64,
+    seconds: u64,
+) -> anyhow::Result<Histogram<u64>> {
+    let topic = TestKafka::unique_topic("bench-baseline");
+    kafka.create_topic(&topic, 6).await;
+    let consumer = bench_consumer(kafka, &topic).await?;
+    let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", kafka.bootstrap_servers())
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "1")
+        .create()?;
+    let total = rate * seconds;
+    let sender = tokio::spawn({
+        let topic = topic.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 * 10 / rate));
+            let mut sent_at = HashMap::new();
+            let mut n = 0_u64;
+            while n < total {
+                tick.tick().await;
+                let mut deliveries = Vec::new();
+                for _ in 0..10 {
+                    let key = format!("order-{}", n % 1000);
+                    let payload = n.to_string();
+                    sent_at.insert(payload.clone(), Instant::now());
+                    let record = rdkafka::producer::FutureRecord::to(&topic)
+                        .key(&key)
+                        .payload(&payload);
+                    deliveries.push(producer.send_result(record).map_err(|(e, _)| e)?);
+                    n += 1;
+                }
+                for d in deliveries {
+                    d.await?.map_err(|(e, _)| e)?;
+                }
+            }
+            anyhow::Ok(sent_at)
+        }
+    });
+    let mut received = Vec::with_capacity(usize::try_from(total)?);
+    let deadline = Instant::now() + Duration::from_secs(seconds + 30);
+    while (received.len() as u64) < total && Instant::now() < deadline {
+        if let Ok(Ok(message)) = tokio::time::timeout(Duration::from_secs(5), consumer.recv()).await
+            && let Some(payload) = message.payload()
+        {
+            received.push((
+                String::from_utf8_lossy(payload).into_owned(),
+                Instant::now(),
+            ));
+        }
+    }
+    let sent_at = sender.await??;
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for (payload, at) in received {
+        if let Some(sent) = sent_at.get(&payload) {
+            histogram.record(u64::try_from(at.duration_since(*sent).as_micros())?.max(1))?;
+        }
+    }
+    Ok(histogram)
 }
