@@ -222,7 +222,7 @@ async fn bench_consumer(kafka: &TestKafka, topic: &str) -> anyhow::Result<Stream
         .set("enable.auto.commit", "false")
         .set(
             "fetch.wait.max.ms",
-            &std::env::var("BENCH_FETCH_WAIT_MS").unwrap_or_else(|_| "5".into()),
+            std::env::var("BENCH_FETCH_WAIT_MS").unwrap_or_else(|_| "5".into()),
         )
         .create()?;
     consumer.subscribe(&[topic])?;
