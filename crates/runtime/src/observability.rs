@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use prometheus_client::encoding::EncodeLabelSet;
-use shop_eventing::EventingMetrics;
+use shop_eventing::{ConsumerConfig, EventingMetrics, RelayConfig};
 use shop_telemetry::grpc::GrpcMetrics;
 use shop_telemetry::metrics::{Family, Gauge, Registry};
 use sqlx::PgPool;
@@ -63,6 +63,26 @@ impl Observability {
             pool_connections,
             pool_max,
         }
+    }
+
+    /// Relay settings (the defaults) that count into this registry.
+    pub fn relay_config(&self) -> RelayConfig {
+        RelayConfig {
+            metrics: self.eventing.clone(),
+            ..RelayConfig::default()
+        }
+    }
+
+    /// Consumer settings (the defaults) for group `name` reading `topics`, counting into this
+    /// registry.
+    pub fn consumer_config(
+        &self,
+        name: impl Into<String>,
+        topics: impl IntoIterator<Item = impl Into<String>>,
+    ) -> ConsumerConfig {
+        let mut config = ConsumerConfig::new(name, topics);
+        config.metrics = self.eventing.clone();
+        config
     }
 
     /// Where the service registers its own (domain) families.

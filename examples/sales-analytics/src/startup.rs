@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use shop_eventing::{Consumer, ConsumerConfig, KafkaConfig};
+use shop_eventing::{Consumer, KafkaConfig};
 use shop_runtime::observability::{Observability, serve_metrics};
 use shop_runtime::tasks::{Task, run_until_stopped};
 use sqlx::PgPool;
@@ -48,11 +48,10 @@ impl Subscriber {
         let metrics = TcpListener::bind(settings.metrics_addr).await?;
         let observability = Observability::new();
         let mut config =
-            ConsumerConfig::new(&settings.consumer_name, [&settings.order_events_topic]);
+            observability.consumer_config(&settings.consumer_name, [&settings.order_events_topic]);
         config.group_id.clone_from(&settings.consumer_group);
         config.start = settings.start;
         config.session_timeout = settings.session_timeout;
-        config.metrics = observability.eventing.clone();
         let kafka = KafkaConfig::new(&settings.kafka_bootstrap_servers);
         let consumer = Consumer::new(pool.clone(), &kafka, config, handler())?;
         Ok(Self {

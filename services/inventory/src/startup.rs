@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use shop_eventing::{Consumer, ConsumerConfig, KafkaConfig, Outbox, Relay, RelayConfig};
+use shop_eventing::{Consumer, KafkaConfig, Outbox, Relay};
 use shop_proto::inventory::v1::inventory_service_server::InventoryServiceServer;
 use shop_runtime::observability::Observability;
 use shop_runtime::service::{Bound, ServiceRunner};
@@ -86,18 +86,10 @@ impl Application {
             topic: settings.inventory_events_topic.clone(),
             metrics: InventoryMetrics::new(observability.registry()),
         };
-        let relay = Relay::new(
-            pool.clone(),
-            &kafka,
-            RelayConfig {
-                metrics: observability.eventing.clone(),
-                ..RelayConfig::default()
-            },
-        )?;
+        let relay = Relay::new(pool.clone(), &kafka, observability.relay_config())?;
         let mut consumer_config =
-            ConsumerConfig::new(&settings.consumer_group, [&settings.order_events_topic]);
+            observability.consumer_config(&settings.consumer_group, [&settings.order_events_topic]);
         consumer_config.session_timeout = settings.session_timeout;
-        consumer_config.metrics = observability.eventing.clone();
         let consumer = Consumer::new(
             pool.clone(),
             &kafka,

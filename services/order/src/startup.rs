@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use shop_eventing::{Consumer, ConsumerConfig, KafkaConfig, Outbox, Relay, RelayConfig};
+use shop_eventing::{Consumer, KafkaConfig, Outbox, Relay};
 use shop_proto::order::v1::order_service_server::OrderServiceServer;
 use shop_runtime::observability::Observability;
 use shop_runtime::service::{Bound, ServiceRunner};
@@ -88,15 +88,8 @@ impl Application {
             topic: settings.order_events_topic.clone(),
             metrics: OrderMetrics::new(observability.registry()),
         };
-        let relay = Relay::new(
-            pool.clone(),
-            &kafka,
-            RelayConfig {
-                metrics: observability.eventing.clone(),
-                ..RelayConfig::default()
-            },
-        )?;
-        let mut consumer_config = ConsumerConfig::new(
+        let relay = Relay::new(pool.clone(), &kafka, observability.relay_config())?;
+        let mut consumer_config = observability.consumer_config(
             &settings.consumer_group,
             [
                 &settings.inventory_events_topic,
@@ -104,7 +97,6 @@ impl Application {
             ],
         );
         consumer_config.session_timeout = settings.session_timeout;
-        consumer_config.metrics = observability.eventing.clone();
         let consumer = Consumer::new(
             pool.clone(),
             &kafka,
