@@ -1,6 +1,6 @@
 //! The four services as real operating-system processes (the binaries `cargo build` made), each
 //! configured only through its environment, as in a deployment. Tests use this where a process
-//! boundary matters: trace export over OTLP, `/metrics` scraped over HTTP, a SIGKILL.
+//! boundary matters: trace export over OTLP, `/metrics` scraped over HTTP.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -148,14 +148,8 @@ impl SuiteProcesses {
     }
 
     fn spawn(&mut self, service: Service) -> anyhow::Result<()> {
-        let (grpc, metrics) = match self.running.get(&service) {
-            // A restart keeps its ports, so clients reconnect to it.
-            Some(previous) => (previous.grpc, previous.metrics),
-            None => (
-                SocketAddr::from(([127, 0, 0, 1], free_port())),
-                SocketAddr::from(([127, 0, 0, 1], free_port())),
-            ),
-        };
+        let grpc = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let c = &self.config;
         let prefix = service.env_prefix();
         let mut command = Command::new(binary_path(&service.binary()));
@@ -235,25 +229,5 @@ impl SuiteProcesses {
     /// When the service was never started.
     pub fn metrics_addr(&self, service: Service) -> SocketAddr {
         self.running[&service].metrics
-    }
-
-    /// SIGKILL: the process dies at once, mid-transaction or mid-publish.
-    ///
-    /// # Errors
-    /// When the process cannot be signalled.
-    pub fn kill(&mut self, service: Service) -> anyhow::Result<()> {
-        if let Some(running) = self.running.get_mut(&service) {
-            running.child.kill()?;
-            running.child.wait()?;
-        }
-        Ok(())
-    }
-
-    /// Starts `service` again on the same ports (after [`SuiteProcesses::kill`]).
-    ///
-    /// # Errors
-    /// When the process cannot be started.
-    pub fn restart(&mut self, service: Service) -> anyhow::Result<()> {
-        self.spawn(service)
     }
 }

@@ -15,7 +15,7 @@ pub use prometheus_client::metrics::counter::Counter;
 pub use prometheus_client::metrics::family::Family;
 pub use prometheus_client::metrics::gauge::Gauge;
 pub use prometheus_client::metrics::histogram::Histogram;
-pub use prometheus_client::registry::{Registry, Unit};
+pub use prometheus_client::registry::Registry;
 
 /// A gauge holding a float (ages in seconds).
 pub type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;

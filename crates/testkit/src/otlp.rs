@@ -188,14 +188,6 @@ impl OtlpReceiver {
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         )
     }
-
-    /// The spans of one trace.
-    pub fn trace(&self, trace_id: &str) -> Vec<ReceivedSpan> {
-        self.spans()
-            .into_iter()
-            .filter(|s| s.trace_id == trace_id)
-            .collect()
-    }
 }
 
 /// Renders the spans of one trace as an indented tree, children in start order:
