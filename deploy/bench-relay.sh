@@ -3,7 +3,7 @@
 # commit-to-consume latency at a steady 1,000 events/s.
 #
 #   deploy/bench-relay.sh                  # librdkafka mock cluster
-#   deploy/bench-relay.sh --broker tansu   # tansu broker
+#   deploy/bench-relay.sh --broker kafka   # Apache Kafka (single node, a fresh log each run)
 #
 # BENCH_BACKLOG, BENCH_RATE and BENCH_SECONDS change the sizes (see the bench's header).
 set -euo pipefail
@@ -11,13 +11,18 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 broker=mock
-[ "${1:-}" = "--broker" ] && broker="${2:?--broker needs mock or tansu}"
+[ "${1:-}" = "--broker" ] && broker="${2:?--broker needs mock or kafka}"
 cd "$(shop_root)"
 ensure_postgres
 case "$broker" in
   mock) unset KAFKA_BOOTSTRAP_SERVERS ;;
-  tansu) ensure_tansu; start_tansu ;;
-  *) echo "unknown broker $broker (mock or tansu)" >&2; exit 2 ;;
+  kafka)
+    unset KAFKA_BOOTSTRAP_SERVERS
+    cargo build --locked -q --release -p shop-testkit --bin dev-kafka
+    rm -rf -- "$SHOP_STATE_DIR/kafka/bench-broker"
+    start_kafka "$(shop_root)/target/release/dev-kafka" "$SHOP_STATE_DIR/kafka/bench-broker"
+    ;;
+  *) echo "unknown broker $broker (mock or kafka)" >&2; exit 2 ;;
 esac
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; PostgreSQL: $SHOP_PG_KIND"
 cargo bench --locked -p shop-eventing --bench relay

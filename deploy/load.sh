@@ -3,7 +3,7 @@
 # no demo), places orders for a fixed time at a fixed concurrency with shop-load, prints orders/s
 # and placed-to-terminal latency, then stops everything.
 #
-#   deploy/load.sh [--broker tansu] [--seconds 60] [--concurrency 16] [--rate N] [--otlp]
+#   deploy/load.sh [--broker mock|kafka] [--seconds 60] [--concurrency 16] [--rate N] [--otlp]
 #
 # Without --otlp the services export no spans (no endpoint: the cost of tracing is only that of
 # creating spans); with --otlp they export every span over OTLP to an otlp-sink that counts them.

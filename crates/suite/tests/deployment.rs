@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize as _;
 use serde_norway::Value;
 use shop_runtime::config::recording;
+use shop_testkit::Topology;
 
 /// The repository root (this crate is `crates/suite`).
 fn root() -> PathBuf {
@@ -216,6 +217,8 @@ struct K8s {
     services: BTreeMap<String, (BTreeMap<String, u16>, String)>,
     /// Topic name -> the file declaring its KafkaTopic.
     kafka_topics: BTreeMap<String, String>,
+    /// Topic name -> its KafkaTopic `spec`.
+    kafka_topic_specs: BTreeMap<String, Value>,
 }
 
 #[derive(Debug)]
@@ -223,6 +226,8 @@ struct Compose {
     services: BTreeMap<String, Env>,
     /// Topics the one-shot `kafka-topics` service creates.
     topics: BTreeSet<String>,
+    /// Its `NAME:PARTITIONS:RETENTION_MS` entries, by name.
+    topic_specs: BTreeMap<String, (String, String)>,
 }
 
 fn yaml_documents(path: &Path) -> Vec<Value> {
@@ -388,6 +393,7 @@ impl K8s {
         let mut files = Vec::new();
         yaml_files(&root().join("k8s"), &mut files);
         let mut kafka_topics = BTreeMap::new();
+        let mut kafka_topic_specs = BTreeMap::new();
         for path in files {
             for doc in yaml_documents(&path) {
                 if str_of(&doc, &["kind"]) == Some("KafkaTopic") {
@@ -395,6 +401,10 @@ impl K8s {
                         .or_else(|| str_of(&doc, &["metadata", "name"]))
                         .expect("KafkaTopic name");
                     kafka_topics.insert(topic.to_owned(), shown(&path));
+                    kafka_topic_specs.insert(
+                        topic.to_owned(),
+                        doc.get("spec").cloned().unwrap_or(Value::Null),
+                    );
                 }
             }
         }
@@ -402,6 +412,7 @@ impl K8s {
             containers,
             services,
             kafka_topics,
+            kafka_topic_specs,
         }
     }
 
@@ -472,6 +483,7 @@ impl Compose {
         let doc = yaml_documents(&path).pop().expect("docker-compose.yml");
         let mut services = BTreeMap::new();
         let mut topics = BTreeSet::new();
+        let mut topic_specs = BTreeMap::new();
         for (name, service) in doc
             .get("services")
             .and_then(Value::as_mapping)
@@ -495,10 +507,14 @@ impl Compose {
             }
             if name == "kafka-topics" {
                 let spec = vars.get("TOPICS").cloned().flatten().unwrap_or_default();
-                topics.extend(
-                    spec.split_whitespace()
-                        .map(|t| t.split(':').next().unwrap_or(t).to_owned()),
-                );
+                for entry in spec.split_whitespace() {
+                    let mut parts = entry.split(':');
+                    let topic = parts.next().unwrap_or(entry).to_owned();
+                    let partitions = parts.next().unwrap_or_default().to_owned();
+                    let retention = parts.next().unwrap_or_default().to_owned();
+                    topics.insert(topic.clone());
+                    topic_specs.insert(topic, (partitions, retention));
+                }
             }
             let env = Env {
                 what: format!("the compose service {name} ({file})"),
@@ -507,7 +523,11 @@ impl Compose {
             };
             services.insert(name, env);
         }
-        Self { services, topics }
+        Self {
+            services,
+            topics,
+            topic_specs,
+        }
     }
 }
 
@@ -719,6 +739,167 @@ fn check_compose_urls(needs: &[Needs], compose: &Compose) -> Vec<String> {
     problems
 }
 
+/// `deploy/topology.yaml` (the one declaration the local brokers, the run scripts and the process
+/// launcher read) against the code, k8s and compose: the same topics with the same partitions,
+/// replicas and configuration; each service's ports, consumer group and topics as its settings
+/// default them.
+fn check_topology(
+    topology: &Topology,
+    needs: &[Needs],
+    k8s: &K8s,
+    compose: &Compose,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let file = "deploy/topology.yaml";
+    let declared = topology.topics_to_create(true);
+    for topic in &declared {
+        match k8s.kafka_topic_specs.get(&topic.name) {
+            None => problems.push(format!(
+                "{file} declares topic {}, which has no KafkaTopic under k8s/",
+                topic.name
+            )),
+            Some(spec) => {
+                let at = &k8s.kafka_topics[&topic.name];
+                let int = |key: &str| spec.get(key).and_then(Value::as_i64);
+                if int("partitions") != Some(i64::from(topic.partitions)) {
+                    problems.push(format!(
+                        "{at}: KafkaTopic {} has {:?} partitions, {file} says {}",
+                        topic.name,
+                        int("partitions"),
+                        topic.partitions
+                    ));
+                }
+                if int("replicas") != Some(i64::from(topic.replicas)) {
+                    problems.push(format!(
+                        "{at}: KafkaTopic {} has {:?} replicas, {file} says {}",
+                        topic.name,
+                        int("replicas"),
+                        topic.replicas
+                    ));
+                }
+                let config: BTreeMap<String, String> = spec
+                    .get("config")
+                    .and_then(Value::as_mapping)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|(k, v)| Some((k.as_str()?.to_owned(), scalar(v)?)))
+                    .collect();
+                if config != topic.config {
+                    problems.push(format!(
+                        "{at}: KafkaTopic {} has config {config:?}, {file} says {:?}",
+                        topic.name, topic.config
+                    ));
+                }
+            }
+        }
+        let retention = topic
+            .config
+            .get("retention.ms")
+            .cloned()
+            .unwrap_or_default();
+        match compose.topic_specs.get(&topic.name) {
+            None => problems.push(format!(
+                "{file} declares topic {}, which docker-compose.yml's kafka-topics does not create",
+                topic.name
+            )),
+            Some((partitions, compose_retention)) => {
+                if *partitions != topic.partitions.to_string() || *compose_retention != retention {
+                    problems.push(format!(
+                        "docker-compose.yml creates {}:{partitions}:{compose_retention}, {file} says {}:{}:{retention}",
+                        topic.name, topic.name, topic.partitions
+                    ));
+                }
+            }
+        }
+    }
+    let names: BTreeSet<&str> = declared.iter().map(|t| t.name.as_str()).collect();
+    for topic in k8s.kafka_topics.keys() {
+        if !names.contains(topic.as_str()) {
+            problems.push(format!(
+                "{}: KafkaTopic {topic} is not declared in {file}",
+                k8s.kafka_topics[topic]
+            ));
+        }
+    }
+    for topic in compose.topics.iter() {
+        if !names.contains(topic.as_str()) {
+            problems.push(format!(
+                "docker-compose.yml creates topic {topic}, which is not declared in {file}"
+            ));
+        }
+    }
+    let no_env = Env {
+        what: String::new(),
+        fix_in: String::new(),
+        vars: BTreeMap::new(),
+    };
+    for service in needs {
+        let Some(spec) = topology.services.iter().find(|s| s.name == service.name) else {
+            problems.push(format!("{} is not declared in {file}", service.binary));
+            continue;
+        };
+        let defaults = [
+            (
+                "gRPC port",
+                port_of(&service.grpc_addr.value_in(&no_env)),
+                spec.grpc_port,
+            ),
+            (
+                "metrics port",
+                port_of(&service.metrics_addr.value_in(&no_env)),
+                Some(spec.metrics_port),
+            ),
+        ];
+        for (what, code, declared) in defaults {
+            if code != declared {
+                problems.push(format!(
+                    "{} defaults its {what} to {code:?}, {file} says {declared:?}",
+                    service.binary
+                ));
+            }
+        }
+        let group = service.group.value_in(&no_env);
+        if group != spec.consumer_group {
+            problems.push(format!(
+                "{} defaults its consumer group ({}) to {group}, {file} says {}",
+                service.binary, service.group.var, spec.consumer_group
+            ));
+        }
+        if service.binary != spec.binary {
+            problems.push(format!(
+                "{file}: service {} runs {}, the binary is {}",
+                spec.name, spec.binary, service.binary
+            ));
+        }
+        let used: BTreeSet<String> = service.topics.iter().map(|t| t.value_in(&no_env)).collect();
+        let declared: BTreeSet<String> = spec
+            .produces
+            .iter()
+            .chain(&spec.consumes)
+            .cloned()
+            .collect();
+        if used != declared {
+            problems.push(format!(
+                "{} uses the topics {used:?} by default, {file} declares {declared:?}",
+                service.binary
+            ));
+        }
+        if !service
+            .group
+            .var
+            .starts_with(&format!("{}_", spec.env_prefix))
+        {
+            problems.push(format!(
+                "{}: its variables start with {}_, {file} says the prefix is {}",
+                service.binary,
+                service.group.var.split('_').next().unwrap_or_default(),
+                spec.env_prefix
+            ));
+        }
+    }
+    problems
+}
+
 fn assert_none(what: &str, problems: &[String]) {
     assert!(
         problems.is_empty(),
@@ -750,6 +931,47 @@ fn every_topic_and_dead_letter_topic_is_declared_for_k8s_and_compose() {
         "topics",
         &check_topics(&services(), &K8s::load(), &Compose::load()),
     );
+}
+
+#[test]
+fn the_topology_declaration_matches_the_code_k8s_and_compose() {
+    assert_none(
+        "deploy/topology.yaml",
+        &check_topology(
+            &Topology::of_repository(),
+            &services(),
+            &K8s::load(),
+            &Compose::load(),
+        ),
+    );
+}
+
+#[test]
+fn a_topology_that_drifts_from_k8s_compose_or_the_code_is_reported() {
+    let mut topology = Topology::of_repository();
+    topology.topics[0].partitions += 1;
+    topology.topics[1]
+        .config
+        .insert("retention.ms".into(), "1".into());
+    topology.services[0].metrics_port += 1;
+    topology.services[1].consumer_group = "renamed".into();
+    topology.services[2].consumes.clear();
+    let problems = check_topology(&topology, &services(), &K8s::load(), &Compose::load());
+    let all = problems.join("\n");
+    for expected in [
+        "KafkaTopic order.events.v1 has Some(6) partitions, deploy/topology.yaml says 7",
+        "docker-compose.yml creates order.events.v1:6:604800000",
+        "KafkaTopic inventory.events.v1 has config",
+        "order-service defaults its metrics port to Some(9101), deploy/topology.yaml says Some(9102)",
+        "inventory-service defaults its consumer group (INVENTORY_CONSUMER_GROUP) to inventory-service",
+        "payment-service uses the topics",
+        "topic renamed.dlq, which has no KafkaTopic",
+    ] {
+        assert!(
+            all.contains(expected),
+            "expected {expected:?} among:\n{all}"
+        );
+    }
 }
 
 #[test]

@@ -1,4 +1,4 @@
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -9,16 +9,37 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::RDKafkaErrorCode;
 
+use crate::apache::{ApacheKafka, LIBS_VAR};
+
 /// A Kafka-protocol broker for one test.
 ///
-/// With `KAFKA_BOOTSTRAP_SERVERS` set, that external broker (tansu in CI, or a real Kafka);
-/// otherwise a private librdkafka mock cluster, listening on loopback ports, alive as long as
-/// this value.
+/// - [`TestKafka::start`]: the shared broker of the run. With `KAFKA_BOOTSTRAP_SERVERS` set, that
+///   external broker (the Apache Kafka of `deploy/test.sh --broker kafka`); otherwise a private
+///   librdkafka mock cluster, listening on loopback ports, alive as long as this value.
+/// - [`TestKafka::own`]: a broker of this test's own, which it may take down and bring back: a
+///   mock cluster, or in the Apache Kafka run (`SHOP_TEST_BROKER=kafka`) a private Apache Kafka
+///   process killed with SIGKILL and restarted on the same log directory.
 #[derive(Debug)]
 pub struct TestKafka {
     bootstrap: String,
     // The mock cluster is not `Send`, so a thread owns it and serves requests.
     mock: Option<mpsc::Sender<MockRequest>>,
+    /// A private Apache Kafka process, and the directory it lives in (removed on drop).
+    apache: Option<(Mutex<ApacheKafka>, std::path::PathBuf)>,
+}
+
+impl Drop for TestKafka {
+    fn drop(&mut self) {
+        if let Some((broker, dir)) = self.apache.take() {
+            drop(broker);
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Which broker `deploy/test.sh` runs the tests against: `SHOP_TEST_BROKER` (`mock` or `kafka`).
+pub fn test_broker_is_apache() -> bool {
+    std::env::var("SHOP_TEST_BROKER").is_ok_and(|b| b == "kafka")
 }
 
 /// A request to the mock-cluster thread, with where to answer.
@@ -60,9 +81,43 @@ impl TestKafka {
             return Self {
                 bootstrap,
                 mock: None,
+                apache: None,
             };
         }
         Self::mock(1)
+    }
+
+    /// A broker of this test's own, which it may take down ([`TestKafka::set_brokers_down`]):
+    /// in the Apache Kafka run a private Apache Kafka process, otherwise a mock cluster.
+    ///
+    /// # Panics
+    /// When the broker cannot start (in the Apache Kafka run: Java or the jars are missing).
+    pub async fn own() -> Self {
+        if test_broker_is_apache() {
+            return Self::apache().await;
+        }
+        Self::mock(1)
+    }
+
+    /// A private Apache Kafka broker from the jars in `SHOP_KAFKA_LIBS`, whatever the run.
+    ///
+    /// # Panics
+    /// When `SHOP_KAFKA_LIBS` is unset or the broker does not start.
+    pub async fn apache() -> Self {
+        let libs = ApacheKafka::libs_from_env().unwrap_or_else(|| {
+            panic!("{LIBS_VAR} is unset: run the tests through deploy/test.sh --broker kafka")
+        });
+        let dir =
+            std::env::temp_dir().join(format!("shop-test-kafka-{}", uuid::Uuid::new_v4().simple()));
+        let mut broker = ApacheKafka::new(libs, &dir, "384m");
+        if let Err(error) = broker.start().await {
+            panic!("a private Apache Kafka for this test did not start: {error:#}");
+        }
+        Self {
+            bootstrap: broker.bootstrap_servers(),
+            mock: None,
+            apache: Some((Mutex::new(broker), dir)),
+        }
     }
 
     /// A new mock cluster with `brokers` brokers, whatever the environment says.
@@ -119,6 +174,7 @@ impl TestKafka {
         Self {
             bootstrap,
             mock: Some(cmd_tx),
+            apache: None,
         }
     }
 
@@ -132,19 +188,47 @@ impl TestKafka {
         self.mock.is_some()
     }
 
-    /// Takes every broker of the mock cluster down (`true`: connections refused, as when the
-    /// brokers crashed) or brings them back (`false`). Returns `false` for an external broker,
-    /// which a test cannot stop.
+    /// Whether this is a private Apache Kafka process.
+    pub fn is_apache(&self) -> bool {
+        self.apache.is_some()
+    }
+
+    /// Takes the broker down (`true`) or brings it back (`false`). A mock cluster's brokers
+    /// refuse connections while down; a private Apache Kafka is killed with SIGKILL and started
+    /// again on the same log directory (without waiting for it to serve: clients reconnect by
+    /// themselves). Returns `false` for the shared external broker, which a test cannot stop.
     ///
     /// # Panics
-    /// When the mock cluster refuses.
+    /// When the mock cluster refuses or the Apache Kafka process cannot be started again.
     pub fn set_brokers_down(&self, down: bool) -> bool {
+        if let Some((broker, _)) = &self.apache {
+            let mut broker = broker
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if down {
+                broker.kill();
+            } else {
+                broker
+                    .spawn()
+                    .unwrap_or_else(|e| panic!("restarting Apache Kafka: {e:#}"));
+            }
+            return true;
+        }
         if self.mock.is_none() {
             return false;
         }
         self.ask_mock(|reply| MockRequest::BrokersDown(down, reply))
             .expect("mock broker_down failed");
         true
+    }
+
+    /// The JVM's pid of a private Apache Kafka, while it runs.
+    pub fn apache_pid(&self) -> Option<u32> {
+        let (broker, _) = self.apache.as_ref()?;
+        broker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pid()
     }
 
     fn ask_mock(

@@ -1,15 +1,20 @@
 //! Real infrastructure for tests and local runs: a fresh PostgreSQL database per test and a
-//! Kafka-protocol broker per test (librdkafka's mock cluster in-process, or the external broker
-//! named by `KAFKA_BOOTSTRAP_SERVERS`, e.g. tansu in CI). No mocks of our own: what the tests
-//! talk to speaks the real wire protocols.
+//! Kafka-protocol broker per test (librdkafka's mock cluster in-process, the external broker
+//! named by `KAFKA_BOOTSTRAP_SERVERS`, or a private Apache Kafka process), and the one
+//! declaration of the suite's topology. No mocks of our own: what the tests talk to speaks the
+//! real wire protocols.
 
+pub mod apache;
 mod db;
 mod kafka;
 pub mod otlp;
+pub mod topology;
 
+pub use apache::ApacheKafka;
 pub use db::TestDb;
-pub use kafka::{Record, TestKafka};
+pub use kafka::{Record, TestKafka, test_broker_is_apache};
 pub use otlp::{OtlpReceiver, ReceivedSpan};
+pub use topology::Topology;
 
 /// Polls `check` every 20 ms until it returns `Some`, or panics after `timeout` with `what`.
 ///
