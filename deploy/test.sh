@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Sets up what the checks need and runs every check and test of the project.
 #
-#   deploy/test.sh                  # everything, Kafka = librdkafka's mock cluster (embedded)
+#   deploy/test.sh                  # everything, Kafka = librdkafka's mock cluster (embedded),
+#                                   # then a 60 s chaos run (deploy/chaos.sh)
 #   deploy/test.sh --broker kafka   # every test again against Apache Kafka (resolved once with
 #                                   # Maven from deploy/kafka/pom.xml; Java 17), then the smoke run
-#                                   # on Apache Kafka
+#                                   # and a 60 s chaos run on Apache Kafka
 #
 # PostgreSQL: DATABASE_URL if set, else the server on 127.0.0.1:5432, else a private cluster
 # started from the installed binaries (see deploy/lib.sh). Tools (buf, the deployment checks')
@@ -18,7 +19,7 @@ broker=mock
 while [ $# -gt 0 ]; do
   case "$1" in
     --broker) broker="${2:?--broker needs mock or kafka}"; shift 2 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -57,6 +58,8 @@ case "$broker" in
     step "tests (PostgreSQL: $SHOP_PG_KIND, Kafka: librdkafka mock cluster)" run_tests --workspace --locked
     step "doc tests of the consumer SDK (shop-eventing)" cargo test --doc --locked -p shop-eventing
     step "smoke: deploy/run.sh as a new user runs it, checked with grpcurl" deploy/smoke.sh
+    step "chaos: 60 s of orders while service processes are SIGKILLed, then the audit (mock cluster)" \
+      deploy/chaos.sh --seconds 60
     ;;
   kafka)
     ensure_kafka
@@ -74,6 +77,8 @@ case "$broker" in
     unset KAFKA_BOOTSTRAP_SERVERS SHOP_TEST_BROKER
     step "smoke: deploy/run.sh --broker kafka as a new user runs it, checked with grpcurl and Kafka's own tools" \
       deploy/smoke.sh --broker kafka
+    step "chaos: 60 s of orders while service processes and the broker are SIGKILLed, then the audit (Apache Kafka)" \
+      deploy/chaos.sh --seconds 60 --broker kafka
     ;;
   *) echo "unknown broker $broker (mock or kafka)" >&2; exit 2 ;;
 esac

@@ -490,6 +490,13 @@ impl<H: Handler> Consumer<H> {
         let mut tx = self.pool.begin().await?;
         let mut applied = Vec::with_capacity(events.len());
         for (at, event) in events.iter().enumerate() {
+            if at == 1 {
+                // A crash here loses the uncommitted batch; in-process it counts as an outage.
+                self.config
+                    .failpoints
+                    .hit("consumer.mid_batch")
+                    .map_err(|c| sqlx::Error::Protocol(c.to_string()))?;
+            }
             match self.apply_one(&mut tx, event).await? {
                 Ok(one) => applied.push(one),
                 Err(failure) => {

@@ -21,8 +21,11 @@ pub enum FailpointAction {
 /// variable (`relay.after_publish=abort,consumer.after_commit=crash`), read by
 /// [`Failpoints::from_env`].
 ///
-/// Points: `relay.after_publish` (Kafka acked the batch, rows not yet deleted) and
-/// `consumer.after_commit` (the effect is committed, the offset not yet stored).
+/// Points: `relay.before_publish` (the relay read committed rows, nothing sent yet: the
+/// moment after a business commit, before its event is published), `relay.after_publish`
+/// (Kafka acked the batch, rows not yet deleted), `consumer.mid_batch` (a batch's first record
+/// applied in its transaction, the rest not yet) and `consumer.after_commit` (the effect is
+/// committed, the offset not yet stored).
 #[derive(Clone, Debug, Default)]
 pub struct Failpoints(Arc<Mutex<HashMap<String, FailpointAction>>>);
 

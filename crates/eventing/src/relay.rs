@@ -289,6 +289,7 @@ impl Relay {
         if rows.is_empty() {
             return Ok(0);
         }
+        self.config.failpoints.hit("relay.before_publish")?;
         // Each event gets its own `send` span in its own trace; the round itself is worth a
         // span only when debugging the relay (a root span per round would bury the traces).
         let read = rows.len();

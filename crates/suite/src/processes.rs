@@ -51,13 +51,19 @@ impl Service {
     }
 }
 
-/// Where the binaries are: next to the test executable's `deps/` folder (`target/<profile>/`).
+/// Where the binaries are: next to the running executable when it is a binary of the workspace
+/// (`target/<profile>/shop-chaos`), or next to the test executable's `deps/` folder
+/// (`target/<profile>/`).
 ///
 /// # Panics
 /// When a binary is missing: build them first (`cargo build --workspace --bins`; `cargo test` and
 /// `cargo nextest run` on the whole workspace do).
 pub fn binary_path(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current executable");
+    let beside = exe.parent().map(|dir| dir.join(name));
+    if let Some(path) = beside.filter(|p| p.exists()) {
+        return path;
+    }
     let profile_dir = exe
         .parent()
         .and_then(|deps| deps.parent())
@@ -273,6 +279,13 @@ impl SuiteProcesses {
         Some(status)
     }
 
+    /// How many replicas of `service` there are (running or stopped).
+    pub fn replicas(&self, service: Service) -> usize {
+        self.instances
+            .range((service, 0)..=(service, usize::MAX))
+            .count()
+    }
+
     /// The replica's process id, while it runs.
     pub fn pid(&self, service: Service, replica: usize) -> Option<u32> {
         self.instances
@@ -356,7 +369,8 @@ impl SuiteProcesses {
         Ok(())
     }
 
-    fn url(&self, service: Service, replica: usize) -> String {
+    /// The gRPC endpoint of a replica (`http://127.0.0.1:<port>`; empty when there is none).
+    pub fn url(&self, service: Service, replica: usize) -> String {
         self.instances
             .get(&(service, replica))
             .map(|i| format!("http://{}", i.grpc))

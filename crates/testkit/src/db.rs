@@ -19,7 +19,14 @@ impl TestDb {
     /// # Panics
     /// When the server cannot be reached, with a message saying how to point at one.
     pub async fn create() -> Self {
-        let url = server_url();
+        Self::create_on(&server_url()).await
+    }
+
+    /// Creates an empty database on the server at `url` (e.g. a [`crate::PrivatePostgres`]).
+    ///
+    /// # Panics
+    /// When the server cannot be reached.
+    pub async fn create_on(url: &str) -> Self {
         let server: PgConnectOptions = url.parse().expect("DATABASE_URL is not a PostgreSQL URL");
         let name = format!("shoptest_{}", uuid::Uuid::new_v4().simple());
         let mut admin = PgConnection::connect_with(&server).await.unwrap_or_else(|e| {

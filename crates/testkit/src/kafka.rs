@@ -4,10 +4,12 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::apache::{ApacheKafka, LIBS_VAR};
 
@@ -67,6 +69,28 @@ impl Record {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
+}
+
+/// Where a consumer group stands on one partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionOffsets {
+    pub partition: i32,
+    /// The oldest retained offset.
+    pub low: i64,
+    /// The offset the next record gets.
+    pub high: i64,
+    /// The group's committed offset (the next record it will read), if any.
+    pub committed: Option<i64>,
+}
+
+/// A client speaking for consumer group `group` without joining it (offset fetches and commits
+/// only), as Kafka's own `kafka-consumer-groups` tool does.
+fn group_client(bootstrap: &str, group: &str) -> anyhow::Result<BaseConsumer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()?)
 }
 
 impl TestKafka {
@@ -274,6 +298,163 @@ impl TestKafka {
                 Err((name, code)) => panic!("creating topic {name} failed: {code}"),
             }
         }
+    }
+
+    /// Produces one record, as any client on the network could (no CloudEvents headers but
+    /// those given), and waits for the broker's acknowledgement. Returns its partition and offset.
+    ///
+    /// # Errors
+    /// When the broker does not acknowledge it within 30 s.
+    pub async fn produce(
+        &self,
+        topic: &str,
+        key: Option<&str>,
+        payload: &[u8],
+        headers: &[(String, Vec<u8>)],
+    ) -> anyhow::Result<(i32, i64)> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("message.timeout.ms", "30000")
+            .create()?;
+        let mut owned = OwnedHeaders::new_with_capacity(headers.len());
+        for (name, value) in headers {
+            owned = owned.insert(Header {
+                key: name.as_str(),
+                value: Some(value.as_slice()),
+            });
+        }
+        let mut record = FutureRecord::to(topic).payload(payload).headers(owned);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        let delivery = producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map_err(|(error, _)| anyhow::anyhow!("producing to {topic}: {error}"))?;
+        Ok((delivery.partition, delivery.offset))
+    }
+
+    /// How many records of `topic` consumer group `group` has not committed yet, summed over
+    /// the partitions (a partition without a committed offset counts from its oldest record).
+    ///
+    /// # Errors
+    /// When the broker does not answer.
+    pub async fn group_lag(&self, group: &str, topic: &str) -> anyhow::Result<i64> {
+        let offsets = self.group_offsets(group, topic).await?;
+        Ok(offsets
+            .iter()
+            .map(|p| (p.high - p.committed.unwrap_or(p.low)).max(0))
+            .sum())
+    }
+
+    /// Per partition of `topic`: its oldest and next offsets and `group`'s committed offset.
+    ///
+    /// # Errors
+    /// When the broker does not answer.
+    pub async fn group_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+    ) -> anyhow::Result<Vec<PartitionOffsets>> {
+        let (bootstrap, group, topic) =
+            (self.bootstrap.clone(), group.to_owned(), topic.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let consumer = group_client(&bootstrap, &group)?;
+            let timeout = Duration::from_secs(10);
+            let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
+            let partitions: Vec<i32> = metadata
+                .topics()
+                .iter()
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .collect();
+            let mut list = TopicPartitionList::new();
+            for partition in &partitions {
+                list.add_partition(&topic, *partition);
+            }
+            let committed = consumer.committed_offsets(list, timeout)?;
+            partitions
+                .iter()
+                .map(|&partition| {
+                    let (low, high) = consumer.fetch_watermarks(&topic, partition, timeout)?;
+                    let committed =
+                        committed.find_partition(&topic, partition).and_then(|p| {
+                            match p.offset() {
+                                Offset::Offset(o) => Some(o),
+                                _ => None,
+                            }
+                        });
+                    Ok(PartitionOffsets {
+                        partition,
+                        low,
+                        high,
+                        committed,
+                    })
+                })
+                .collect()
+        })
+        .await?
+    }
+
+    /// The state of consumer group `group` as the broker's coordinator reports it (`Stable`,
+    /// `PreparingRebalance`, `CompletingRebalance`, `Empty`, ...), when it answers: Apache
+    /// Kafka does, the mock cluster does not (no DescribeGroups).
+    pub async fn group_state(&self, group: &str) -> Option<String> {
+        let (bootstrap, group) = (self.bootstrap.clone(), group.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let consumer = group_client(&bootstrap, &group).ok()?;
+            let list = consumer
+                .fetch_group_list(Some(&group), Duration::from_secs(5))
+                .ok()?;
+            list.groups().first().map(|g| g.state().to_owned())
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// Commits `group`'s offsets of every partition of `topic` back to the oldest record: the
+    /// offset reset of a replay (`kafka-consumer-groups --reset-offsets --to-earliest`). Every
+    /// member must have left the group first. It joins the group to commit (the mock cluster
+    /// takes commits from members only), and leaves it again.
+    ///
+    /// # Errors
+    /// When the broker refuses, or the group is not handed every partition within 60 s (some
+    /// other member is still in it).
+    pub async fn reset_group_to_earliest(&self, group: &str, topic: &str) -> anyhow::Result<()> {
+        let offsets = self.group_offsets(group, topic).await?;
+        let (bootstrap, group, topic) =
+            (self.bootstrap.clone(), group.to_owned(), topic.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("group.id", &group)
+                .set("enable.auto.commit", "false")
+                .set("session.timeout.ms", "6000")
+                .create()?;
+            consumer.subscribe(&[&topic])?;
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                // Polling drives the join; records it hands out are left uncommitted.
+                let _ = consumer.poll(Duration::from_millis(100));
+                let assigned = consumer.assignment()?.count();
+                if assigned == offsets.len() {
+                    break;
+                }
+                anyhow::ensure!(
+                    std::time::Instant::now() < deadline,
+                    "group {group} was handed {assigned} of the {} partitions of {topic}: is a member still in it?",
+                    offsets.len()
+                );
+            }
+            let mut list = TopicPartitionList::new();
+            for p in &offsets {
+                list.add_partition_offset(&topic, p.partition, Offset::Offset(p.low))?;
+            }
+            consumer.commit(&list, CommitMode::Sync)?;
+            consumer.unsubscribe();
+            Ok(())
+        })
+        .await?
     }
 
     /// Reads `topic` from the beginning with a fresh consumer group until `count` records

@@ -8,12 +8,16 @@ pub mod apache;
 mod db;
 mod kafka;
 pub mod otlp;
+mod postgres;
+mod tcp_proxy;
 pub mod topology;
 
 pub use apache::ApacheKafka;
 pub use db::TestDb;
-pub use kafka::{Record, TestKafka, test_broker_is_apache};
+pub use kafka::{PartitionOffsets, Record, TestKafka, test_broker_is_apache};
 pub use otlp::{OtlpReceiver, ReceivedSpan};
+pub use postgres::PrivatePostgres;
+pub use tcp_proxy::TcpProxy;
 pub use topology::Topology;
 
 /// Polls `check` every 20 ms until it returns `Some`, or panics after `timeout` with `what`.
