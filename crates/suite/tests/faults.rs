@@ -336,28 +336,40 @@ async fn replicas_killed_during_a_rebalance() {
     let stream = suite.stream_shop(20, Duration::from_secs(16), &shop);
     tokio::time::sleep(Duration::from_secs(4)).await;
     // A third replica joins each group: the coordinator starts a rebalance and waits for the
-    // members to rejoin. While it does, replica 0 (the relay leader, and a member mid-revoke)
-    // dies.
+    // members to rejoin. While it does, replica 0 (the relay leader, and a member revoking its
+    // partitions) dies. Apache Kafka reports the group's state, so the kill waits for the
+    // rebalance to start; the mock cluster does not, but holds every rebalance after a join
+    // for the session timeout less a second (5 s), which the new replica's start falls in.
+    let mut states = Vec::new();
     for service in consuming {
         suite.processes.add(service, Vec::new()).unwrap();
-    }
-    for service in consuming {
-        suite
-            .processes
-            .wait_serving(service, 2, Duration::from_secs(60))
-            .await
-            .unwrap();
-    }
-    let state = suite
-        .kafka
-        .group_state(&suite.config.group(Service::Payment))
-        .await;
-    for service in consuming {
+        let group = suite.config.group(service);
+        let joined = Instant::now();
+        let state = loop {
+            match suite.kafka.group_state(&group).await {
+                Some(state) if state.contains("Rebalance") => break Some(state),
+                Some(_) => {}
+                None => {
+                    suite
+                        .processes
+                        .wait_serving(service, 2, Duration::from_secs(60))
+                        .await
+                        .unwrap();
+                    break None;
+                }
+            }
+            assert!(
+                joined.elapsed() < Duration::from_secs(30),
+                "{service:?}'s group never started rebalancing when a third replica joined"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         suite.processes.kill(service, 0);
+        states.push((service, state));
     }
     let killed = Instant::now();
     eprintln!(
-        "[faults] payment's group was {state:?} when its replicas 0 were killed (mock cluster: not reported)"
+        "[faults] groups' state when replica 0 was killed: {states:?} (the mock cluster reports none)"
     );
     tokio::time::sleep(Duration::from_secs(5)).await;
     for service in consuming {
@@ -1067,12 +1079,13 @@ async fn a_black_holed_relay_leader_is_replaced_within_the_bound() {
         &suite.config.payment_events_topic,
     );
     let stream = suite.stream_shop(20, Duration::from_secs(20), &shop);
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    assert!(
-        first_appended_after(&arrivals, chrono::Utc::now() - chrono::Duration::seconds(3))
-            .is_some(),
-        "payment events flow before the fault"
-    );
+    // Payment's events flow (the groups settled over both replicas) before the fault.
+    shop_testkit::eventually("payment events flowing", Duration::from_secs(30), || {
+        let recent = chrono::Utc::now() - chrono::Duration::seconds(2);
+        let flowing = first_appended_after(&arrivals, recent).is_some();
+        async move { flowing.then_some(()) }
+    })
+    .await;
     let wall = chrono::Utc::now();
     proxy.black_hole();
     let black_holed = Instant::now();
