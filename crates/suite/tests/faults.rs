@@ -50,6 +50,15 @@ static SLOT: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 const SIGABRT: i32 = 6;
 
+/// Prints a scenario's figures on the test process's own stderr: libtest captures `eprintln!`
+/// (and shows it only for a failing test), and the figures of a passing run are the point.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// The suite with the default shop seeded.
 async fn open(kafka: TestKafka) -> (ProcessSuite, Shop) {
     open_with(kafka, &ShopSpec::default(), None).await
@@ -92,7 +101,7 @@ fn check(report: &AuditReport, stream: &StreamReport) {
 }
 
 fn figures(scenario: &str, stream: &StreamReport, report: &AuditReport, settled: Duration) {
-    eprintln!(
+    say!(
         "[faults] {scenario}: {} orders ({} confirmed, {} cancelled, {} of them by their customer); \
          settled {:.1} s after the fault healed",
         stream.orders.len(),
@@ -183,7 +192,7 @@ async fn killed_at_every_dangerous_point() {
     }
     let placed = stream.await.unwrap();
     for (service, point, at) in &fired {
-        eprintln!(
+        say!(
             "[faults] {service:?} aborted at {point} {:.1} s into the stream",
             at.as_secs_f64()
         );
@@ -368,7 +377,7 @@ async fn replicas_killed_during_a_rebalance() {
         states.push((service, state));
     }
     let killed = Instant::now();
-    eprintln!(
+    say!(
         "[faults] groups' state when replica 0 was killed: {states:?} (the mock cluster reports none)"
     );
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -449,7 +458,7 @@ async fn poison_records_amid_valid_orders_stop_nothing() {
         &report,
         after_stream.elapsed(),
     );
-    eprintln!(
+    say!(
         "[faults] every group's lag back to 0 {:.1} s after settling",
         caught_up.as_secs_f64()
     );
@@ -677,7 +686,7 @@ async fn a_whole_topic_replay_applies_nothing_twice() {
         .await
         .unwrap();
     let (_, report) = suite.settle(SETTLE).await.unwrap();
-    eprintln!(
+    say!(
         "[faults] replay: {} orders, {lag} records read again, caught up in {:.1} s, settled {:.1} s after the restart",
         placed.orders.len() + 1,
         caught_up.as_secs_f64(),
@@ -1098,7 +1107,7 @@ async fn a_black_holed_relay_leader_is_replaced_within_the_bound() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    eprintln!(
+    say!(
         "[faults] black-holed relay leader: the first payment event appended after it was published {took:?} later (bound {TAKEOVER:?})"
     );
     assert!(
@@ -1180,7 +1189,7 @@ async fn two_replicas_contending_for_few_products_and_accounts_never_deadlock() 
         &report,
         ended.elapsed(),
     );
-    eprintln!("[faults] deadlocks (inventory, payment): before {before:?}, after {after:?}");
+    say!("[faults] deadlocks (inventory, payment): before {before:?}, after {after:?}");
     assert_eq!(
         before, after,
         "PostgreSQL detected deadlocks (inventory, payment)"
