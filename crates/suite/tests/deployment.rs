@@ -946,6 +946,32 @@ fn the_topology_declaration_matches_the_code_k8s_and_compose() {
     );
 }
 
+/// The Apache Kafka release the local runs resolve (deploy/kafka/pom.xml) is the one compose
+/// runs: one pinned version, so the tests run against what `docker compose up` deploys.
+#[test]
+fn compose_runs_the_apache_kafka_release_the_tests_run_against() {
+    let pom = std::fs::read_to_string(root().join("deploy/kafka/pom.xml")).expect("pom.xml");
+    let pinned = pom
+        .split("<kafka.version>")
+        .nth(1)
+        .and_then(|rest| rest.split("</kafka.version>").next())
+        .expect("<kafka.version> in deploy/kafka/pom.xml");
+    let compose = yaml_documents(&root().join("docker-compose.yml"))
+        .pop()
+        .expect("docker-compose.yml");
+    let images: Vec<&str> = ["kafka", "kafka-topics"]
+        .iter()
+        .map(|s| str_of(&compose, &["services", s, "image"]).expect("image"))
+        .collect();
+    for image in images {
+        assert_eq!(
+            image,
+            format!("apache/kafka:{pinned}"),
+            "docker-compose.yml runs {image}, deploy/kafka/pom.xml pins Apache Kafka {pinned}"
+        );
+    }
+}
+
 #[test]
 fn a_topology_that_drifts_from_k8s_compose_or_the_code_is_reported() {
     let mut topology = Topology::of_repository();
