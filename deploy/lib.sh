@@ -516,20 +516,25 @@ start_kafka() {
 
 # kafka_tool TOOL [ARG...]: one of Apache Kafka's own command-line tools, from the resolved jars:
 # topics, console-consumer, console-producer, consumer-groups, get-offsets, acls, configs.
+# With SHOP_KAFKA_CLIENT_CONFIG set, the tool logs in with that client configuration.
 kafka_tool() {
   [ $# -ge 1 ] || shop_die "usage: kafka_tool topics|console-consumer|console-producer|consumer-groups|get-offsets|acls|configs [ARG...]"
   local tool=$1 class
   shift
+  local auth=--command-config
   case "$tool" in
     topics) class=org.apache.kafka.tools.TopicCommand ;;
-    console-consumer) class=org.apache.kafka.tools.consumer.ConsoleConsumer ;;
-    console-producer) class=org.apache.kafka.tools.ConsoleProducer ;;
+    console-consumer) class=org.apache.kafka.tools.consumer.ConsoleConsumer auth=--consumer.config ;;
+    console-producer) class=org.apache.kafka.tools.ConsoleProducer auth=--producer.config ;;
     consumer-groups) class=org.apache.kafka.tools.consumer.group.ConsumerGroupCommand ;;
     get-offsets) class=org.apache.kafka.tools.GetOffsetShell ;;
     acls) class=org.apache.kafka.tools.AclCommand ;;
     configs) class=kafka.admin.ConfigCommand ;;
     *) shop_die "unknown Kafka tool $tool" ;;
   esac
+  # SHOP_KAFKA_CLIENT_CONFIG: a client properties file (e.g. the admin's SASL/SCRAM login of the
+  # broker deploy/run.sh --broker kafka started), given to the tool with its own flag.
+  if [ -n "${SHOP_KAFKA_CLIENT_CONFIG:-}" ]; then set -- "$auth" "$SHOP_KAFKA_CLIENT_CONFIG" "$@"; fi
   [ -n "${SHOP_KAFKA_LIBS:-}" ] || ensure_kafka 2>/dev/null
   # The tools log through log4j2 as well; warnings only, on stderr.
   java -Xmx256m -XX:TieredStopAtLevel=1 -Dlog4j2.level=WARN -Dlog4j2.configurationFile="$_SHOP_ROOT/deploy/kafka/tools-log4j2.properties" \

@@ -7,6 +7,7 @@
 //! - [`grpc`]: the gRPC server with `grpc.health.v1` and server reflection (v1 and v1alpha), that
 //!   turns NOT_SERVING and drains on shutdown;
 //! - [`database`]: connecting a pool, waiting for the server to come up;
+//! - [`kafka`]: the Kafka client configuration, with the security properties of the environment;
 //! - [`observability`]: the service's Prometheus registry and its `/metrics` endpoint;
 //! - [`shutdown`]: a token cancelled on SIGTERM or Ctrl-C;
 //! - [`service`]: opening a service's database and running its gRPC server and tasks together.
@@ -14,6 +15,7 @@
 pub mod config;
 pub mod database;
 pub mod grpc;
+pub mod kafka;
 pub mod observability;
 pub mod service;
 pub mod shutdown;

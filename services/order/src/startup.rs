@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use shop_eventing::{Consumer, KafkaConfig, Outbox, Relay};
+use shop_eventing::{Consumer, Outbox, Relay};
 use shop_proto::order::v1::order_service_server::OrderServiceServer;
 use shop_runtime::observability::Observability;
 use shop_runtime::service::{Bound, ServiceRunner};
@@ -82,7 +82,7 @@ impl Application {
                 },
         } = self;
         let mut observability = Observability::new();
-        let kafka = KafkaConfig::new(&settings.kafka_bootstrap_servers);
+        let kafka = shop_runtime::kafka::client_config(&settings.kafka_bootstrap_servers);
         let events = Events {
             outbox: Outbox::new("/shop/order-service"),
             topic: settings.order_events_topic.clone(),
