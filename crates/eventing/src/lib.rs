@@ -5,10 +5,16 @@
 //!
 //! - [`Outbox`] appends an event inside the caller's sqlx transaction, next to the state change
 //!   that caused it. Nothing is ever published outside a transaction.
-//! - [`Relay`] runs inside each service process. It is woken by `LISTEN/NOTIFY` when events are
-//!   committed (and polls as a fallback), publishes them in batches through an idempotent Kafka
-//!   producer with CloudEvents headers, and deletes them only once Kafka acknowledged them. One
-//!   replica at a time holds the relay lock, so two replicas never reorder a key's events.
+//! - [`Relay`] runs inside each service process, on connections of its own. The outbox wakes it
+//!   in-process once an append's transaction committed (commits send no NOTIFY: PostgreSQL
+//!   would serialise them all on its notify lock); a relay that stands by passes the wake-up on
+//!   to the one that relays with a NOTIFY of its own, and the relay polls as a fallback. It
+//!   publishes in batches through an idempotent Kafka producer with CloudEvents headers, a
+//!   key's next event only once the previous one is acknowledged, and deletes rows only once
+//!   Kafka acknowledged them. One replica at a time holds the relay lease, renewed every second
+//!   and taken over within seconds when its holder dies or goes silent. A row Kafka refuses is
+//!   retried with backoff and then parked ([`parked_events`], [`retry_parked`],
+//!   [`drop_parked`]), with its key's later events waiting behind it while other keys flow.
 //! - [`Consumer`] is a consumer-group loop around a [`Handler`]. Each record is applied in one
 //!   database transaction together with its inbox row (so duplicates and replays are skipped);
 //!   its offset is stored only after that transaction committed. Transient failures are retried
@@ -106,7 +112,8 @@
 //!   [`StartPosition::Earliest`]; stop the old group once the new one caught up.
 //! - **Offset reset** (same group): stop every member, then
 //!   `kafka-consumer-groups.sh --group <group> --topic <topic> --reset-offsets --to-earliest --execute`
-//!   (or `--to-datetime`), then start again.
+//!   (or `--to-datetime`: a record's Kafka timestamp is when the relay published it; the event's
+//!   own time is its `ce_time`), then start again.
 //!
 //! Changing `name` instead starts a new inbox: every retained event is applied again, which is
 //! what a *new* subscriber wants and what an existing one must not do.
@@ -118,9 +125,11 @@ mod failpoint;
 pub mod headers;
 mod inbound;
 mod kafka;
+mod lease;
 mod metrics;
 mod migrate;
 mod outbox;
+mod parked;
 mod relay;
 mod retry;
 
@@ -133,5 +142,6 @@ pub use kafka::KafkaConfig;
 pub use metrics::EventingMetrics;
 pub use migrate::migrate;
 pub use outbox::{NewEvent, Outbox};
-pub use relay::{Relay, RelayConfig, RelayError};
+pub use parked::{ParkedEvent, ParkedEvents, drop_parked, parked_events, retry_parked};
+pub use relay::{Relay, RelayConfig, RelayError, RelayHealth, RelayStatus, RelayWaker};
 pub use retry::RetryPolicy;

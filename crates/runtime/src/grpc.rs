@@ -40,35 +40,66 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
+/// What the `grpc.health.v1` service of [`serve`] reports.
+#[derive(Debug)]
+pub struct Health<'a> {
+    /// The health service's state (from [`health_reporter`]).
+    pub reporter: HealthReporter,
+    /// The services whose status follows `ready`: those the readiness probe checks.
+    pub service_names: &'a [&'static str],
+    /// SERVING while true, NOT_SERVING while false (e.g. while the outbox relay is stalled).
+    pub ready: tokio::sync::watch::Receiver<bool>,
+}
+
 /// Serves `routes` on `listener` until `shutdown` is cancelled. Every call gets a server span
-/// (continuing the caller's trace) and is counted and timed in `metrics`. On shutdown, every service is
-/// first reported NOT_SERVING (load balancers and Kubernetes stop sending new calls), then
-/// in-flight calls finish and the server stops.
+/// (continuing the caller's trace) and is counted and timed in `metrics`. The named services
+/// of `health` are reported SERVING while its `ready` is true and NOT_SERVING while it is false
+/// (the overall `""` status, which liveness probes check, follows only the process's life). On
+/// shutdown, every service is first reported NOT_SERVING (load balancers and Kubernetes stop
+/// sending new calls), then in-flight calls finish and the server stops.
 ///
 /// # Errors
 /// Transport errors of the server.
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
-    health: HealthReporter,
-    service_names: &[&'static str],
+    health: Health<'_>,
     shutdown: CancellationToken,
     request_timeout: Duration,
     metrics: shop_telemetry::grpc::GrpcMetrics,
 ) -> Result<(), tonic::transport::Error> {
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let Health {
+        reporter,
+        service_names,
+        mut ready,
+    } = health;
     let names = service_names.to_vec();
-    let reporter = health.clone();
     let lifecycle = async move {
-        for name in &names {
-            reporter
-                .set_service_status(*name, tonic_health::ServingStatus::Serving)
-                .await;
-        }
         reporter
             .set_service_status("", tonic_health::ServingStatus::Serving)
             .await;
-        shutdown.cancelled().await;
+        // The only writer of the statuses until shutdown, so a change of readiness can never
+        // land after the shutdown's NOT_SERVING.
+        loop {
+            let status = if *ready.borrow_and_update() {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            };
+            for name in &names {
+                reporter.set_service_status(*name, status).await;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                changed = ready.changed() => {
+                    if changed.is_err() {
+                        shutdown.cancelled().await;
+                        break;
+                    }
+                }
+            }
+        }
         for name in &names {
             reporter
                 .set_service_status(*name, tonic_health::ServingStatus::NotServing)

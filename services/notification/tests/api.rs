@@ -151,11 +151,12 @@ async fn spawn_app(webhook: Option<Behaviour>, tune: impl FnOnce(&mut Settings))
     let order_db = TestDb::create().await;
     shop_eventing::migrate(&order_db.pool).await.unwrap();
     let relay = Relay::new(
-        order_db.pool.clone(),
+        order_db.connect_options(),
         &KafkaConfig::new(kafka.bootstrap_servers()),
         RelayConfig::default(),
     )
     .unwrap();
+    let order_outbox = Outbox::new("/shop/order-service").waking(relay.waker());
     let relay_stop = stop.clone();
     tokio::spawn(async move { relay.run(relay_stop).await });
 
@@ -169,7 +170,7 @@ async fn spawn_app(webhook: Option<Behaviour>, tune: impl FnOnce(&mut Settings))
         _kafka: kafka,
         order_topic,
         order_db,
-        order_outbox: Outbox::new("/shop/order-service"),
+        order_outbox,
         stop,
         addr,
     }
@@ -222,12 +223,16 @@ impl TestApp {
     /// Publishes an order event the way the order service does: appended in a transaction,
     /// relayed from its outbox. Each call is a new event (a new `ce_id`).
     async fn publish<M: Message + prost::Name>(&self, order_id: &str, event: &M) {
-        let mut tx = self.order_db.pool.begin().await.unwrap();
-        self.order_outbox
-            .append(&mut tx, NewEvent::new(&self.order_topic, order_id, event))
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
+        // As a service's call does: the relay is woken once the transaction committed.
+        shop_eventing::committing(async {
+            let mut tx = self.order_db.pool.begin().await?;
+            self.order_outbox
+                .append(&mut tx, NewEvent::new(&self.order_topic, order_id, event))
+                .await?;
+            tx.commit().await
+        })
+        .await
+        .unwrap();
     }
 
     /// Waits until the consumer applied `count` events (their inbox rows are committed).

@@ -27,6 +27,8 @@ struct TestApp {
     order_topic: String,
     payment_topic: String,
     payment_db: TestDb,
+    /// Payment's outbox, waking its relay.
+    payment_outbox: Outbox,
     stop: CancellationToken,
     _dbs: Vec<TestDb>,
 }
@@ -100,11 +102,12 @@ async fn spawn_app(inventory_url: Option<&str>) -> TestApp {
     let payment_db = TestDb::create().await;
     shop_eventing::migrate(&payment_db.pool).await.unwrap();
     let relay = Relay::new(
-        payment_db.pool.clone(),
+        payment_db.connect_options(),
         &KafkaConfig::new(kafka.bootstrap_servers()),
         RelayConfig::default(),
     )
     .unwrap();
+    let payment_outbox = Outbox::new("/shop/payment-service").waking(relay.waker());
     let relay_stop = stop.clone();
     tokio::spawn(async move { relay.run(relay_stop).await });
 
@@ -117,6 +120,7 @@ async fn spawn_app(inventory_url: Option<&str>) -> TestApp {
         order_topic,
         payment_topic,
         payment_db,
+        payment_outbox,
         stop,
         _dbs: vec![inventory_db, order_db],
     }
@@ -203,12 +207,17 @@ impl TestApp {
     }
 
     async fn payment_replies<M: Message + prost::Name>(&self, order_id: &str, reply: &M) {
-        let mut tx = self.payment_db.pool.begin().await.unwrap();
-        Outbox::new("/shop/payment-service")
-            .append(&mut tx, NewEvent::new(&self.payment_topic, order_id, reply))
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
+        // As the payment service's consumer does: the relay is woken once the transaction
+        // committed.
+        shop_eventing::committing(async {
+            let mut tx = self.payment_db.pool.begin().await?;
+            self.payment_outbox
+                .append(&mut tx, NewEvent::new(&self.payment_topic, order_id, reply))
+                .await?;
+            tx.commit().await
+        })
+        .await
+        .unwrap();
     }
 }
 

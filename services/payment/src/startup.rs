@@ -81,12 +81,18 @@ impl Application {
         } = self;
         let mut observability = Observability::new();
         let kafka = shop_runtime::kafka::client_config(&settings.kafka_bootstrap_servers);
+        // The relay opens its own connections (outside the pool, so API traffic cannot starve
+        // it) with the pool's settings; the outbox wakes it after each commit.
+        let relay = Relay::new(
+            pool.connect_options().as_ref().clone(),
+            &kafka,
+            observability.relay_config(),
+        )?;
         let events = Events {
-            outbox: Outbox::new("/shop/payment-service"),
+            outbox: Outbox::new("/shop/payment-service").waking(relay.waker()),
             topic: settings.payment_events_topic.clone(),
             metrics: PaymentMetrics::new(observability.registry()),
         };
-        let relay = Relay::new(pool.clone(), &kafka, observability.relay_config())?;
         let mut consumer_config =
             observability.consumer_config(&settings.consumer_group, [&settings.order_events_topic]);
         consumer_config.session_timeout = settings.session_timeout;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use shop_eventing::{
     Consumer, ConsumerConfig, Handler, HandlerError, InboundEvent, KafkaConfig, NewEvent, Outbox,
-    Relay, RelayConfig, RelayError, RetryPolicy,
+    Relay, RelayConfig, RelayError, RelayWaker, RetryPolicy,
 };
 use shop_testkit::{Record, TestDb, TestKafka};
 use sqlx::{PgConnection, PgPool};
@@ -22,7 +22,10 @@ pub struct Env {
     pub db: TestDb,
     pub kafka: TestKafka,
     pub config: KafkaConfig,
+    /// An outbox that wakes no relay (its events are found by the relay's poll).
     pub outbox: Outbox,
+    /// The relays started by [`Env::relay`], which [`Env::commit`] wakes as a service's writes do.
+    wakers: Mutex<Vec<RelayWaker>>,
 }
 
 pub async fn setup() -> Env {
@@ -45,6 +48,7 @@ pub async fn setup() -> Env {
         kafka,
         config,
         outbox: Outbox::new("/shop/test"),
+        wakers: Mutex::default(),
     }
 }
 
@@ -55,17 +59,36 @@ impl Env {
         topic
     }
 
-    /// Appends `events` in one committed transaction.
-    pub async fn commit(&self, events: Vec<NewEvent>) {
-        let mut tx = self.db.pool.begin().await.unwrap();
-        for event in events {
-            self.outbox.append(&mut tx, event).await.unwrap();
-        }
-        tx.commit().await.unwrap();
+    /// An outbox that wakes this test's relays after each commit.
+    pub fn waking_outbox(&self) -> Outbox {
+        let wakers = self.wakers.lock().unwrap();
+        wakers
+            .iter()
+            .fold(Outbox::new("/shop/test"), |outbox, waker| {
+                outbox.waking(waker.clone())
+            })
     }
 
+    /// Appends `events` in one committed transaction, as a service's API call does (the relays
+    /// are woken after the commit).
+    pub async fn commit(&self, events: Vec<NewEvent>) {
+        let outbox = self.waking_outbox();
+        shop_eventing::committing(async {
+            let mut tx = self.db.pool.begin().await?;
+            for event in events {
+                outbox.append(&mut tx, event).await?;
+            }
+            tx.commit().await
+        })
+        .await
+        .unwrap();
+    }
+
+    /// A relay of this test's outbox; [`Env::commit`] wakes it.
     pub fn relay(&self, config: RelayConfig) -> Relay {
-        Relay::new(self.db.pool.clone(), &self.config, config).unwrap()
+        let relay = Relay::new(self.db.connect_options(), &self.config, config).unwrap();
+        self.wakers.lock().unwrap().push(relay.waker());
+        relay
     }
 
     pub fn spawn_relay(
