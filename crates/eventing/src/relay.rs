@@ -478,7 +478,10 @@ impl Relay {
                     }
                 }
             };
+            // (Also when the turn was dropped at the end of the grace, before it could.)
             self.set_status(RelayStatus::default());
+            self.config.metrics.relay_leader.set(0);
+            self.config.metrics.relay_stalled.set(0);
             match outcome {
                 // Only a shutdown ends a turn without an error; the loop's condition sees it.
                 Ok(()) => {}
