@@ -388,21 +388,6 @@ fn classify(error: &KafkaError) -> (&'static str, bool) {
     }
 }
 
-/// A chain's delivery, awaited (one future type for all of a round's chains).
-async fn delivered(
-    chain: usize,
-    row: &OutboxRow,
-    delivery: DeliveryFuture,
-    span: tracing::Span,
-) -> (
-    usize,
-    &OutboxRow,
-    <DeliveryFuture as Future>::Output,
-    tracing::Span,
-) {
-    (chain, row, delivery.await, span)
-}
-
 /// When the leader last made progress, for its stall detection.
 struct Progress {
     since: Instant,
@@ -732,7 +717,7 @@ impl Relay {
     /// a permanent error it bumps the epoch and renumbers the partition's later batches, which
     /// are then written) and its mock cluster does not even check. Different keys, the whole
     /// batch in the common case, are in flight together: one broker round trip per round, plus
-    /// one per extra row of a key that has several.
+    /// one per extra row of the key that has the most.
     async fn publish(&self, rows: &[OutboxRow], lease: &Lease) -> Published {
         let mut published = Published::default();
         // Keys whose row failed in this round: their later rows must not go out before it.
@@ -780,30 +765,33 @@ impl Relay {
             });
             chains[chain].push_back(row);
         }
+        // In waves: every chain's next row is produced, then the wave's acknowledgements are
+        // awaited in order (the first wait covers the others, which arrive with it: one wake-up
+        // per wave rather than one per row), then the chains whose row was acknowledged go on.
+        // Most rounds are one wave; a key with several rows adds a wave per extra row.
         let producer = self.producer();
-        let mut in_flight = futures::stream::FuturesUnordered::new();
-        for (index, chain) in chains.iter_mut().enumerate() {
-            if let Some((row, delivery, span)) =
-                self.send_next(&producer, lease, chain, &mut published)
-            {
-                in_flight.push(delivered(index, row, delivery, span));
-            }
-        }
-        while let Some((index, row, delivery, span)) =
-            futures::StreamExt::next(&mut in_flight).await
-        {
-            match self.settle(row, delivery, &span) {
-                Ok(()) => {
-                    published.acked.push(row.id);
-                    if let Some((row, delivery, span)) =
-                        self.send_next(&producer, lease, &mut chains[index], &mut published)
-                    {
-                        in_flight.push(delivered(index, row, delivery, span));
-                    }
+        let mut going: Vec<usize> = (0..chains.len()).collect();
+        let mut wave = Vec::with_capacity(chains.len());
+        while !going.is_empty() {
+            for index in going.drain(..) {
+                if let Some((row, delivery, span)) =
+                    self.send_next(&producer, lease, &mut chains[index], &mut published)
+                {
+                    wave.push((index, row, delivery, span));
                 }
-                Err(error) => {
-                    self.note_failure(&mut published, row, &error);
-                    chains[index].clear();
+            }
+            for (index, row, delivery, span) in wave.drain(..) {
+                match self.settle(row, delivery.await, &span) {
+                    Ok(()) => {
+                        published.acked.push(row.id);
+                        if !chains[index].is_empty() {
+                            going.push(index);
+                        }
+                    }
+                    Err(error) => {
+                        self.note_failure(&mut published, row, &error);
+                        chains[index].clear();
+                    }
                 }
             }
         }
