@@ -446,7 +446,19 @@ async fn happy_path_confirms_sells_once_charges_once_and_notifies_once() {
     })
     .await;
     assert_eq!(delivered.len(), 1);
-    let notes = suite.notifications(&id).await;
+    // The receiver records the request before it answers: the worker marks the notification
+    // delivered only once it has the answer, a moment later.
+    let marked_by = Instant::now() + Duration::from_secs(10);
+    let notes = loop {
+        let notes = suite.notifications(&id).await;
+        let delivered = notes
+            .iter()
+            .all(|n| n.status() == notification::DeliveryStatus::Delivered);
+        if delivered || Instant::now() > marked_by {
+            break notes;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(notes.len(), 1);
     assert_eq!(
         delivered[0].0, notes[0].notification_id,
