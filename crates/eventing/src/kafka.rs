@@ -146,11 +146,8 @@ impl KafkaConfig {
     ///   given before its messages fail. A relay round waits for its slowest delivery, so this is
     ///   how long a missing topic holds up the other topics' events once per producer; a topic
     ///   created moments ago and reported missing only costs a retry.
-    /// - `topic.metadata.refresh.interval.ms=30000` (librdkafka: 5 min): once a topic is known
-    ///   not to exist, its messages fail at once until the next metadata refresh. A relay writes
-    ///   to a handful of topics, so refreshing their metadata every 30 s costs nothing, and a
-    ///   topic created after events were written for it is seen within the retries of those
-    ///   events (minutes), before they are parked.
+    ///   (librdkafka asks for a missing topic's metadata again every second, so a topic created
+    ///   later is seen within a second, and its events' next try succeeds.)
     pub(crate) fn relay_producer(&self) -> KafkaResult<FutureProducer> {
         self.producer(
             &[
@@ -159,7 +156,6 @@ impl KafkaConfig {
                 ("linger.ms", "1"),
                 ("allow.auto.create.topics", "false"),
                 ("topic.metadata.propagation.max.ms", "1000"),
-                ("topic.metadata.refresh.interval.ms", "30000"),
             ],
             &[&IDEMPOTENT, &RELAY],
         )
