@@ -33,7 +33,9 @@ async fn a_relay_without_progress_turns_the_service_not_ready_until_it_recovers(
     shop_telemetry::init_for_tests();
     let db = TestDb::create().await;
     shop_eventing::migrate(&db.pool).await.unwrap();
-    let kafka = TestKafka::start();
+    // A broker of its own, which the test takes down (in the Apache Kafka run, a private
+    // process killed with SIGKILL).
+    let kafka = TestKafka::own().await;
     let topic = TestKafka::unique_topic("readiness");
     kafka.create_topic(&topic, 1).await;
     let relay = Relay::new(
@@ -70,11 +72,7 @@ async fn a_relay_without_progress_turns_the_service_not_ready_until_it_recovers(
     })
     .await;
 
-    if !kafka.set_brokers_down(true) {
-        eprintln!("skipped: an external broker cannot be stopped by the test");
-        stop.cancel();
-        return;
-    }
+    assert!(kafka.set_brokers_down(true), "a broker of the test's own");
     shop_eventing::committing(async {
         let mut tx = db.pool.begin().await?;
         outbox
