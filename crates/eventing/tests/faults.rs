@@ -119,7 +119,12 @@ async fn a_dead_lettered_record_is_skipped_on_replay_until_its_dead_letter_row_i
 async fn a_transient_failure_is_retried_for_as_long_as_it_lasts_while_other_partitions_flow() {
     let env = setup().await;
     let topic = env.topic("faults-long-outage", 2).await;
-    let config = consumer_config("long-outage", &topic);
+    let mut registry = prometheus_client::registry::Registry::default();
+    let mut config = consumer_config("long-outage", &topic);
+    // The failure outlasts max.poll.interval.ms: the consumer must go on polling meanwhile.
+    config.max_poll_interval = Duration::from_secs(7);
+    config.metrics = shop_eventing::EventingMetrics::new(&mut registry);
+    let group = config.group_id.clone();
     let dlq = config.dead_letter_topic.clone();
     env.kafka.create_topic(&dlq, 1).await;
     let recorder = Recorder::default();
@@ -155,10 +160,51 @@ async fn a_transient_failure_is_retried_for_as_long_as_it_lasts_while_other_part
     env.applied(&flowing).await;
     assert_eq!(effects_of(&env.db.pool, &stuck).await, 0);
     assert_eq!(dead_letter_rows(&env.db.pool).await, 0);
+    // It shows: one partition of the topic waits, since a known time.
+    let retrying = |name: &str| metric(&registry, name, &[("group", &group), ("topic", &topic)]);
+    assert_eq!(retrying("shop_consumer_retrying_records"), Some(1.0));
+    let since = retrying("shop_consumer_retrying_since_timestamp_seconds").unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(since <= now && since > now - 60.0, "{since} vs {now}");
+
+    // Longer than max.poll.interval.ms: the member stays in the group, and the other
+    // partition's records still flow.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let late = uuid::Uuid::now_v7().to_string();
+    produce_raw(
+        &env.kafka,
+        &topic,
+        1,
+        Some("order-3"),
+        &borrowed(&event_headers(&late)),
+        b"order-3/0",
+    )
+    .await;
+    env.applied(&late).await;
+    assert_eq!(
+        metric(
+            &registry,
+            "shop_consumer_rebalances_total",
+            &[("kind", "revoked")]
+        ),
+        Some(0.0),
+        "the member was never evicted from the group"
+    );
 
     // The dependency is back: the record applies, once, and nothing was dead-lettered.
     recorder.unblock(&stuck);
     env.applied(&stuck).await;
+    eventually("the partition to flow again", TIMEOUT, || async {
+        (retrying("shop_consumer_retrying_records") == Some(0.0)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        retrying("shop_consumer_retrying_since_timestamp_seconds"),
+        None
+    );
     stop.cancel();
     consumer.await.unwrap();
     assert_eq!(effects_of(&env.db.pool, &stuck).await, 1);
@@ -342,6 +388,7 @@ async fn an_unwritable_dead_letter_topic_keeps_the_dead_letter_in_the_database_a
     config.metrics = shop_eventing::EventingMetrics::new(&mut registry);
     // Never provisioned, and the broker does not create topics on demand (as in production).
     config.dead_letter_topic = TestKafka::unique_topic("never-provisioned.dlq");
+    config.dead_letter_timeout = Duration::from_secs(3);
     let kafka = env.config.clone().with("allow.auto.create.topics", "false");
     let poison = NewEvent::raw(
         &topic,
