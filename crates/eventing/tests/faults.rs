@@ -683,6 +683,62 @@ async fn database_errors_are_classified_by_whether_trying_again_can_help() {
     assert!(wrong.is_empty(), "misclassified: {wrong:?}");
 }
 
+/// Declares 100 locks per record, as a handler of orders with many lines would.
+struct ManyLocks(Recorder);
+
+impl Handler for ManyLocks {
+    async fn handle(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        event: &InboundEvent,
+    ) -> Result<(), HandlerError> {
+        self.0.handle(tx, event).await
+    }
+
+    async fn lock_keys(
+        &self,
+        _tx: &mut sqlx::PgConnection,
+        event: &InboundEvent,
+    ) -> Result<Vec<shop_eventing::LockKey>, HandlerError> {
+        Ok((0..100)
+            .map(|i| shop_eventing::LockKey::new("test.rows", &format!("{}/{i}", event.id)))
+            .collect())
+    }
+}
+
+#[tokio::test]
+async fn a_batch_takes_a_bounded_number_of_locks_and_the_rest_follows() {
+    let env = setup().await;
+    let topic = env.topic("faults-many-locks", 1).await;
+    let events: Vec<NewEvent> = (0..10).map(|i| sequenced(&topic, "order-1", i)).collect();
+    let ids: Vec<String> = events.iter().map(|e| e.id.to_string()).collect();
+    env.commit(events).await;
+    let (stop_relay, relay) = env.spawn_relay(RelayConfig::default());
+    // On the topic before the consumer starts, so that it fetches them together.
+    assert_eq!(env.read(&topic, 10).await.len(), 10);
+    let mut registry = prometheus_client::registry::Registry::default();
+    let mut config = consumer_config("many-locks", &topic);
+    config.metrics = shop_eventing::EventingMetrics::new(&mut registry);
+    let (stop, consumer) = env.spawn_consumer(config, ManyLocks(Recorder::default()));
+    for id in &ids {
+        env.applied(id).await;
+    }
+    stop.cancel();
+    consumer.await.unwrap();
+    stop_relay.cancel();
+    relay.await.unwrap().unwrap();
+    // 256 locks at most per transaction: two records (200 locks) each.
+    assert_eq!(
+        metric(&registry, "shop_consumer_batch_size_sum", &[]),
+        Some(10.0)
+    );
+    assert_eq!(
+        metric(&registry, "shop_consumer_batch_size_count", &[]),
+        Some(5.0),
+        "ten records of 100 locks each, in transactions of two"
+    );
+}
+
 /// Counts each applied record once its transaction committed ([`shop_eventing::count_on_commit`]).
 struct Counting {
     recorder: Recorder,

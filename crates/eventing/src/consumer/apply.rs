@@ -1,7 +1,7 @@
 //! Applying records: one database transaction per batch, holding each record's inbox row and
 //! its handler's effects, with the batch's declared locks taken first in one global order.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::panic::AssertUnwindSafe;
 
 use futures::FutureExt;
@@ -14,6 +14,14 @@ use crate::consumer::error::is_transient;
 use crate::consumer::waiting::Partition;
 use crate::metrics::GroupLabels;
 use crate::{HandlerError, InboundEvent};
+
+/// Most advisory locks one batch takes: a batch whose records declare more distinct keys is
+/// cut before the record that would exceed it (a single record takes all its keys). PostgreSQL
+/// keeps every lock a transaction holds in a shared table sized for about
+/// `max_locks_per_transaction` (64) per connection; a few batches of hundreds of keys each
+/// (200 orders of a wide catalog) would fill it, and "out of shared memory" is transient:
+/// retried forever.
+const MAX_BATCH_LOCKS: usize = 256;
 
 /// The outcome of applying a prefix of a batch.
 pub(super) struct Run {
@@ -120,7 +128,11 @@ impl<H: Handler> Consumer<H> {
                 };
             }
             match self.apply_together(&events[..end]).await? {
-                Ok(applied) => break Run { applied, failure },
+                Ok(applied) => {
+                    // Cut short for its locks: the failure found further on is the next run's.
+                    let failure = if applied.len() == end { failure } else { None };
+                    break Run { applied, failure };
+                }
                 Err((at, first)) => {
                     end = at;
                     failure = Some(first);
@@ -142,12 +154,14 @@ impl<H: Handler> Consumer<H> {
         Ok(run)
     }
 
-    /// Every record of `events` in one transaction: all committed, or (at the first failure)
-    /// all rolled back, with the failing record's index and failure.
+    /// The records of `events` in one transaction: all committed (or the prefix whose locks fit
+    /// in [`MAX_BATCH_LOCKS`]), or (at the first failure) all rolled back, with the failing
+    /// record's index and failure.
     async fn apply_together(
         &self,
         events: &[&InboundEvent],
     ) -> Result<Result<Vec<Applied>, (usize, HandlerError)>, sqlx::Error> {
+        let mut events = events;
         let mut tx = self.pool.begin().await?;
         let known = self.known(&mut tx, events).await?;
         for (id, known) in &known {
@@ -157,7 +171,7 @@ impl<H: Handler> Consumer<H> {
         }
 
         // The batch's locks, all of them, in one global order, before any record takes one.
-        let mut keys: Vec<LockKey> = Vec::new();
+        let mut keys: BTreeSet<LockKey> = BTreeSet::new();
         for (at, event) in events.iter().enumerate() {
             if known.contains_key(&event.id) || event.rejected.is_some() {
                 continue;
@@ -167,7 +181,15 @@ impl<H: Handler> Consumer<H> {
                 .await
                 .unwrap_or_else(|panic| Err(HandlerError::panicked(&*panic)));
             match declared {
-                Ok(declared) => keys.extend(declared),
+                Ok(declared) => {
+                    let fresh = declared.iter().filter(|k| !keys.contains(k)).count();
+                    if at > 0 && keys.len() + fresh > MAX_BATCH_LOCKS {
+                        // The rest goes in the next transaction.
+                        events = &events[..at];
+                        break;
+                    }
+                    keys.extend(declared);
+                }
                 Err(failure) => {
                     tx.rollback().await?;
                     return Ok(Err((at, failure)));
@@ -175,10 +197,9 @@ impl<H: Handler> Consumer<H> {
             }
         }
         if !keys.is_empty() {
-            keys.sort_unstable();
-            keys.dedup();
             let (high, low): (Vec<i32>, Vec<i32>) = keys.iter().map(|k| k.parts()).unzip();
-            // unnest yields the arrays in order, and the locks are taken row by row in it.
+            // unnest yields the arrays in order (the set's), and the locks are taken row by
+            // row in it.
             sqlx::query(
                 "SELECT pg_advisory_xact_lock(h, l) FROM unnest($1::int4[], $2::int4[]) AS k(h, l)",
             )

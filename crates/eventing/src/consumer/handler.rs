@@ -30,7 +30,9 @@ pub trait Handler: Send + Sync + 'static {
     /// deadlock. So before it applies a batch, the consumer takes the declared keys of all its
     /// records, sorted and de-duplicated (`pg_advisory_xact_lock`): every batch that touches
     /// a row has first taken its key, in one global order, and a batch waits for the other
-    /// rather than deadlocking. Records that declare nothing cost nothing.
+    /// rather than deadlocking. Records that declare nothing cost nothing; a batch whose
+    /// records declare more than 256 distinct keys is cut in several transactions (PostgreSQL's
+    /// lock table is shared and bounded).
     ///
     /// It runs in the batch's transaction before any handler of the batch. It may read (the
     /// account a refund will credit, the lines a reservation holds) but must not lock or write.

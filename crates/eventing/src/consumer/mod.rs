@@ -61,7 +61,7 @@ use crate::{InboundEvent, KafkaConfig};
 ///   partition moves on.
 pub struct Consumer<H> {
     pool: PgPool,
-    consumer: StreamConsumer<context::Events>,
+    consumer: Closing,
     dead_letters: FutureProducer,
     config: ConsumerConfig,
     handler: H,
@@ -69,6 +69,41 @@ pub struct Consumer<H> {
     unsettled: Unsettled,
     /// Until when the dead-letter topic is taken to be unwritable.
     dead_letter_topic_down: DeadLetterTopicDown,
+}
+
+/// The Kafka consumer, closed off the async runtime's threads when dropped.
+///
+/// Closing a librdkafka consumer blocks: it serves the last rebalance callbacks and waits for
+/// the group coordinator. librdkafka 2.12 can block there for good: a consumer dropped while a
+/// rebalance event was pending waits forever in that event's `assign` (seen about once in
+/// five runs of the order service's API tests, whose runtime shuts down under running
+/// consumers; with the eager and the cooperative protocol alike). [`Consumer::run`] closes it
+/// on a thread of its own with a bound; this covers the other way a consumer ends, the `run`
+/// future being dropped (a runtime shutting down, an aborted task): the close then runs on a
+/// detached thread, which may stay behind, instead of hanging an async worker.
+struct Closing(Option<StreamConsumer<context::Events>>);
+
+impl std::ops::Deref for Closing {
+    type Target = StreamConsumer<context::Events>;
+
+    fn deref(&self) -> &Self::Target {
+        self.0
+            .as_ref()
+            .expect("the consumer is only taken when closing")
+    }
+}
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        if let Some(consumer) = self.0.take() {
+            let spawned = std::thread::Builder::new()
+                .name("kafka-consumer-close".into())
+                .spawn(move || drop(consumer));
+            if let Err(error) = spawned {
+                tracing::warn!(%error, "Could not close the Kafka consumer on a thread of its own.");
+            }
+        }
+    }
 }
 
 /// See [`Consumer::dead_letter_topic_down`].
@@ -145,7 +180,7 @@ impl<H: Handler> Consumer<H> {
             .start_consumer(&config.group_id, &config.topics, &config.dead_letter_topic);
         Ok(Self {
             pool,
-            consumer,
+            consumer: Closing(Some(consumer)),
             dead_letters: kafka.idempotent_producer()?,
             config,
             handler,
@@ -219,8 +254,11 @@ impl<H: Handler> Consumer<H> {
         // blocking thread rather than an async worker.
         self.consumer.unsubscribe();
         let Self {
-            consumer, config, ..
+            mut consumer,
+            config,
+            ..
         } = self;
+        let consumer = consumer.0.take();
         // On a thread of its own, not tokio's blocking pool: if librdkafka's close outlives
         // its bound, the runtime's shutdown must not wait for it.
         let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
@@ -328,7 +366,12 @@ impl<H: Handler> Consumer<H> {
                 waitlist.settled(done);
             }
             let Some(failure) = run.failure else {
-                break;
+                if committed == 0 {
+                    break;
+                }
+                // All applied, or the batch was cut short for its locks: the rest goes next.
+                pending.drain(..committed);
+                continue;
             };
             let failed = pending[committed];
             self.record_failure(failed, &failure);
