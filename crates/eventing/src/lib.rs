@@ -101,8 +101,8 @@
 //!   transient. The record's partition is paused and the record tried again after a backoff
 //!   capped at `retry.max_backoff`, however long it takes; the other partitions are consumed
 //!   meanwhile and the group keeps the member (polling never stops).
-//!   `shop_consumer_retrying_records` and `shop_consumer_retrying_since_timestamp_seconds`
-//!   show such partitions, and an alert fires when one waits for more than five minutes.
+//!   `shop_consumer_retrying_records` and `shop_consumer_retrying_seconds` show such
+//!   partitions and how long they have waited; an alert fires after five minutes.
 //! - **The record cannot be applied** (a malformed payload, a contract violation, a panic in
 //!   the handler, a header the consumer cannot use, such as a `ce_id` with a NUL byte, data the
 //!   database refuses): the failure is permanent and the record is dead-lettered at once. Every

@@ -17,7 +17,7 @@
 //! | `shop_consumer_lag{group,topic,partition}` | records behind the partition's end (from librdkafka statistics) |
 //! | `shop_dead_letters_total{group,topic,dead_letter_topic}` | records sent to a dead-letter topic |
 //! | `shop_consumer_retrying_records{group,topic}` | partitions whose next record failed transiently and waits for its next try (the others flow) |
-//! | `shop_consumer_retrying_since_timestamp_seconds{group,topic,partition}` | when the record its partition waits on first failed (Unix time); absent when none waits |
+//! | `shop_consumer_retrying_seconds{group,topic}` | how long the longest-waiting of them has been failing (0 when none waits) |
 //! | `shop_consumer_dead_letters_unpublished_total{group,topic}` | dead letters kept in the database only: the dead-letter topic could not be written |
 //! | `shop_consumer_rebalances_total{group,kind}` | partitions `assigned` to or `revoked` from this member, one count per rebalance callback |
 
@@ -98,7 +98,7 @@ pub struct EventingMetrics {
     pub(crate) lag: Family<PartitionLabels, Gauge>,
     pub(crate) dead_letters: Family<DeadLetterLabels, Counter>,
     pub(crate) retrying: Family<GroupTopicLabels, Gauge>,
-    pub(crate) retrying_since: Family<PartitionLabels, Gauge>,
+    pub(crate) retrying_for: Family<GroupTopicLabels, FloatGauge>,
     pub(crate) dead_letters_unpublished: Family<GroupTopicLabels, Counter>,
     pub(crate) rebalances: Family<RebalanceLabels, Counter>,
 }
@@ -121,7 +121,7 @@ impl Default for EventingMetrics {
             lag: Family::default(),
             dead_letters: Family::default(),
             retrying: Family::default(),
-            retrying_since: Family::default(),
+            retrying_for: Family::default(),
             dead_letters_unpublished: Family::default(),
             rebalances: Family::default(),
         }
@@ -208,9 +208,9 @@ impl EventingMetrics {
             m.retrying.clone(),
         );
         registry.register(
-            "shop_consumer_retrying_since_timestamp_seconds",
-            "When the record a partition waits on first failed (Unix time); absent when none waits",
-            m.retrying_since.clone(),
+            "shop_consumer_retrying_seconds",
+            "How long the longest-waiting record of a consumer group's topic has been failing transiently (0 when none waits)",
+            m.retrying_for.clone(),
         );
         registry.register(
             "shop_consumer_dead_letters_unpublished",
@@ -254,6 +254,7 @@ impl EventingMetrics {
             };
             let _ = self.dead_letters_unpublished.get_or_create(&labels);
             let _ = self.retrying.get_or_create(&labels);
+            let _ = self.retrying_for.get_or_create(&labels);
         }
         for kind in ["assigned", "revoked"] {
             let _ = self.rebalances.get_or_create(&RebalanceLabels {

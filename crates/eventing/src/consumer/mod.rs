@@ -202,10 +202,15 @@ impl<H: Handler> Consumer<H> {
         loop {
             self.forget_revoked(&mut waitlist);
             self.resume_due(&mut waitlist);
-            // Wake for the next retry even when no record comes (every partition paused).
-            let wake = waitlist
-                .next_due()
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            waitlist.tick();
+            // Wake for the next retry even when no record comes (every partition paused), and
+            // every second while a partition waits (its age in the metrics).
+            let now = Instant::now();
+            let wake = match waitlist.next_due() {
+                _ if waitlist.is_empty() => now + Duration::from_secs(3600),
+                Some(due) => due.min(now + Duration::from_secs(1)),
+                None => now + Duration::from_secs(1),
+            };
             let first = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,

@@ -3,9 +3,9 @@
 //! member) and read again from that record once its backoff elapsed.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use crate::metrics::{GroupTopicLabels, PartitionLabels};
+use crate::metrics::GroupTopicLabels;
 use crate::{EventingMetrics, HandlerError, InboundEvent, RetryPolicy};
 
 /// `(topic, partition)`.
@@ -99,15 +99,6 @@ impl Waitlist {
         let delay = retry.backoff(waiting.attempts);
         waiting.due = Some(now + delay);
         let attempts = waiting.attempts;
-        if attempts == 1 {
-            let since = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-            self.metrics
-                .retrying_since
-                .get_or_create(&self.partition_labels(&partition))
-                .set(since);
-        }
         tracing::warn!(
             consumer = %self.group, topic = %event.topic, partition = event.partition,
             offset = event.offset, event.id = %event.id, error = %failure, attempt = attempts,
@@ -147,9 +138,6 @@ impl Waitlist {
     /// committed offset.
     pub(super) fn forget(&mut self, partition: &Partition) {
         if self.waiting.remove(partition).is_some() {
-            self.metrics
-                .retrying_since
-                .remove(&self.partition_labels(partition));
             self.refresh(&partition.0);
         }
     }
@@ -181,22 +169,38 @@ impl Waitlist {
         self.waiting.values().filter_map(|w| w.due).min()
     }
 
-    fn partition_labels(&self, partition: &Partition) -> PartitionLabels {
-        PartitionLabels {
-            group: self.group.clone(),
-            topic: partition.0.clone(),
-            partition: partition.1.to_string(),
+    /// Whether any partition waits.
+    pub(super) fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
+
+    /// Brings `shop_consumer_retrying_seconds` up to date (the loop calls it at least once a
+    /// second while a partition waits).
+    pub(super) fn tick(&self) {
+        let mut topics: Vec<&str> = self.waiting.keys().map(|(t, _)| t.as_str()).collect();
+        topics.sort_unstable();
+        topics.dedup();
+        for topic in topics {
+            self.refresh(topic);
         }
     }
 
     fn refresh(&self, topic: &str) {
-        let n = self.waiting.keys().filter(|(t, _)| t == topic).count();
+        let (count, oldest) = self
+            .waiting
+            .iter()
+            .filter(|((t, _), _)| t == topic)
+            .fold((0_i64, Duration::ZERO), |(n, oldest), (_, w)| {
+                (n + 1, oldest.max(w.since.elapsed()))
+            });
+        let labels = GroupTopicLabels {
+            group: self.group.clone(),
+            topic: topic.to_owned(),
+        };
+        self.metrics.retrying.get_or_create(&labels).set(count);
         self.metrics
-            .retrying
-            .get_or_create(&GroupTopicLabels {
-                group: self.group.clone(),
-                topic: topic.to_owned(),
-            })
-            .set(i64::try_from(n).unwrap_or(i64::MAX));
+            .retrying_for
+            .get_or_create(&labels)
+            .set(oldest.as_secs_f64());
     }
 }
