@@ -1,10 +1,16 @@
 //! Which order event triggers which saga step.
 
-use shop_eventing::{Handler, HandlerError, InboundEvent};
+use shop_eventing::{Handler, HandlerError, InboundEvent, LockKey};
 use shop_proto::order::v1 as order_pb;
 use sqlx::PgConnection;
 
+use crate::adapters::postgres as db;
 use crate::app::{self, Events};
+
+/// The lock of one customer's account row, shared by every consumer of this database.
+fn account_lock(customer_id: &str) -> LockKey {
+    LockKey::new("payment.accounts", customer_id)
+}
 
 /// Consumes `order.events.v1`.
 #[derive(Clone, Debug)]
@@ -38,5 +44,28 @@ impl Handler for OrderEvents {
         }
         // Other order events (OrderPlaced, OrderConfirmed) are not payment's business.
         Ok(())
+    }
+
+    /// The account a saga step locks: the customer's for a capture, the account the payment
+    /// was taken from for a refund. The consumer takes them for its whole batch, in one order,
+    /// before applying it: two replicas' batches never lock two accounts in opposite orders.
+    async fn lock_keys(
+        &self,
+        tx: &mut PgConnection,
+        event: &InboundEvent,
+    ) -> Result<Vec<LockKey>, HandlerError> {
+        if event.is::<order_pb::PaymentRequested>() {
+            let requested: order_pb::PaymentRequested = event.decode()?;
+            Ok(vec![account_lock(&requested.customer_id)])
+        } else if event.is::<order_pb::OrderCancelled>() {
+            let cancelled: order_pb::OrderCancelled = event.decode()?;
+            Ok(db::payment(tx, &cancelled.order_id, false)
+                .await?
+                .map(|payment| account_lock(&payment.customer_id))
+                .into_iter()
+                .collect())
+        } else {
+            Ok(Vec::new())
+        }
     }
 }
