@@ -36,8 +36,12 @@ impl Handler for OrderEvents {
         } else if event.is::<order_pb::OrderCancelled>() {
             let cancelled: order_pb::OrderCancelled = event.decode()?;
             app::release(tx, &self.events, &cancelled.order_id).await?;
+        } else if event.is::<order_pb::StockReleaseRequested>() {
+            // A StockReserved reached the order after it was cancelled: release it the same way.
+            let requested: order_pb::StockReleaseRequested = event.decode()?;
+            app::release(tx, &self.events, &requested.order_id).await?;
         }
-        // Other order events (PaymentRequested) are not inventory's business.
+        // Other order events (PaymentRequested, RefundRequested) are not inventory's business.
         Ok(())
     }
 }

@@ -4,7 +4,7 @@ use shop_eventing::{Handler, HandlerError, InboundEvent};
 use shop_proto::order::v1 as order_pb;
 use sqlx::PgConnection;
 
-use crate::app::{self, Events};
+use crate::app::{self, Events, StepError};
 
 /// Consumes `order.events.v1`.
 #[derive(Clone, Debug)]
@@ -34,9 +34,28 @@ impl Handler for OrderEvents {
             app::capture(tx, &self.events, &requested).await?;
         } else if event.is::<order_pb::OrderCancelled>() {
             let cancelled: order_pb::OrderCancelled = event.decode()?;
-            app::refund(tx, &self.events, &cancelled.order_id).await?;
+            refund(self, tx, &cancelled.order_id, &cancelled.customer_id).await?;
+        } else if event.is::<order_pb::RefundRequested>() {
+            // A PaymentCaptured reached the order after it was cancelled: refund it the same way.
+            let requested: order_pb::RefundRequested = event.decode()?;
+            refund(self, tx, &requested.order_id, &requested.customer_id).await?;
         }
-        // Other order events (OrderPlaced, OrderConfirmed) are not payment's business.
+        // Other order events (OrderPlaced, OrderConfirmed, StockReleaseRequested) are not
+        // payment's business.
         Ok(())
     }
+}
+
+async fn refund(
+    handler: &OrderEvents,
+    tx: &mut PgConnection,
+    order_id: &str,
+    customer_id: &str,
+) -> Result<(), HandlerError> {
+    app::refund(tx, &handler.events, order_id, customer_id)
+        .await
+        .map_err(|e| match e {
+            StepError::Database(db) => HandlerError::from(db),
+            impossible @ StepError::Impossible(_) => HandlerError::permanent(impossible),
+        })
 }
