@@ -453,6 +453,26 @@ impl Suite {
         .await;
     }
 
+    /// Waits until everything `service` appended is on Kafka.
+    async fn outbox_drained(&self, service: Service) {
+        let pool = self.pool(service).clone();
+        shop_testkit::eventually(
+            &format!("{service:?}'s outbox drained"),
+            Duration::from_secs(30),
+            || {
+                let pool = pool.clone();
+                async move {
+                    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM eventing_outbox")
+                        .fetch_one(&pool)
+                        .await
+                        .ok()?;
+                    (left == 0).then_some(())
+                }
+            },
+        )
+        .await;
+    }
+
     /// The operator's re-drive of `service`'s dead letters, as docs/subscribing.md describes it
     /// (the cause fixed first): each record on its dead-letter topic has its dead-letter row
     /// deleted and goes back on its source topic with its original key, payload and headers.
@@ -977,7 +997,9 @@ async fn a_capture_that_reaches_a_cancelled_order_ends_refunded() {
         })
         .await
         .unwrap();
-    // The order service is down while payment catches up.
+    // The order service is down while payment catches up (once OrderCancelled left its
+    // outbox: the relay goes down with it).
+    suite.outbox_drained(Service::Order).await;
     suite.kill(Service::Order).await;
     suite
         .break_table(Service::Payment, "payments", "NEW.status = 'refunded'")

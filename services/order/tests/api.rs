@@ -1112,7 +1112,7 @@ async fn orders_past_their_deadline_are_cancelled_once_by_any_replica() {
         },
     )
     .await;
-    assert!(age < 2.0, "{age}");
+    assert!(age < 60.0, "{age}");
     for id in &ids {
         let order = app.wait_for(id, pb::OrderStatus::Cancelled).await;
         assert_eq!(order.cancellation_reason(), pb::CancellationReason::Timeout);
