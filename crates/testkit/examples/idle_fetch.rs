@@ -33,7 +33,12 @@ fn cpu_seconds(pid: &str) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (ticks(11) + ticks(12)) / 100.0
 }
 
@@ -41,7 +46,10 @@ fn main() -> anyhow::Result<()> {
     let bootstrap = std::env::var("KAFKA_BOOTSTRAP_SERVERS")?;
     let broker = std::env::var("BROKER_PID").ok();
     let window = Duration::from_secs(20);
-    let waits: Vec<u64> = std::env::args().skip(1).map(|a| a.parse()).collect::<Result<_, _>>()?;
+    let waits: Vec<u64> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse())
+        .collect::<Result<_, _>>()?;
     let topic = format!("idle-{}", uuid::Uuid::new_v4().simple());
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(shop_testkit::apache::create_topics(
@@ -60,7 +68,10 @@ fn main() -> anyhow::Result<()> {
         let fetches = Fetches::default();
         let consumer: BaseConsumer<Fetches> = ClientConfig::new()
             .set("bootstrap.servers", &bootstrap)
-            .set("group.id", format!("idle-{wait}-{}", uuid::Uuid::new_v4().simple()))
+            .set(
+                "group.id",
+                format!("idle-{wait}-{}", uuid::Uuid::new_v4().simple()),
+            )
             .set("fetch.wait.max.ms", wait.to_string())
             .set("statistics.interval.ms", "1000")
             .create_with_context(fetches.clone())?;
@@ -82,9 +93,9 @@ fn main() -> anyhow::Result<()> {
         let secs = started.elapsed().as_secs_f64();
         let f1 = *fetches.0.lock().unwrap();
         let consumer_cpu = (cpu_seconds("self") - c0) / secs * 100.0;
-        let broker_cpu = broker
-            .as_deref()
-            .map_or("-".to_owned(), |p| format!("{:.1} %", (cpu_seconds(p) - b0) / secs * 100.0));
+        let broker_cpu = broker.as_deref().map_or("-".to_owned(), |p| {
+            format!("{:.1} %", (cpu_seconds(p) - b0) / secs * 100.0)
+        });
         println!(
             "{wait:>17}  {:>9.1}  {consumer_cpu:>10.1} %  {broker_cpu:>10}",
             (f1 - f0) as f64 / secs

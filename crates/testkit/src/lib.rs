@@ -8,12 +8,14 @@ pub mod apache;
 mod db;
 mod kafka;
 pub mod otlp;
+mod reflection;
 pub mod topology;
 
 pub use apache::ApacheKafka;
 pub use db::TestDb;
 pub use kafka::{Record, TestKafka, test_broker_is_apache};
 pub use otlp::{OtlpReceiver, ReceivedSpan};
+pub use reflection::reflected_services;
 pub use topology::Topology;
 
 /// Polls `check` every 20 ms until it returns `Some`, or panics after `timeout` with `what`.

@@ -42,13 +42,17 @@ impl Handler for OrderEvents {
         } else if event.is::<order_pb::OrderCancelled>() {
             let cancelled: order_pb::OrderCancelled = event.decode()?;
             app::release(tx, &self.events, &cancelled.order_id).await?;
+        } else if event.is::<order_pb::StockReleaseRequested>() {
+            // A StockReserved reached the order after it was cancelled: release it the same way.
+            let requested: order_pb::StockReleaseRequested = event.decode()?;
+            app::release(tx, &self.events, &requested.order_id).await?;
         }
-        // Other order events (PaymentRequested) are not inventory's business.
+        // Other order events (PaymentRequested, RefundRequested) are not inventory's business.
         Ok(())
     }
 
     /// The stock rows a saga step locks: the products of the order's lines (reserving), or of
-    /// its reservation (selling, releasing). The consumer takes them for its whole batch, in
+    /// its reservation (selling, releasing, a late release). The consumer takes them for its whole batch, in
     /// one order, before applying it: two replicas' batches never lock two products in
     /// opposite orders.
     async fn lock_keys(
@@ -65,6 +69,9 @@ impl Handler for OrderEvents {
         } else if event.is::<order_pb::OrderCancelled>() {
             let cancelled: order_pb::OrderCancelled = event.decode()?;
             db::reserved_skus(tx, &cancelled.order_id).await?
+        } else if event.is::<order_pb::StockReleaseRequested>() {
+            let requested: order_pb::StockReleaseRequested = event.decode()?;
+            db::reserved_skus(tx, &requested.order_id).await?
         } else {
             Vec::new()
         };

@@ -208,7 +208,8 @@ pub async fn lock_reservation(
     Ok(Some((status, lines)))
 }
 
-/// Records a reservation (status `reserved` or `rejected`); `false` if the order already has one.
+/// Records a reservation (status `reserved` or `rejected`, or the line-less tombstone
+/// `cancelled`); `false` if the order already has one.
 #[tracing::instrument(
     name = "INSERT reservations",
     skip_all,
