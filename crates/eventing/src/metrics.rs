@@ -13,13 +13,17 @@
 //! | `shop_outbox_relay_errors_total` | relay rounds that failed (database or Kafka) |
 //! | `shop_outbox_relay_leader` | 1 on the replica that holds the relay lease |
 //! | `shop_outbox_relay_stalled` | 1 while this replica leads, events wait and none was published for the relay's `stall_timeout` |
-//! | `shop_consumer_messages_total{group,topic,outcome}` | records handled: `applied`, `duplicate` (skipped by the inbox), `dead_lettered` |
+//! | `shop_consumer_messages_total{group,topic,outcome}` | records handled: `applied`, `duplicate` (skipped by the inbox), `dead_lettered`, `skipped` (it has a dead-letter row) |
 //! | `shop_consumer_handler_errors_total{group,topic,kind}` | handler failures, `transient` or `permanent` |
 //! | `shop_consumer_process_duration_seconds{group,topic}` | a record's fetch to its commit |
 //! | `shop_consumer_event_delay_seconds{group,topic}` | the event's `ce_time` (its append) to its commit here: one saga hop |
 //! | `shop_consumer_batch_size{group}` | records applied per database transaction |
 //! | `shop_consumer_lag{group,topic,partition}` | records behind the partition's end (from librdkafka statistics) |
 //! | `shop_dead_letters_total{group,topic,dead_letter_topic}` | records sent to a dead-letter topic |
+//! | `shop_consumer_retrying_records{group,topic}` | partitions whose next record failed transiently and waits for its next try (the others flow) |
+//! | `shop_consumer_retrying_seconds{group,topic}` | how long the longest-waiting of them has been failing (0 when none waits) |
+//! | `shop_consumer_dead_letters_unpublished_total{group,topic}` | dead letters kept in the database only: the dead-letter topic could not be written |
+//! | `shop_consumer_rebalances_total{group,kind}` | partitions `assigned` to or `revoked` from this member, one count per rebalance callback |
 
 use prometheus_client::encoding::EncodeLabelSet;
 use shop_telemetry::metrics::{
@@ -72,6 +76,12 @@ pub(crate) struct PartitionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RebalanceLabels {
+    pub(crate) group: String,
+    pub(crate) kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct DeadLetterLabels {
     pub(crate) group: String,
     pub(crate) topic: String,
@@ -101,6 +111,10 @@ pub struct EventingMetrics {
     pub(crate) batch_size: Family<GroupLabels, Histogram, fn() -> Histogram>,
     pub(crate) lag: Family<PartitionLabels, Gauge>,
     pub(crate) dead_letters: Family<DeadLetterLabels, Counter>,
+    pub(crate) retrying: Family<GroupTopicLabels, Gauge>,
+    pub(crate) retrying_for: Family<GroupTopicLabels, FloatGauge>,
+    pub(crate) dead_letters_unpublished: Family<GroupTopicLabels, Counter>,
+    pub(crate) rebalances: Family<RebalanceLabels, Counter>,
 }
 
 impl Default for EventingMetrics {
@@ -124,6 +138,10 @@ impl Default for EventingMetrics {
             batch_size: Family::new_with_constructor(batch_size_histogram),
             lag: Family::default(),
             dead_letters: Family::default(),
+            retrying: Family::default(),
+            retrying_for: Family::default(),
+            dead_letters_unpublished: Family::default(),
+            rebalances: Family::default(),
         }
     }
 }
@@ -189,12 +207,12 @@ impl EventingMetrics {
         );
         registry.register(
             "shop_consumer_messages",
-            "Records handled by a consumer group: applied, duplicate (skipped by the inbox) or dead_lettered",
+            "Records handled by a consumer group: applied, duplicate (skipped by the inbox), dead_lettered, or skipped (it has a dead-letter row)",
             m.consumed.clone(),
         );
         registry.register(
             "shop_consumer_handler_errors",
-            "Handler failures by kind (transient ones are retried)",
+            "Handler failures by kind (transient ones are retried for as long as they last, permanent ones dead-lettered)",
             m.handler_errors.clone(),
         );
         registry.register(
@@ -219,8 +237,28 @@ impl EventingMetrics {
         );
         registry.register(
             "shop_dead_letters",
-            "Records a consumer group gave up on and sent to its dead-letter topic",
+            "Records a consumer group set aside: sent to its dead-letter topic (or, when that cannot be written, kept in its database only)",
             m.dead_letters.clone(),
+        );
+        registry.register(
+            "shop_consumer_retrying_records",
+            "Partitions of a consumer group whose next record failed transiently and waits for its next try",
+            m.retrying.clone(),
+        );
+        registry.register(
+            "shop_consumer_retrying_seconds",
+            "How long the longest-waiting record of a consumer group's topic has been failing transiently (0 when none waits)",
+            m.retrying_for.clone(),
+        );
+        registry.register(
+            "shop_consumer_dead_letters_unpublished",
+            "Dead letters kept in the database only (eventing_dead_letter.published = false): the dead-letter topic could not be written",
+            m.dead_letters_unpublished.clone(),
+        );
+        registry.register(
+            "shop_consumer_rebalances",
+            "Rebalance callbacks of this member: partitions assigned or revoked",
+            m.rebalances.clone(),
         );
         m
     }
@@ -229,7 +267,7 @@ impl EventingMetrics {
     /// that first increase from `rate()` and `increase()` (and so from the alerts).
     pub(crate) fn start_consumer(&self, group: &str, topics: &[String], dead_letter_topic: &str) {
         for topic in topics {
-            for outcome in ["applied", "duplicate", "dead_lettered"] {
+            for outcome in ["applied", "duplicate", "dead_lettered", "skipped"] {
                 let _ = self.consumed.get_or_create(&OutcomeLabels {
                     group: group.to_owned(),
                     topic: topic.clone(),
@@ -247,6 +285,19 @@ impl EventingMetrics {
                 group: group.to_owned(),
                 topic: topic.clone(),
                 dead_letter_topic: dead_letter_topic.to_owned(),
+            });
+            let labels = GroupTopicLabels {
+                group: group.to_owned(),
+                topic: topic.clone(),
+            };
+            let _ = self.dead_letters_unpublished.get_or_create(&labels);
+            let _ = self.retrying.get_or_create(&labels);
+            let _ = self.retrying_for.get_or_create(&labels);
+        }
+        for kind in ["assigned", "revoked"] {
+            let _ = self.rebalances.get_or_create(&RebalanceLabels {
+                group: group.to_owned(),
+                kind,
             });
         }
     }

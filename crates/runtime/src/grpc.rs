@@ -13,20 +13,39 @@ use tonic::transport::server::TcpIncoming;
 pub use tonic_health::server::{HealthReporter, health_reporter};
 
 /// Reflection services (v1 and v1alpha) describing the shop contracts, health and error details.
+/// They list only what this port serves: `services` (the service's own API), health and
+/// reflection itself. The other shop services' descriptors are registered too (the shared
+/// messages live in the same files) but not listed, so `grpcurl list` on the order port does not
+/// claim it serves InventoryService.
 ///
 /// # Panics
 /// Never with the compiled-in descriptor sets.
-pub fn add_reflection(routes: Routes) -> Routes {
-    let v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(shop_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+pub fn add_reflection(routes: Routes, services: &[&str]) -> Routes {
+    let listed = services.iter().copied().chain([
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ]);
+    let configure = || {
+        listed.clone().fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(shop_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+                // Either version describes both, so a client of one can `describe` the other.
+                .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(
+                    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+                ),
+            tonic_reflection::server::Builder::with_service_name,
+        )
+    };
+    let v1 = configure()
+        .include_reflection_service(false)
         .build_v1()
         .expect("valid descriptor sets");
-    let v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(shop_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+    let v1alpha = configure()
+        .include_reflection_service(false)
         .build_v1alpha()
         .expect("valid descriptor sets");
     routes.add_service(v1).add_service(v1alpha)
@@ -75,6 +94,7 @@ pub async fn serve(
         mut ready,
     } = health;
     let names = service_names.to_vec();
+    let names_for_reflection = names.clone();
     let lifecycle = async move {
         reporter
             .set_service_status("", tonic_health::ServingStatus::Serving)
@@ -112,7 +132,7 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .timeout(request_timeout)
         .layer(shop_telemetry::grpc::GrpcServerLayer::new(metrics))
-        .add_routes(add_reflection(routes))
+        .add_routes(add_reflection(routes, &names_for_reflection))
         .serve_with_incoming_shutdown(incoming, lifecycle)
         .await
 }

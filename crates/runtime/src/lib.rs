@@ -3,7 +3,9 @@
 //!
 //! - [`config`]: typed settings from environment variables, with errors that name the variable;
 //! - [`status`]: `tonic::Status` values with `google.rpc` error details (field violations,
-//!   precondition failures, retry info) that grpcurl and every gRPC client can decode;
+//!   precondition failures, retry info) that grpcurl and every gRPC client can decode, and the
+//!   one builder of field violations every service validates requests with;
+//! - [`page_token`]: the page tokens of every listing, checked before they reach SQL;
 //! - [`grpc`]: the gRPC server with `grpc.health.v1` and server reflection (v1 and v1alpha), that
 //!   turns NOT_SERVING and drains on shutdown;
 //! - [`database`]: connecting a pool, waiting for the server to come up;
@@ -17,6 +19,7 @@ pub mod database;
 pub mod grpc;
 pub mod kafka;
 pub mod observability;
+pub mod page_token;
 pub mod service;
 pub mod shutdown;
 pub mod status;

@@ -9,6 +9,7 @@ mod db;
 mod kafka;
 pub mod otlp;
 mod proxy;
+mod reflection;
 pub mod topology;
 
 pub use apache::ApacheKafka;
@@ -16,6 +17,7 @@ pub use db::TestDb;
 pub use kafka::{Record, TestKafka, test_broker_is_apache};
 pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use proxy::BlackHoleProxy;
+pub use reflection::reflected_services;
 pub use topology::Topology;
 
 /// Polls `check` every 20 ms until it returns `Some`, or panics after `timeout` with `what`.

@@ -1,5 +1,5 @@
-//! Building and running the inventory process: database, migrations, gRPC listener, relay and
-//! consumer.
+//! Building and running the order process: database, migrations, gRPC listener, relay, saga
+//! replies consumer and the saga deadline's sweeper.
 
 use std::net::SocketAddr;
 
@@ -16,7 +16,7 @@ use tonic::service::Routes;
 use crate::adapters::grpc::OrderApi;
 use crate::adapters::inventory::{BreakerSettings, InventoryCatalog};
 use crate::adapters::kafka::SagaReplies;
-use crate::app::Events;
+use crate::app::{Events, SagaDeadline, sweep_overdue};
 use crate::config::Settings;
 use crate::metrics::OrderMetrics;
 use shop_telemetry::grpc::GrpcMetrics;
@@ -121,6 +121,16 @@ impl Application {
             GrpcMetrics::client(observability.registry()),
         )?;
 
+        let sweeper = sweep_overdue(
+            pool.clone(),
+            events.clone(),
+            SagaDeadline {
+                deadline: settings.saga_deadline,
+                interval: settings.saga_sweep_interval,
+                batch: settings.saga_sweep_batch,
+            },
+            shutdown.clone(),
+        );
         let api = OrderServiceServer::new(OrderApi {
             pool: pool.clone(),
             catalog,
@@ -136,6 +146,7 @@ impl Application {
         .metrics(metrics_listener, observability, pool.clone())
         .relay(relay)
         .consumer("saga replies consumer", consumer)
+        .task("saga deadline sweeper", sweeper)
         .run()
         .await
     }

@@ -3,7 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -210,17 +210,41 @@ pub fn assert_per_key_order(records: &[Record], keys: usize, per_key: usize) {
 
 /// Records every event it applies in the `effects` table, inside the consumer's transaction.
 /// Events listed in `fail` fail that many times first (after writing, so a leaked write would
-/// show); payloads starting with `poison` fail permanently.
+/// show); payloads starting with `poison` fail permanently, those starting with `panic` panic.
+/// Events in `poisoned` fail permanently and those in `blocked` transiently, until removed
+/// (a bug fixed, a dependency back).
 #[derive(Clone, Default)]
 pub struct Recorder {
     pub fail: Arc<Mutex<HashMap<String, u32>>>,
     pub calls: Arc<Mutex<HashMap<String, u32>>>,
+    pub poisoned: Arc<Mutex<HashSet<String>>>,
+    pub blocked: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Recorder {
     /// `id` fails transiently `times` times before succeeding.
     pub fn fail_transiently(&self, id: &str, times: u32) {
         self.fail.lock().unwrap().insert(id.to_owned(), times);
+    }
+
+    /// `id` fails permanently until [`Recorder::heal`].
+    pub fn poison(&self, id: &str) {
+        self.poisoned.lock().unwrap().insert(id.to_owned());
+    }
+
+    /// The cause of `id`'s permanent failure is fixed.
+    pub fn heal(&self, id: &str) {
+        self.poisoned.lock().unwrap().remove(id);
+    }
+
+    /// `id` fails transiently until [`Recorder::unblock`]: its dependency is down.
+    pub fn block(&self, id: &str) {
+        self.blocked.lock().unwrap().insert(id.to_owned());
+    }
+
+    /// `id`'s dependency is back.
+    pub fn unblock(&self, id: &str) {
+        self.blocked.lock().unwrap().remove(id);
     }
 
     pub fn calls(&self, id: &str) -> u32 {
@@ -249,6 +273,17 @@ impl Handler for Recorder {
         if event.payload.starts_with(b"poison") {
             return Err(HandlerError::permanent(anyhow::anyhow!("poison payload")));
         }
+        if event.payload.starts_with(b"panic") {
+            panic!("the handler has a bug");
+        }
+        if self.poisoned.lock().unwrap().contains(&event.id) {
+            return Err(HandlerError::permanent(anyhow::anyhow!(
+                "a bug in the handler"
+            )));
+        }
+        if self.blocked.lock().unwrap().contains(&event.id) {
+            return Err(HandlerError::transient(anyhow::anyhow!("dependency down")));
+        }
         let mut fail = self.fail.lock().unwrap();
         if let Some(left) = fail.get_mut(&event.id)
             && *left > 0
@@ -262,4 +297,93 @@ impl Handler for Recorder {
 
 pub async fn count(pool: &PgPool, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+/// Produces one record the way any client of the broker could, with exactly these headers (no
+/// outbox, no relay): how hostile or foreign records reach a consumer.
+pub async fn produce_raw(
+    kafka: &TestKafka,
+    topic: &str,
+    partition: i32,
+    key: Option<&str>,
+    headers: &[(&str, &[u8])],
+    payload: &[u8],
+) -> i64 {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka.bootstrap_servers())
+        .create()
+        .expect("producer");
+    let mut owned = OwnedHeaders::new();
+    for (key, value) in headers {
+        owned = owned.insert(Header {
+            key,
+            value: Some(*value),
+        });
+    }
+    let mut record = FutureRecord::to(topic)
+        .partition(partition)
+        .payload(payload)
+        .headers(owned);
+    if let Some(key) = key {
+        record = record.key(key);
+    }
+    let delivered = producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .expect("produce");
+    delivered.offset
+}
+
+/// Headers of a well-formed suite event.
+pub fn event_headers(id: &str) -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("ce_id", id.as_bytes().to_vec()),
+        ("ce_type", b"shop.test.v1.Sequenced".to_vec()),
+        ("ce_source", b"/shop/test".to_vec()),
+        ("ce_specversion", b"1.0".to_vec()),
+    ]
+}
+
+/// Borrows `headers` the way [`produce_raw`] takes them.
+pub fn borrowed<'a>(headers: &'a [(&'static str, Vec<u8>)]) -> Vec<(&'static str, &'a [u8])> {
+    headers.iter().map(|(k, v)| (*k, v.as_slice())).collect()
+}
+
+/// The value of the sample of `name` whose labels include every `labels` pair, summed over
+/// the matching series; `None` when there is none. Reads the text exposition format.
+pub fn metric(
+    registry: &prometheus_client::registry::Registry,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<f64> {
+    let text = shop_telemetry::metrics::encode(registry);
+    let mut found = None;
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = match line.rsplit_once(' ') {
+            Some(split) => split,
+            None => continue,
+        };
+        let (series_name, series_labels) = match series.split_once('{') {
+            Some((n, l)) => (n, l.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if series_name != name {
+            continue;
+        }
+        if labels.iter().all(|(k, v)| {
+            series_labels
+                .split(',')
+                .any(|l| l == format!("{k}=\"{v}\""))
+        }) {
+            let value: f64 = value.parse().unwrap_or(f64::NAN);
+            found = Some(found.unwrap_or(0.0) + value);
+        }
+    }
+    found
 }
