@@ -134,8 +134,8 @@ async fn two_replicas_under_contention_never_deadlock_and_apply_every_step_once(
     // The order side: its own database, outbox and relay.
     let order_db = TestDb::create().await;
     shop_eventing::migrate(&order_db.pool).await.unwrap();
-    let outbox = Outbox::new("/shop/order-service");
-    let relay = Relay::new(order_db.pool.clone(), &config, RelayConfig::default()).unwrap();
+    let relay = Relay::new(order_db.connect_options(), &config, RelayConfig::default()).unwrap();
+    let outbox = Outbox::new("/shop/order-service").waking(relay.waker());
     let stop_relay = CancellationToken::new();
     let relay_task = tokio::spawn({
         let stop = stop_relay.clone();
