@@ -39,8 +39,10 @@ ARG SERVICE=order-service
 RUN cargo build --release --locked --package "${SERVICE}" --bin "${SERVICE}" \
     && install -D --mode=0755 "target/release/${SERVICE}" /out/service
 
-# glibc + libgcc + CA certificates + tzdata, no shell, no package manager; uid 65532. rdkafka is
-# built with libz-static (Cargo.toml), so the binary needs no zlib from this image. Kubernetes
+# glibc + libgcc + libssl3 + CA certificates + tzdata, no shell, no package manager; uid 65532.
+# rdkafka is built with libz-static (Cargo.toml), so the binary needs no zlib from this image, and
+# with OpenSSL (TLS and SASL/SCRAM to the brokers), linked against this image's libssl3 (the
+# builder's libssl-dev is the same Debian 12 OpenSSL 3.0). Kubernetes
 # probes are native gRPC health checks, so nothing needs a shell here.
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
 ARG SERVICE=order-service

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Outbox relay benchmark (release build): drain rate of a 100,000-event backlog, and
-# commit-to-consume latency at a steady 1,000 events/s.
+# commit-to-consume latency at a steady 1,000 events/s; then what waking the relay costs the
+# writers (outbox-writing commits/s of 16 writers, with the former NOTIFY trigger and without).
 #
 #   deploy/bench-relay.sh                  # librdkafka mock cluster
 #   deploy/bench-relay.sh --broker kafka   # Apache Kafka (single node, a fresh log each run)
@@ -26,3 +27,4 @@ case "$broker" in
 esac
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; PostgreSQL: $SHOP_PG_KIND"
 cargo bench --locked -p shop-eventing --bench relay
+cargo bench --locked -p shop-eventing --bench commits

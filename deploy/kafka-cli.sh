@@ -22,6 +22,11 @@ if [[ " ${args[*]} " != *" --bootstrap-server "* ]]; then
   file="$SHOP_STATE_DIR/kafka.bootstrap"
   [ -s "$file" ] || die "no broker running (no $file): start deploy/run.sh --broker kafka, or pass --bootstrap-server"
   args=(--bootstrap-server "$(head -n 1 "$file")" "${args[@]}")
+  # The broker of deploy/run.sh --broker kafka requires a login: the admin's.
+  admin="$SHOP_STATE_DIR/kafka/broker/admin.properties"
+  if [ -z "${SHOP_KAFKA_CLIENT_CONFIG:-}" ] && [ -s "$admin" ] && grep -q SASL "$admin"; then
+    export SHOP_KAFKA_CLIENT_CONFIG="$admin"
+  fi
 fi
 ensure_kafka 2>/dev/null
 kafka_tool "$tool" "${args[@]}"

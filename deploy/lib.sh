@@ -516,20 +516,25 @@ start_kafka() {
 
 # kafka_tool TOOL [ARG...]: one of Apache Kafka's own command-line tools, from the resolved jars:
 # topics, console-consumer, console-producer, consumer-groups, get-offsets, acls, configs.
+# With SHOP_KAFKA_CLIENT_CONFIG set, the tool logs in with that client configuration.
 kafka_tool() {
   [ $# -ge 1 ] || shop_die "usage: kafka_tool topics|console-consumer|console-producer|consumer-groups|get-offsets|acls|configs [ARG...]"
   local tool=$1 class
   shift
+  local auth=--command-config
   case "$tool" in
     topics) class=org.apache.kafka.tools.TopicCommand ;;
-    console-consumer) class=org.apache.kafka.tools.consumer.ConsoleConsumer ;;
-    console-producer) class=org.apache.kafka.tools.ConsoleProducer ;;
+    console-consumer) class=org.apache.kafka.tools.consumer.ConsoleConsumer auth=--consumer.config ;;
+    console-producer) class=org.apache.kafka.tools.ConsoleProducer auth=--producer.config ;;
     consumer-groups) class=org.apache.kafka.tools.consumer.group.ConsumerGroupCommand ;;
     get-offsets) class=org.apache.kafka.tools.GetOffsetShell ;;
     acls) class=org.apache.kafka.tools.AclCommand ;;
     configs) class=kafka.admin.ConfigCommand ;;
     *) shop_die "unknown Kafka tool $tool" ;;
   esac
+  # SHOP_KAFKA_CLIENT_CONFIG: a client properties file (e.g. the admin's SASL/SCRAM login of the
+  # broker deploy/run.sh --broker kafka started), given to the tool with its own flag.
+  if [ -n "${SHOP_KAFKA_CLIENT_CONFIG:-}" ]; then set -- "$auth" "$SHOP_KAFKA_CLIENT_CONFIG" "$@"; fi
   [ -n "${SHOP_KAFKA_LIBS:-}" ] || ensure_kafka 2>/dev/null
   # The tools log through log4j2 as well; warnings only, on stderr.
   java -Xmx256m -XX:TieredStopAtLevel=1 -Dlog4j2.level=WARN -Dlog4j2.configurationFile="$_SHOP_ROOT/deploy/kafka/tools-log4j2.properties" \
@@ -598,7 +603,7 @@ ensure_grpcurl() {
 SHOP_ASYNCAPI_CLI_VERSION=6.2.0
 ensure_asyncapi() {
   ensure_tools
-  local dir="$SHOP_STATE_DIR/tools/npm" have=""
+  local dir="$SHOP_STATE_DIR/tools/npm" have
   mkdir -p -- "$dir" || shop_die "cannot create $dir"
   export ASYNCAPI_METRICS_CONFIG_PATH="$dir/asyncapi-analytics.json" SUPPRESS_NO_CONFIG_WARNING=1
   if [ ! -s "$ASYNCAPI_METRICS_CONFIG_PATH" ]; then
@@ -608,17 +613,28 @@ ensure_asyncapi() {
   if [ -f "$dir/node_modules/@asyncapi/cli/package.json" ]; then
     have=$(sed -n 's/^  "version": "\(.*\)",$/\1/p' "$dir/node_modules/@asyncapi/cli/package.json" | head -n 1)
   fi
-  if [ "$have" != "$SHOP_ASYNCAPI_CLI_VERSION" ] || [ ! -x "$dir/node_modules/.bin/asyncapi" ]; then
+  # The whole dependency tree is pinned (deploy/tools/asyncapi/package-lock.json) and installed
+  # with npm ci: a plain `npm install` would take the newest matching version of every
+  # transitive dependency, and a registry that lacks one (a mirror, a snapshot) breaks the
+  # install for reasons unrelated to the project.
+  local pinned="$_SHOP_ROOT/deploy/tools/asyncapi" stamp want
+  stamp="$dir/.installed"
+  want=$(cat "$pinned/package.json" "$pinned/package-lock.json" | cksum | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || [ ! -x "$dir/node_modules/.bin/asyncapi" ]; then
     command -v npm >/dev/null 2>&1 || shop_die "npm not found (apt-get install nodejs npm)"
     _shop_lock asyncapi
-    shop_say "tools: installing @asyncapi/cli@$SHOP_ASYNCAPI_CLI_VERSION into $dir (npm, about a minute)"
-    if ! npm install --prefix "$dir" --no-fund --no-audit --loglevel=error \
-      "@asyncapi/cli@$SHOP_ASYNCAPI_CLI_VERSION" >"$dir/install.log" 2>&1; then
+    shop_say "tools: installing @asyncapi/cli@$SHOP_ASYNCAPI_CLI_VERSION into $dir (npm ci from deploy/tools/asyncapi, about a minute)"
+    cp "$pinned/package.json" "$pinned/package-lock.json" "$dir/" || shop_die "cannot copy $pinned into $dir"
+    if ! npm ci --prefix "$dir" --no-fund --no-audit --loglevel=error >"$dir/install.log" 2>&1; then
       _shop_log_tail "$dir/install.log"
-      shop_die "npm install @asyncapi/cli@$SHOP_ASYNCAPI_CLI_VERSION failed (log: $dir/install.log)"
+      shop_die "npm ci of @asyncapi/cli@$SHOP_ASYNCAPI_CLI_VERSION failed (log: $dir/install.log)"
     fi
+    printf '%s\n' "$want" >"$stamp"
     _shop_unlock
   fi
+  have=$(sed -n 's/^  "version": "\(.*\)",$/\1/p' "$dir/node_modules/@asyncapi/cli/package.json" | head -n 1)
+  [ "$have" = "$SHOP_ASYNCAPI_CLI_VERSION" ] ||
+    shop_die "$dir holds @asyncapi/cli $have, not $SHOP_ASYNCAPI_CLI_VERSION (deploy/tools/asyncapi)"
   case "$PATH" in
     "$dir/node_modules/.bin:"*) ;;
     *) export PATH="$dir/node_modules/.bin:$PATH" ;;

@@ -48,13 +48,27 @@ done < <("$bin/topology" --file deploy/topology.yaml services)
 if [ -n "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
   kafka_kind="external broker"
 elif [ "$broker" = kafka ]; then
-  start_kafka "$(shop_root)/$bin/dev-kafka" "$SHOP_STATE_DIR/kafka/broker"
-  kafka_kind="Apache Kafka $SHOP_KAFKA_VERSION (KRaft, single node; log in $SHOP_STATE_DIR/kafka/broker)"
+  # As in production: SASL/SCRAM, and each process may touch only its own topics and group
+  # (ACLs from deploy/topology.yaml); the passwords were generated on the broker's first start.
+  kafka_data="$SHOP_STATE_DIR/kafka/broker"
+  start_kafka "$(shop_root)/$bin/dev-kafka" "$kafka_data" --scram
+  export SHOP_KAFKA_CLIENT_CONFIG="$kafka_data/admin.properties"
+  kafka_kind="Apache Kafka $SHOP_KAFKA_VERSION (KRaft, single node, SASL/SCRAM and ACLs; log in $kafka_data)"
 else
   start_dev_kafka "$(shop_root)/$bin/dev-kafka" --topology deploy/topology.yaml
   kafka_kind="librdkafka mock cluster (dev-kafka, in memory)"
 fi
 
+# The librdkafka properties (KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*: shop_runtime::kafka) that log
+# a process in as USER on the broker started above; nothing for a broker without SCRAM.
+kafka_login() {
+  local user=$1 password
+  [ -n "${kafka_data:-}" ] || return 0
+  password=$(awk -v u="$user" '$1 == u {print $2}' "$kafka_data/credentials")
+  [ -n "$password" ] || die "no Kafka identity for $user in $kafka_data/credentials"
+  printf '%s\n' KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT KAFKA_SASL_MECHANISM=SCRAM-SHA-512 \
+    "KAFKA_SASL_USERNAME=$user" "KAFKA_SASL_PASSWORD=$password"
+}
 server="${DATABASE_URL%/*}"
 logs="$SHOP_STATE_DIR/logs"
 mkdir -p "$logs"
@@ -76,7 +90,7 @@ for s in "${SERVICES[@]}"; do
   psql "$DATABASE_URL" -XtAqc "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1 \
     || psql "$DATABASE_URL" -Xqc "CREATE DATABASE $db" >/dev/null
   prefix="${PREFIX[$s]}"
-  env "${prefix}_DATABASE_URL=$server/$db" "${prefix}_GRPC_ADDR=127.0.0.1:${PORT[$s]}" \
+  env $(kafka_login "${BINARY[$s]}") "${prefix}_DATABASE_URL=$server/$db" "${prefix}_GRPC_ADDR=127.0.0.1:${PORT[$s]}" \
     "${prefix}_METRICS_ADDR=127.0.0.1:${METRICS[$s]}" \
     KAFKA_BOOTSTRAP_SERVERS="$KAFKA_BOOTSTRAP_SERVERS" INVENTORY_GRPC_URL="http://127.0.0.1:${PORT[inventory]}" \
     RUST_LOG="${RUST_LOG:-info}" "$bin/${BINARY[$s]}" >"$logs/$s.log" 2>&1 &
@@ -90,7 +104,8 @@ sa_db=${DB[sales-analytics]} sa_metrics=${METRICS[sales-analytics]}
 psql "$DATABASE_URL" -XtAqc "SELECT 1 FROM pg_database WHERE datname = '$sa_db'" | grep -q 1 \
   || psql "$DATABASE_URL" -Xqc "CREATE DATABASE $sa_db" >/dev/null
 sa_started=$SECONDS
-SALES_ANALYTICS_DATABASE_URL="$server/$sa_db" SALES_ANALYTICS_METRICS_ADDR="127.0.0.1:$sa_metrics" \
+env $(kafka_login "${BINARY[sales-analytics]}") \
+  SALES_ANALYTICS_DATABASE_URL="$server/$sa_db" SALES_ANALYTICS_METRICS_ADDR="127.0.0.1:$sa_metrics" \
   KAFKA_BOOTSTRAP_SERVERS="$KAFKA_BOOTSTRAP_SERVERS" RUST_LOG="${RUST_LOG:-info}" \
   "$bin/sales-analytics" >"$logs/sales-analytics.log" 2>&1 &
 pid=$!

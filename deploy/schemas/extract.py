@@ -37,6 +37,7 @@ KINDS = {
     ("kafka.strimzi.io", "Kafka"),
     ("kafka.strimzi.io", "KafkaNodePool"),
     ("kafka.strimzi.io", "KafkaTopic"),
+    ("kafka.strimzi.io", "KafkaUser"),
     ("postgresql.cnpg.io", "Cluster"),
     ("postgresql.cnpg.io", "Database"),
 }

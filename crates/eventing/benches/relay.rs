@@ -80,7 +80,8 @@ async fn main() -> anyhow::Result<()> {
         .execute(&db.pool)
         .await?;
 
-    let relay = Relay::new(db.pool.clone(), &config, RelayConfig::default())?;
+    let relay = Relay::new(db.connect_options(), &config, RelayConfig::default())?;
+    let waker = relay.waker();
     let stop = CancellationToken::new();
     let started = Instant::now();
     let task = tokio::spawn({
@@ -113,7 +114,8 @@ async fn main() -> anyhow::Result<()> {
 
     let total = rate * seconds;
     let per_tx = 10;
-    let outbox = Outbox::new("/shop/bench");
+    // Woken after each commit, as the services' outboxes wake their relays.
+    let outbox = Outbox::new("/shop/bench").waking(waker);
     let writer = tokio::spawn({
         let pool = db.pool.clone();
         let committed_at = committed_at.clone();
@@ -125,19 +127,22 @@ async fn main() -> anyhow::Result<()> {
             let mut sent = 0;
             while sent < total {
                 tick.tick().await;
-                let mut tx = pool.begin().await?;
                 let mut ids = Vec::with_capacity(usize::try_from(per_tx)?);
-                for _ in 0..per_tx {
-                    let event = NewEvent::raw(
-                        &topic,
-                        format!("order-{}", sent % 1000),
-                        "shop.bench.v1.Tick",
-                        vec![b'x'; 300],
-                    );
-                    ids.push(outbox.append(&mut tx, event).await?.to_string());
-                    sent += 1;
-                }
-                tx.commit().await?;
+                shop_eventing::committing(async {
+                    let mut tx = pool.begin().await?;
+                    for _ in 0..per_tx {
+                        let event = NewEvent::raw(
+                            &topic,
+                            format!("order-{}", sent % 1000),
+                            "shop.bench.v1.Tick",
+                            vec![b'x'; 300],
+                        );
+                        ids.push(outbox.append(&mut tx, event).await?.to_string());
+                        sent += 1;
+                    }
+                    tx.commit().await
+                })
+                .await?;
                 let now = Instant::now();
                 let mut map = committed_at.lock().unwrap();
                 for id in ids {

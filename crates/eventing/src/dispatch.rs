@@ -7,7 +7,7 @@ use std::pin::Pin;
 
 use sqlx::PgConnection;
 
-use crate::{Handler, HandlerError, InboundEvent};
+use crate::{Handler, HandlerError, InboundEvent, LockKey};
 
 /// Handles one event type `E`, decoded. Implement it once per event type a subscriber cares
 /// about, on the subscriber's own state, and register each with [`Dispatcher::on`].
@@ -48,10 +48,24 @@ pub trait On<E>: Send + Sync + 'static {
         event: E,
         meta: &InboundEvent,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// The contended rows applying `event` will lock (default: none); see
+    /// [`Handler::lock_keys`].
+    fn lock_keys(
+        &self,
+        tx: &mut PgConnection,
+        event: &E,
+        meta: &InboundEvent,
+    ) -> impl Future<Output = Result<Vec<LockKey>, HandlerError>> + Send {
+        let _ = (tx, event, meta);
+        std::future::ready(Ok(Vec::new()))
+    }
 }
 
 type Outcome<'a> = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>>;
 type Route<S> = for<'a> fn(&'a S, &'a mut PgConnection, &'a InboundEvent) -> Outcome<'a>;
+type Keys<'a> = Pin<Box<dyn Future<Output = Result<Vec<LockKey>, HandlerError>> + Send + 'a>>;
+type KeyRoute<S> = for<'a> fn(&'a S, &'a mut PgConnection, &'a InboundEvent) -> Keys<'a>;
 
 /// Decodes the record as `E` (a malformed payload is a permanent error: dead-lettered) and
 /// hands it to `state`'s [`On<E>`].
@@ -66,14 +80,27 @@ where
     })
 }
 
+/// Decodes the record as `E` and asks `state`'s [`On<E>`] for its lock keys.
+fn key_route<'a, S, E>(state: &'a S, tx: &'a mut PgConnection, event: &'a InboundEvent) -> Keys<'a>
+where
+    S: On<E>,
+    E: prost::Message + prost::Name + Default + Send + Sync + 'static,
+{
+    Box::pin(async move {
+        let decoded: E = event.decode()?;
+        state.lock_keys(tx, &decoded, event).await
+    })
+}
+
 /// A [`Handler`] that decodes each record into the protobuf type named by its `ce_type` and
 /// calls the [`On`] implementation registered for that type. Records of other types (and
 /// records without a `ce_type`) are acknowledged without effect: a subscriber registers what it
 /// needs and keeps working when producers add event types.
 ///
 /// Everything else is the [`Consumer`](crate::Consumer)'s: the inbox makes each `ce_id` apply
-/// once per consumer name; transient errors are retried with backoff; permanent errors,
-/// exhausted retries and malformed payloads go to the dead-letter topic; each record gets a
+/// once per consumer name; transient errors are retried with backoff until they pass;
+/// permanent errors, panics and malformed payloads go to the dead-letter topic; each record
+/// gets a
 /// `process <topic>` span continuing the producer's trace; counts, timings and lag go to the
 /// [`EventingMetrics`](crate::EventingMetrics).
 ///
@@ -101,7 +128,7 @@ where
 /// ```
 pub struct Dispatcher<S> {
     state: S,
-    routes: BTreeMap<String, Route<S>>,
+    routes: BTreeMap<String, (Route<S>, KeyRoute<S>)>,
 }
 
 impl<S: std::fmt::Debug> std::fmt::Debug for Dispatcher<S> {
@@ -131,9 +158,11 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
     pub fn on<E>(mut self) -> Self
     where
         S: On<E>,
-        E: prost::Message + prost::Name + Default + Send + 'static,
+        E: prost::Message + prost::Name + Default + Send + Sync + 'static,
     {
-        let previous = self.routes.insert(E::full_name(), route::<S, E>);
+        let previous = self
+            .routes
+            .insert(E::full_name(), (route::<S, E>, key_route::<S, E>));
         assert!(
             previous.is_none(),
             "{} is registered twice on this Dispatcher",
@@ -160,8 +189,19 @@ impl<S: Send + Sync + 'static> Handler for Dispatcher<S> {
         event: &InboundEvent,
     ) -> Result<(), HandlerError> {
         match event.event_type.as_deref().and_then(|t| self.routes.get(t)) {
-            Some(route) => route(&self.state, tx, event).await,
+            Some((route, _)) => route(&self.state, tx, event).await,
             None => Ok(()),
+        }
+    }
+
+    async fn lock_keys(
+        &self,
+        tx: &mut PgConnection,
+        event: &InboundEvent,
+    ) -> Result<Vec<LockKey>, HandlerError> {
+        match event.event_type.as_deref().and_then(|t| self.routes.get(t)) {
+            Some((_, keys)) => keys(&self.state, tx, event).await,
+            None => Ok(Vec::new()),
         }
     }
 }

@@ -29,9 +29,10 @@ pub const PROTOBUF: &str = "application/protobuf";
 
 /// Why the record was dead-lettered (the handler's error chain).
 pub const DLQ_ERROR: &str = "dlq_error";
-/// `transient` (retries exhausted) or `permanent`.
+/// `permanent` (transient failures are retried until they succeed; older versions also wrote
+/// `transient` when their retries ran out).
 pub const DLQ_ERROR_KIND: &str = "dlq_error_kind";
-/// How many times the handler was tried.
+/// How many times the record was tried.
 pub const DLQ_ATTEMPTS: &str = "dlq_attempts";
 /// The consumer (group) that gave up.
 pub const DLQ_CONSUMER: &str = "dlq_consumer";

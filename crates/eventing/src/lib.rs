@@ -5,15 +5,22 @@
 //!
 //! - [`Outbox`] appends an event inside the caller's sqlx transaction, next to the state change
 //!   that caused it. Nothing is ever published outside a transaction.
-//! - [`Relay`] runs inside each service process. It is woken by `LISTEN/NOTIFY` when events are
-//!   committed (and polls as a fallback), publishes them in batches through an idempotent Kafka
-//!   producer with CloudEvents headers, and deletes them only once Kafka acknowledged them. One
-//!   replica at a time holds the relay lock, so two replicas never reorder a key's events.
+//! - [`Relay`] runs inside each service process, on connections of its own. The outbox wakes it
+//!   in-process once an append's transaction committed (commits send no NOTIFY: PostgreSQL
+//!   would serialise them all on its notify lock); a relay that stands by passes the wake-up on
+//!   to the one that relays with a NOTIFY of its own, and the relay polls as a fallback. It
+//!   publishes in batches through an idempotent Kafka producer with CloudEvents headers, a
+//!   key's next event only once the previous one is acknowledged, and deletes rows only once
+//!   Kafka acknowledged them. One replica at a time holds the relay lease, renewed every second
+//!   and taken over within seconds when its holder dies or goes silent. A row Kafka refuses is
+//!   retried with backoff and then parked ([`parked_events`], [`retry_parked`],
+//!   [`drop_parked`]), with its key's later events waiting behind it while other keys flow.
 //! - [`Consumer`] is a consumer-group loop around a [`Handler`]. Each record is applied in one
 //!   database transaction together with its inbox row (so duplicates and replays are skipped);
-//!   its offset is stored only after that transaction committed. Transient failures are retried
-//!   with jittered exponential backoff; permanent or exhausted ones go to a dead-letter topic and
-//!   the partition moves on.
+//!   its offset is stored only after that transaction committed. A transient failure pauses
+//!   its partition and retries the record with jittered exponential backoff for as long as it
+//!   lasts, while the other partitions flow; a permanent one sends the record to a dead-letter
+//!   topic and the partition moves on.
 //!
 //! # Delivery guarantee
 //!
@@ -94,19 +101,51 @@
 //! `shop_consumer_*` metrics and the group's lag ([`EventingMetrics`]); offsets committed only
 //! after the effect. A handler that needs the raw record implements [`Handler`] directly.
 //!
+//! # When things go wrong
+//!
+//! - **A dependency is down** (the database, a lock held elsewhere, a failover): the failure is
+//!   transient. The record's partition is paused and the record tried again after a backoff
+//!   capped at `retry.max_backoff`, however long it takes; the other partitions are consumed
+//!   meanwhile and the group keeps the member (polling never stops).
+//!   `shop_consumer_retrying_records` and `shop_consumer_retrying_seconds` show such
+//!   partitions and how long they have waited; an alert fires after five minutes.
+//! - **The record cannot be applied** (a malformed payload, a contract violation, a panic in
+//!   the handler, a header the consumer cannot use, such as a `ce_id` with a NUL byte, data the
+//!   database refuses): the failure is permanent and the record is dead-lettered at once. Every
+//!   attribute read from the headers is checked before it reaches SQL or a log line (see
+//!   [`InboundEvent`]).
+//! - **The dead-letter topic cannot be written** (missing, not authorised, the record too
+//!   large for it): after `dead_letter_timeout` the dead letter is kept in the database only
+//!   (`eventing_dead_letter` with `published = false`, payload, key and headers included), with
+//!   an error log and `shop_consumer_dead_letters_unpublished_total`, and the partition moves
+//!   on.
+//! - **Several replicas, contended rows**: a handler declares the rows it will lock
+//!   ([`Handler::lock_keys`]); the consumer takes them for its whole batch first, in one global
+//!   order, so the batches of two replicas never deadlock.
+//! - **A COMMIT whose answer is lost**: the records are tried again; if the inbox shows the
+//!   transaction committed after all, the [`after_commit`] effects it deferred run then (they
+//!   are kept in memory meanwhile, so a process that dies in between loses them, like its other
+//!   counters).
+//!
 //! # Replaying a topic
 //!
-//! The inbox remembers every `ce_id` a consumer *name* applied, whatever the Kafka group. So a
-//! replay is always safe: read the topic again from the start and everything already applied is
-//! skipped, while records the consumer never saw (or whose dead-letter row an operator deleted
-//! after fixing the cause) are applied.
+//! The inbox remembers every `ce_id` a consumer *name* applied, whatever the Kafka group, and
+//! `eventing_dead_letter` every record it set aside. So a replay is always safe: read the topic
+//! again from the start and everything already applied is skipped, and so is every record with
+//! a dead-letter row (counted as `skipped`: the saga may have moved on without it), while
+//! records the consumer never saw are applied. To have a dead-lettered record applied, fix the
+//! cause, take the record (from the dead-letter topic or, when the row's `published` is false,
+//! from its `payload`, `record_key` and `header_names`/`header_values`), delete the row
+//! (`DELETE FROM eventing_dead_letter WHERE consumer = $1 AND event_id = $2`) and deliver the
+//! record again (a replay, or produced back to its source topic).
 //!
 //! - **New group, same name** (no downtime): run a second consumer with
 //!   [`ConsumerConfig::group_id`] set to a new group, `name` unchanged and
 //!   [`StartPosition::Earliest`]; stop the old group once the new one caught up.
 //! - **Offset reset** (same group): stop every member, then
 //!   `kafka-consumer-groups.sh --group <group> --topic <topic> --reset-offsets --to-earliest --execute`
-//!   (or `--to-datetime`), then start again.
+//!   (or `--to-datetime`: a record's Kafka timestamp is when the relay published it; the event's
+//!   own time is its `ce_time`), then start again.
 //!
 //! Changing `name` instead starts a new inbox: every retained event is applied again, which is
 //! what a *new* subscriber wants and what an existing one must not do.
@@ -118,14 +157,16 @@ mod failpoint;
 pub mod headers;
 mod inbound;
 mod kafka;
+mod lease;
 mod metrics;
 mod migrate;
 mod outbox;
+mod parked;
 mod relay;
 mod retry;
 
 pub use commit::{after_commit, committing, count_on_commit};
-pub use consumer::{Consumer, ConsumerConfig, Handler, HandlerError, StartPosition};
+pub use consumer::{Consumer, ConsumerConfig, Handler, HandlerError, LockKey, StartPosition};
 pub use dispatch::{Dispatcher, On};
 pub use failpoint::{FailpointAction, Failpoints};
 pub use inbound::InboundEvent;
@@ -133,5 +174,6 @@ pub use kafka::KafkaConfig;
 pub use metrics::EventingMetrics;
 pub use migrate::migrate;
 pub use outbox::{NewEvent, Outbox};
-pub use relay::{Relay, RelayConfig, RelayError};
+pub use parked::{ParkedEvent, ParkedEvents, drop_parked, parked_events, retry_parked};
+pub use relay::{Relay, RelayConfig, RelayError, RelayHealth, RelayStatus, RelayWaker};
 pub use retry::RetryPolicy;

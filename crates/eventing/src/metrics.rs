@@ -3,19 +3,27 @@
 //! | Series | Meaning |
 //! | --- | --- |
 //! | `shop_outbox_backlog_events` | events committed but not yet acknowledged by Kafka |
-//! | `shop_outbox_oldest_event_age_seconds` | age of the oldest of them (0 when none): grows while the broker is down |
+//! | `shop_outbox_oldest_event_age_seconds` | age of the oldest of them that can still be published (0 when none): grows while the broker is down; parked events and those waiting behind them are left out (they have their own series) |
+//! | `shop_outbox_parked_events` | events the relay gave up on (see [`retry_parked`](crate::retry_parked)) |
+//! | `shop_outbox_held_events` | events waiting behind a parked event of their key |
+//! | `shop_outbox_publish_failures_total{topic,reason}` | failed publishing attempts: `message_too_large`, `unknown_topic`, `invalid_timestamp`, `not_authorized`, `invalid_record`, `other` (the row's own; counted towards parking), `producer_fatal`, `purged`, `queue_full` (the producer's; not counted) |
 //! | `shop_outbox_published_total{topic}` | events the relay published (and Kafka acknowledged) |
 //! | `shop_outbox_publish_latency_seconds` | append (commit) to Kafka acknowledgement, per event |
 //! | `shop_outbox_relay_batch_duration_seconds` | one relay round: read, publish, await acks, delete |
 //! | `shop_outbox_relay_errors_total` | relay rounds that failed (database or Kafka) |
-//! | `shop_outbox_relay_leader` | 1 on the replica that holds the relay lock |
-//! | `shop_consumer_messages_total{group,topic,outcome}` | records handled: `applied`, `duplicate` (skipped by the inbox), `dead_lettered` |
+//! | `shop_outbox_relay_leader` | 1 on the replica that holds the relay lease |
+//! | `shop_outbox_relay_stalled` | 1 while this replica leads, events wait and none was published for the relay's `stall_timeout` |
+//! | `shop_consumer_messages_total{group,topic,outcome}` | records handled: `applied`, `duplicate` (skipped by the inbox), `dead_lettered`, `skipped` (it has a dead-letter row) |
 //! | `shop_consumer_handler_errors_total{group,topic,kind}` | handler failures, `transient` or `permanent` |
 //! | `shop_consumer_process_duration_seconds{group,topic}` | a record's fetch to its commit |
 //! | `shop_consumer_event_delay_seconds{group,topic}` | the event's `ce_time` (its append) to its commit here: one saga hop |
 //! | `shop_consumer_batch_size{group}` | records applied per database transaction |
 //! | `shop_consumer_lag{group,topic,partition}` | records behind the partition's end (from librdkafka statistics) |
 //! | `shop_dead_letters_total{group,topic,dead_letter_topic}` | records sent to a dead-letter topic |
+//! | `shop_consumer_retrying_records{group,topic}` | partitions whose next record failed transiently and waits for its next try (the others flow) |
+//! | `shop_consumer_retrying_seconds{group,topic}` | how long the longest-waiting of them has been failing (0 when none waits) |
+//! | `shop_consumer_dead_letters_unpublished_total{group,topic}` | dead letters kept in the database only: the dead-letter topic could not be written |
+//! | `shop_consumer_rebalances_total{group,kind}` | partitions `assigned` to or `revoked` from this member, one count per rebalance callback |
 
 use prometheus_client::encoding::EncodeLabelSet;
 use shop_telemetry::metrics::{
@@ -27,6 +35,12 @@ use sqlx::PgPool;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct TopicLabels {
     pub(crate) topic: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct FailureLabels {
+    pub(crate) topic: String,
+    pub(crate) reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -62,6 +76,12 @@ pub(crate) struct PartitionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RebalanceLabels {
+    pub(crate) group: String,
+    pub(crate) kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct DeadLetterLabels {
     pub(crate) group: String,
     pub(crate) topic: String,
@@ -80,6 +100,10 @@ pub struct EventingMetrics {
     pub(crate) relay_batch: Histogram,
     pub(crate) relay_errors: Counter,
     pub(crate) relay_leader: Gauge,
+    pub(crate) parked: Gauge,
+    pub(crate) held: Gauge,
+    pub(crate) publish_failures: Family<FailureLabels, Counter>,
+    pub(crate) relay_stalled: Gauge,
     pub(crate) consumed: Family<OutcomeLabels, Counter>,
     pub(crate) handler_errors: Family<ErrorLabels, Counter>,
     pub(crate) process_duration: HistogramFamily<GroupTopicLabels>,
@@ -87,6 +111,10 @@ pub struct EventingMetrics {
     pub(crate) batch_size: Family<GroupLabels, Histogram, fn() -> Histogram>,
     pub(crate) lag: Family<PartitionLabels, Gauge>,
     pub(crate) dead_letters: Family<DeadLetterLabels, Counter>,
+    pub(crate) retrying: Family<GroupTopicLabels, Gauge>,
+    pub(crate) retrying_for: Family<GroupTopicLabels, FloatGauge>,
+    pub(crate) dead_letters_unpublished: Family<GroupTopicLabels, Counter>,
+    pub(crate) rebalances: Family<RebalanceLabels, Counter>,
 }
 
 impl Default for EventingMetrics {
@@ -99,6 +127,10 @@ impl Default for EventingMetrics {
             relay_batch: latency_histogram(),
             relay_errors: Counter::default(),
             relay_leader: Gauge::default(),
+            parked: Gauge::default(),
+            held: Gauge::default(),
+            publish_failures: Family::default(),
+            relay_stalled: Gauge::default(),
             consumed: Family::default(),
             handler_errors: Family::default(),
             process_duration: latency_family(),
@@ -106,6 +138,10 @@ impl Default for EventingMetrics {
             batch_size: Family::new_with_constructor(batch_size_histogram),
             lag: Family::default(),
             dead_letters: Family::default(),
+            retrying: Family::default(),
+            retrying_for: Family::default(),
+            dead_letters_unpublished: Family::default(),
+            rebalances: Family::default(),
         }
     }
 }
@@ -146,17 +182,37 @@ impl EventingMetrics {
         );
         registry.register(
             "shop_outbox_relay_leader",
-            "1 when this replica holds the relay lock and publishes the outbox",
+            "1 when this replica holds the relay lease and publishes the outbox",
             m.relay_leader.clone(),
         );
         registry.register(
+            "shop_outbox_parked_events",
+            "Events the relay gave up publishing; their key's later events wait behind them",
+            m.parked.clone(),
+        );
+        registry.register(
+            "shop_outbox_held_events",
+            "Events waiting behind a parked event of their key",
+            m.held.clone(),
+        );
+        registry.register(
+            "shop_outbox_publish_failures",
+            "Failed attempts to publish an outbox event, by reason",
+            m.publish_failures.clone(),
+        );
+        registry.register(
+            "shop_outbox_relay_stalled",
+            "1 while this replica relays, events wait, and none was published for the stall timeout",
+            m.relay_stalled.clone(),
+        );
+        registry.register(
             "shop_consumer_messages",
-            "Records handled by a consumer group: applied, duplicate (skipped by the inbox) or dead_lettered",
+            "Records handled by a consumer group: applied, duplicate (skipped by the inbox), dead_lettered, or skipped (it has a dead-letter row)",
             m.consumed.clone(),
         );
         registry.register(
             "shop_consumer_handler_errors",
-            "Handler failures by kind (transient ones are retried)",
+            "Handler failures by kind (transient ones are retried for as long as they last, permanent ones dead-lettered)",
             m.handler_errors.clone(),
         );
         registry.register(
@@ -181,8 +237,28 @@ impl EventingMetrics {
         );
         registry.register(
             "shop_dead_letters",
-            "Records a consumer group gave up on and sent to its dead-letter topic",
+            "Records a consumer group set aside: sent to its dead-letter topic (or, when that cannot be written, kept in its database only)",
             m.dead_letters.clone(),
+        );
+        registry.register(
+            "shop_consumer_retrying_records",
+            "Partitions of a consumer group whose next record failed transiently and waits for its next try",
+            m.retrying.clone(),
+        );
+        registry.register(
+            "shop_consumer_retrying_seconds",
+            "How long the longest-waiting record of a consumer group's topic has been failing transiently (0 when none waits)",
+            m.retrying_for.clone(),
+        );
+        registry.register(
+            "shop_consumer_dead_letters_unpublished",
+            "Dead letters kept in the database only (eventing_dead_letter.published = false): the dead-letter topic could not be written",
+            m.dead_letters_unpublished.clone(),
+        );
+        registry.register(
+            "shop_consumer_rebalances",
+            "Rebalance callbacks of this member: partitions assigned or revoked",
+            m.rebalances.clone(),
         );
         m
     }
@@ -191,7 +267,7 @@ impl EventingMetrics {
     /// that first increase from `rate()` and `increase()` (and so from the alerts).
     pub(crate) fn start_consumer(&self, group: &str, topics: &[String], dead_letter_topic: &str) {
         for topic in topics {
-            for outcome in ["applied", "duplicate", "dead_lettered"] {
+            for outcome in ["applied", "duplicate", "dead_lettered", "skipped"] {
                 let _ = self.consumed.get_or_create(&OutcomeLabels {
                     group: group.to_owned(),
                     topic: topic.clone(),
@@ -210,24 +286,63 @@ impl EventingMetrics {
                 topic: topic.clone(),
                 dead_letter_topic: dead_letter_topic.to_owned(),
             });
+            let labels = GroupTopicLabels {
+                group: group.to_owned(),
+                topic: topic.clone(),
+            };
+            let _ = self.dead_letters_unpublished.get_or_create(&labels);
+            let _ = self.retrying.get_or_create(&labels);
+            let _ = self.retrying_for.get_or_create(&labels);
+        }
+        for kind in ["assigned", "revoked"] {
+            let _ = self.rebalances.get_or_create(&RebalanceLabels {
+                group: group.to_owned(),
+                kind,
+            });
         }
     }
 
-    /// Reads the outbox's backlog and the age of its oldest event into the gauges. Called when
-    /// `/metrics` is scraped, so the values are current and cost nothing between scrapes. Runs
-    /// whether or not this replica relays: a broker outage shows as a growing age everywhere.
+    /// Reads the outbox's backlog, its parked and held events and the age of its oldest
+    /// publishable event into the gauges. Called when `/metrics` is scraped, so the values are
+    /// current and cost nothing between scrapes. Runs whether or not this replica relays: a
+    /// broker outage shows as a growing age everywhere.
     ///
     /// # Errors
     /// Database errors (the gauges keep their previous values).
     pub async fn refresh_outbox(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
-        let (backlog, age): (i64, f64) = sqlx::query_as(
-            "SELECT count(*), coalesce(extract(epoch FROM clock_timestamp() - min(created_at))::float8, 0) \
-             FROM eventing_outbox",
+        // The parked keys are few (the partial index holds only rows in trouble); the age leaves
+        // them and the rows behind them out, so that `ShopOutboxEventsStuck` means "the relay
+        // makes no progress" and `ShopOutboxEventsParked` "an operator must decide".
+        let (backlog, parked, held, age): (i64, i64, i64, f64) = sqlx::query_as(
+            "SELECT count(*), \
+                    count(*) FILTER (WHERE o.parked_at IS NOT NULL), \
+                    count(*) FILTER (WHERE o.parked_at IS NULL AND p.topic IS NOT NULL), \
+                    coalesce(extract(epoch FROM clock_timestamp() - min(o.created_at) FILTER (WHERE p.topic IS NULL))::float8, 0) \
+             FROM eventing_outbox AS o \
+             LEFT JOIN (SELECT DISTINCT topic, partition_key FROM eventing_outbox \
+                        WHERE attempts > 0 AND parked_at IS NOT NULL) AS p \
+               ON p.topic = o.topic AND p.partition_key = o.partition_key",
         )
         .fetch_one(pool)
         .await?;
         self.backlog.set(backlog);
+        self.parked.set(parked);
+        self.held.set(held);
         self.oldest_age.set(age.max(0.0));
         Ok(())
+    }
+
+    /// Shows the relay's failure counters from the start, at 0 (see [`Self::start_consumer`]).
+    /// Topics appear as they fail; the reasons of a topic all appear with its first failure.
+    pub(crate) fn count_publish_failure(&self, topic: &str, reason: &'static str) {
+        for r in crate::relay::FAILURE_REASONS {
+            let counter = self.publish_failures.get_or_create(&FailureLabels {
+                topic: topic.to_owned(),
+                reason: r,
+            });
+            if *r == reason {
+                counter.inc();
+            }
+        }
     }
 }

@@ -1,6 +1,8 @@
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::RelayWaker;
+
 /// An event to append to the outbox.
 #[derive(Clone, Debug)]
 pub struct NewEvent {
@@ -51,9 +53,14 @@ impl NewEvent {
 }
 
 /// Appends events to the transactional outbox of one service's database.
+///
+/// Give it the process's relay with [`Outbox::waking`]: each append then wakes that relay once
+/// its transaction has committed, so the event leaves within a round trip or two instead of at
+/// the relay's next poll.
 #[derive(Clone, Debug)]
 pub struct Outbox {
     source: String,
+    wakes: Vec<RelayWaker>,
 }
 
 impl Outbox {
@@ -61,12 +68,27 @@ impl Outbox {
     pub fn new(source: impl Into<String>) -> Self {
         Self {
             source: source.into(),
+            wakes: Vec::new(),
         }
+    }
+
+    /// Wakes `relay` (the [`Relay::waker`](crate::Relay::waker) of this process's relay of the
+    /// same database) after each commit of an append. A relay that stands by passes the wake-up
+    /// on to the replica that relays (see [`Relay`](crate::Relay)).
+    #[must_use]
+    pub fn waking(mut self, relay: RelayWaker) -> Self {
+        self.wakes.push(relay);
+        self
     }
 
     /// Appends `event` in the caller's transaction: it is published if and only if that
     /// transaction commits. The current span's trace context is stored with it, so the consumer's
     /// span continues this trace.
+    ///
+    /// The relay is woken once the transaction commits ([`after_commit`](crate::after_commit)):
+    /// append inside a [`Handler`](crate::Handler) or under [`committing`](crate::committing),
+    /// as the services do. Elsewhere the wake-up comes at once, before the caller commits, and
+    /// the relay may only find the event at its next poll.
     ///
     /// # Errors
     /// Database errors; the caller's transaction should then be rolled back.
@@ -102,6 +124,12 @@ impl Outbox {
         .bind(serde_json::Value::Object(headers))
         .execute(conn)
         .await?;
+        // No NOTIFY here: it would make this commit take PostgreSQL's cluster-wide notify lock
+        // (see migrations/3_relay.sql). The wake-up happens in this process, after the commit.
+        for wake in &self.wakes {
+            let wake = wake.clone();
+            crate::after_commit(move || wake.wake());
+        }
         Ok(event.id)
     }
 }

@@ -4,10 +4,13 @@ use std::time::Duration;
 
 use rand::Rng;
 
-/// How a consumer retries a record whose handler failed transiently.
+/// How often and how fast to try something again: the delay between the tries of a consumer's
+/// record that failed transiently, or of a notification delivery.
 #[derive(Clone, Debug)]
 pub struct RetryPolicy {
-    /// Total tries, the first one included. Once exhausted the record is dead-lettered.
+    /// Total tries, the first one included, for work that gives up (the notification service's
+    /// deliveries). A [`Consumer`](crate::Consumer) does not: it retries a record's transient
+    /// failure for as long as it lasts.
     pub max_attempts: u32,
     /// Upper bound of the delay after the first failure.
     pub initial_backoff: Duration,

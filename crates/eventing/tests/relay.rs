@@ -288,3 +288,35 @@ async fn a_relay_stopping_while_the_broker_is_down_stops_promptly_and_keeps_the_
     relay.await.unwrap().unwrap();
     assert_eq!(env.read(&topic, 3).await.len(), 3);
 }
+
+#[tokio::test]
+async fn a_relay_killed_after_reading_before_publishing_loses_nothing() {
+    let env = setup().await;
+    let topic = env.topic("relay-before-publish", 1).await;
+    env.commit((0..5).map(|i| sequenced(&topic, "order-1", i)).collect())
+        .await;
+    let failpoints = Failpoints::default();
+    failpoints.arm("relay.before_publish", FailpointAction::Crash);
+    let crashed = env.relay(RelayConfig {
+        failpoints,
+        ..RelayConfig::default()
+    });
+    let result = crashed
+        .run(tokio_util::sync::CancellationToken::new())
+        .await;
+    assert!(matches!(result, Err(RelayError::Crashed(_))), "{result:?}");
+    drop(crashed);
+    assert_eq!(
+        env.outbox_len().await,
+        5,
+        "read, not published, not deleted"
+    );
+
+    let (stop, relay) = env.spawn_relay(RelayConfig::default());
+    env.drained().await;
+    let records = env.read(&topic, 5).await;
+    stop.cancel();
+    relay.await.unwrap().unwrap();
+    assert_eq!(records.len(), 5, "published once, after the restart");
+    assert_per_key_order(&records, 1, 5);
+}

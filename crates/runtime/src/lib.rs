@@ -3,10 +3,13 @@
 //!
 //! - [`config`]: typed settings from environment variables, with errors that name the variable;
 //! - [`status`]: `tonic::Status` values with `google.rpc` error details (field violations,
-//!   precondition failures, retry info) that grpcurl and every gRPC client can decode;
+//!   precondition failures, retry info) that grpcurl and every gRPC client can decode, and the
+//!   one builder of field violations every service validates requests with;
+//! - [`page_token`]: the page tokens of every listing, checked before they reach SQL;
 //! - [`grpc`]: the gRPC server with `grpc.health.v1` and server reflection (v1 and v1alpha), that
 //!   turns NOT_SERVING and drains on shutdown;
 //! - [`database`]: connecting a pool, waiting for the server to come up;
+//! - [`kafka`]: the Kafka client configuration, with the security properties of the environment;
 //! - [`observability`]: the service's Prometheus registry and its `/metrics` endpoint;
 //! - [`shutdown`]: a token cancelled on SIGTERM or Ctrl-C;
 //! - [`service`]: opening a service's database and running its gRPC server and tasks together.
@@ -14,7 +17,9 @@
 pub mod config;
 pub mod database;
 pub mod grpc;
+pub mod kafka;
 pub mod observability;
+pub mod page_token;
 pub mod service;
 pub mod shutdown;
 pub mod status;

@@ -7,10 +7,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shop_eventing::{Consumer, Handler, Relay};
-use sqlx::PgPool;
+use shop_eventing::{Consumer, Handler, Relay, RelayHealth};
 use sqlx::migrate::Migrator;
+use sqlx::{Connection, PgConnection, PgPool};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
@@ -20,6 +21,10 @@ use shop_telemetry::grpc::GrpcMetrics;
 
 /// Connects to a service's database (waiting up to a minute for it), creates or upgrades the
 /// outbox and inbox tables, then applies the service's own `migrations`.
+///
+/// The migrations run on a connection of their own, without the service's statement, lock and
+/// idle timeouts ([`crate::database::MIGRATION_OVERRIDES`]): a migration may rewrite a big table
+/// or wait for the old version's transactions to finish.
 ///
 /// # Errors
 /// When the database stays unreachable or a migration fails.
@@ -31,8 +36,15 @@ pub async fn open_database(
 ) -> anyhow::Result<PgPool> {
     let pool =
         crate::database::connect(url, max_connections, Duration::from_secs(60), shutdown).await?;
-    shop_eventing::migrate(&pool).await?;
-    migrations.run(&pool).await?;
+    let unbounded = pool
+        .connect_options()
+        .as_ref()
+        .clone()
+        .options(crate::database::MIGRATION_OVERRIDES);
+    let mut conn = PgConnection::connect_with(&unbounded).await?;
+    shop_eventing::migrate(&mut conn).await?;
+    migrations.run(&mut conn).await?;
+    conn.close().await?;
     Ok(pool)
 }
 
@@ -143,6 +155,7 @@ pub struct ServiceRunner {
     names: Vec<&'static str>,
     request_timeout: Duration,
     tasks: Vec<(&'static str, Task)>,
+    relay: Option<RelayHealth>,
     grpc_metrics: GrpcMetrics,
     shutdown: CancellationToken,
 }
@@ -173,6 +186,7 @@ impl ServiceRunner {
             names: vec![name],
             request_timeout,
             tasks: Vec::new(),
+            relay: None,
             grpc_metrics: GrpcMetrics::unregistered(),
             shutdown,
         }
@@ -196,9 +210,20 @@ impl ServiceRunner {
         })
     }
 
-    /// Adds the service's outbox relay.
+    /// Adds the service's outbox relay (a service has one: its database has one outbox). While it is stalled (it leads, events wait, and it
+    /// published none for its `stall_timeout`), the service's gRPC health reports its API
+    /// NOT_SERVING, the check Kubernetes' readiness probe makes, and the log and
+    /// `shop_outbox_relay_stalled` say why.
+    ///
+    /// Readiness, not liveness: the overall health (`""`, the liveness probe) stays SERVING.
+    /// A stall is nearly always the broker's (down, or refusing the events), and restarting the
+    /// process would not bring it back; it would only move the lease to another replica, which
+    /// stalls in turn, a restart loop across the service during a broker outage. What does help
+    /// with a stall of this process's own (a wedged producer) the relay does itself: it rebuilds
+    /// its producer. Not ready, the pod shows as such (`kubectl get pods`, the rollout waits).
     #[must_use]
-    pub fn relay(self, relay: Relay) -> Self {
+    pub fn relay(mut self, relay: Relay) -> Self {
+        self.relay = Some(relay.health());
         let shutdown = self.shutdown.clone();
         self.task(
             "outbox relay",
@@ -241,9 +266,18 @@ impl ServiceRunner {
             names,
             request_timeout,
             mut tasks,
+            relay,
             grpc_metrics,
             shutdown,
         } = self;
+        let (ready_tx, ready) = watch::channel(true);
+        if let Some(relay) = relay {
+            let stop = shutdown.clone();
+            tasks.push((
+                "relay readiness",
+                Box::pin(relay_readiness(relay, ready_tx, stop)),
+            ));
+        }
         let (health, health_service) = crate::grpc::health_reporter();
         let routes = routes.add_service(health_service);
         let grpc_shutdown = shutdown.clone();
@@ -255,8 +289,11 @@ impl ServiceRunner {
                     crate::grpc::serve(
                         listener,
                         routes,
-                        health,
-                        &names,
+                        crate::grpc::Health {
+                            reporter: health,
+                            service_names: &names,
+                            ready,
+                        },
                         grpc_shutdown,
                         request_timeout,
                         grpc_metrics,
@@ -267,5 +304,28 @@ impl ServiceRunner {
             ),
         );
         run_until_stopped(tasks, shutdown).await
+    }
+}
+
+/// Keeps `ready` false while `relay` is stalled, until shutdown.
+async fn relay_readiness(
+    mut relay: RelayHealth,
+    ready: watch::Sender<bool>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            status = relay.changed() => match status {
+                Some(status) => {
+                    ready.send_replace(!status.stalled);
+                }
+                // The relay is gone: its own task reports why; wait for the shutdown it causes.
+                None => {
+                    shutdown.cancelled().await;
+                    return Ok(());
+                }
+            },
+        }
     }
 }

@@ -8,8 +8,10 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 /// Collects field violations while a request is validated, then answers `INVALID_ARGUMENT`
-/// listing all of them (not just the first).
-#[derive(Debug, Default)]
+/// listing all of them (not just the first). The one way every service builds a `BadRequest`:
+/// use cases collect into it, their error carries it, and the service's single
+/// `From<Error> for Status` turns it into the status with [`From`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FieldViolations(Vec<(String, String)>);
 
 impl FieldViolations {
@@ -32,21 +34,46 @@ impl FieldViolations {
         result.map_err(|e| self.add(field, e.to_string())).ok()
     }
 
+    /// Records every `(field, description)` of `violations` (e.g. what a domain parser found),
+    /// with `prefix` before each field (`amount.` for the fields of a nested message).
+    pub fn extend(
+        &mut self,
+        prefix: &str,
+        violations: impl IntoIterator<Item = (impl Into<String>, impl Into<String>)>,
+    ) {
+        for (field, description) in violations {
+            self.add(format!("{prefix}{}", field.into()), description);
+        }
+    }
+
     /// Whether nothing was recorded.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
-    /// `Ok(())` when empty, else the `INVALID_ARGUMENT` status.
+    /// The fields recorded, in order.
+    pub fn fields(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(field, _)| field.as_str())
+    }
+
+    /// `Ok(())` when nothing was recorded, else the violations, for the use case's error.
     ///
     /// # Errors
-    /// The status listing every violation.
-    pub fn into_result(self) -> Result<(), Status> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(invalid_argument(self.0))
-        }
+    /// The violations, when there are any.
+    pub fn into_result(self) -> Result<(), Self> {
+        if self.0.is_empty() { Ok(()) } else { Err(self) }
+    }
+}
+
+impl From<Vec<(String, String)>> for FieldViolations {
+    fn from(violations: Vec<(String, String)>) -> Self {
+        Self(violations)
+    }
+}
+
+impl From<FieldViolations> for Status {
+    fn from(violations: FieldViolations) -> Self {
+        invalid_argument(violations.0)
     }
 }
 
@@ -110,4 +137,34 @@ pub fn unavailable(message: impl Into<String>, retry_after: Duration) -> Status 
 pub fn internal(error: &anyhow::Error) -> Status {
     tracing::error!(error = ?error, "Internal error.");
     Status::internal("internal error")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic_types::StatusExt;
+
+    #[test]
+    fn every_violation_reaches_the_bad_request_with_its_field() {
+        let mut violations = FieldViolations::new();
+        violations.add("sku", "must not be empty");
+        assert_eq!(violations.check("delta", "7".parse::<i64>()), Some(7));
+        assert_eq!(violations.check("page_size", "x".parse::<u32>()), None);
+        violations.extend("amount.", [("currency", "must be 3 letters")]);
+        assert_eq!(
+            violations.fields().collect::<Vec<_>>(),
+            ["sku", "page_size", "amount.currency"]
+        );
+        let status = Status::from(violations.into_result().unwrap_err());
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let fields: Vec<String> = status
+            .get_details_bad_request()
+            .unwrap()
+            .field_violations
+            .into_iter()
+            .map(|v| v.field)
+            .collect();
+        assert_eq!(fields, ["sku", "page_size", "amount.currency"]);
+        assert!(FieldViolations::new().into_result().is_ok());
+    }
 }

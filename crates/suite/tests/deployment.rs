@@ -946,6 +946,153 @@ fn the_topology_declaration_matches_the_code_k8s_and_compose() {
     );
 }
 
+/// Each deployed service's KafkaUser (k8s/components/kafka-strimzi/users.yaml) has exactly the
+/// ACLs deploy/topology.yaml grants it (the same the local Apache Kafka gets), and its Deployment
+/// logs in as that user with that user's Secret.
+fn check_kafka_users(topology: &Topology) -> Vec<String> {
+    let mut problems = Vec::new();
+    let dir = root().join("k8s/components/kafka-strimzi");
+    let mut users: BTreeMap<String, BTreeSet<(String, String, String)>> = BTreeMap::new();
+    for doc in yaml_documents(&dir.join("users.yaml")) {
+        if str_of(&doc, &["kind"]) != Some("KafkaUser") {
+            continue;
+        }
+        let name = str_of(&doc, &["metadata", "name"])
+            .unwrap_or_default()
+            .to_owned();
+        let mut acls = BTreeSet::new();
+        for acl in seq_of(&doc, &["spec", "authorization", "acls"]) {
+            for op in seq_of(acl, &["operations"]) {
+                acls.insert((
+                    str_of(acl, &["resource", "type"])
+                        .unwrap_or_default()
+                        .to_owned(),
+                    str_of(acl, &["resource", "name"])
+                        .unwrap_or_default()
+                        .to_owned(),
+                    op.as_str().unwrap_or_default().to_owned(),
+                ));
+            }
+        }
+        users.insert(name, acls);
+    }
+    let mut logins: BTreeMap<String, (Option<String>, Option<String>)> = BTreeMap::new();
+    for doc in yaml_documents(&dir.join("service-identities.yaml")) {
+        let deployment = str_of(&doc, &["metadata", "name"])
+            .unwrap_or_default()
+            .to_owned();
+        for container in seq_of(&doc, &["spec", "template", "spec", "containers"]) {
+            for var in seq_of(container, &["env"]) {
+                let entry = logins.entry(deployment.clone()).or_default();
+                match str_of(var, &["name"]) {
+                    Some("KAFKA_SASL_USERNAME") => {
+                        entry.0 = str_of(var, &["value"]).map(str::to_owned);
+                    }
+                    Some("KAFKA_SASL_PASSWORD") => {
+                        entry.1 =
+                            str_of(var, &["valueFrom", "secretKeyRef", "name"]).map(str::to_owned);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    for service in topology.services.iter().filter(|s| s.deployed) {
+        let grants = service.kafka_grants();
+        let mut wanted = BTreeSet::new();
+        for (kind, names, ops) in [
+            ("topic", &grants.write, ["Write", "Describe"]),
+            ("topic", &grants.read, ["Read", "Describe"]),
+            ("group", &grants.groups, ["Read", "Describe"]),
+        ] {
+            for name in names {
+                for op in ops {
+                    wanted.insert((kind.to_owned(), name.clone(), op.to_owned()));
+                }
+            }
+        }
+        match users.remove(&grants.user) {
+            None => problems.push(format!(
+                "k8s/components/kafka-strimzi/users.yaml has no KafkaUser {}",
+                grants.user
+            )),
+            Some(acls) if acls != wanted => problems.push(format!(
+                "KafkaUser {} allows {acls:?}; deploy/topology.yaml grants {wanted:?}",
+                grants.user
+            )),
+            Some(_) => {}
+        }
+        let login = logins.get(&service.name).cloned().unwrap_or_default();
+        let user = Some(grants.user.clone());
+        if login != (user.clone(), user) {
+            problems.push(format!(
+                "k8s/components/kafka-strimzi/service-identities.yaml: the Deployment {} logs in as {:?} with the Secret {:?}, not as its KafkaUser {}",
+                service.name, login.0, login.1, grants.user
+            ));
+        }
+    }
+    for extra in users.keys() {
+        problems.push(format!(
+            "KafkaUser {extra} belongs to no deployed service of deploy/topology.yaml"
+        ));
+    }
+    problems
+}
+
+#[test]
+fn each_service_has_a_kafka_user_with_exactly_its_acls() {
+    assert_none(
+        "KafkaUsers vs deploy/topology.yaml",
+        &check_kafka_users(&Topology::of_repository()),
+    );
+}
+
+#[test]
+fn a_kafka_user_whose_acls_drift_from_the_topology_is_reported() {
+    let mut topology = Topology::of_repository();
+    topology.services[1]
+        .consumes
+        .push("payment.events.v1".into());
+    topology.services[3].binary = "someone-else".into();
+    let all = check_kafka_users(&topology).join("\n");
+    for expected in [
+        "KafkaUser inventory-service allows",
+        "has no KafkaUser someone-else",
+        "KafkaUser notification-service belongs to no deployed service",
+    ] {
+        assert!(
+            all.contains(expected),
+            "expected {expected:?} among:\n{all}"
+        );
+    }
+}
+
+/// The Apache Kafka release the local runs resolve (deploy/kafka/pom.xml) is the one compose
+/// runs: one pinned version, so the tests run against what `docker compose up` deploys.
+#[test]
+fn compose_runs_the_apache_kafka_release_the_tests_run_against() {
+    let pom = std::fs::read_to_string(root().join("deploy/kafka/pom.xml")).expect("pom.xml");
+    let pinned = pom
+        .split("<kafka.version>")
+        .nth(1)
+        .and_then(|rest| rest.split("</kafka.version>").next())
+        .expect("<kafka.version> in deploy/kafka/pom.xml");
+    let compose = yaml_documents(&root().join("docker-compose.yml"))
+        .pop()
+        .expect("docker-compose.yml");
+    let images: Vec<&str> = ["kafka", "kafka-topics"]
+        .iter()
+        .map(|s| str_of(&compose, &["services", s, "image"]).expect("image"))
+        .collect();
+    for image in images {
+        assert_eq!(
+            image,
+            format!("apache/kafka:{pinned}"),
+            "docker-compose.yml runs {image}, deploy/kafka/pom.xml pins Apache Kafka {pinned}"
+        );
+    }
+}
+
 #[test]
 fn a_topology_that_drifts_from_k8s_compose_or_the_code_is_reported() {
     let mut topology = Topology::of_repository();

@@ -12,7 +12,7 @@ use shop_proto::inventory::v1 as inventory;
 use shop_proto::notification::v1 as notification;
 use shop_proto::order::v1 as order;
 use shop_proto::payment::v1 as payment;
-use shop_suite::audit::{Databases, audit};
+use shop_suite::audit::{Databases, ExpectedDeadLetter, audit, audit_expecting};
 use shop_suite::clients::{Clients, Endpoints};
 use shop_testkit::{TestDb, TestKafka};
 use tokio::task::JoinHandle;
@@ -71,7 +71,7 @@ struct Suite {
     dbs: Databases,
     launches: HashMap<Service, Launch>,
     tasks: HashMap<Service, (CancellationToken, JoinHandle<()>)>,
-    _kafka: TestKafka,
+    kafka: TestKafka,
     _databases: Vec<TestDb>,
 }
 
@@ -92,6 +92,11 @@ fn eur(amount_minor: i64) -> Option<Money> {
 
 impl Suite {
     async fn start(webhook: Option<String>) -> Self {
+        Self::start_with(webhook, Duration::from_secs(600)).await
+    }
+
+    /// The suite, with orders still PENDING after `saga_deadline` cancelled (reason TIMEOUT).
+    async fn start_with(webhook: Option<String>, saga_deadline: Duration) -> Self {
         shop_telemetry::init_for_tests();
         let kafka = TestKafka::start();
         let topic = |name: &str| TestKafka::unique_topic(name);
@@ -148,6 +153,9 @@ impl Suite {
                     inventory_events_topic: inventory_topic.clone(),
                     payment_events_topic: payment_topic.clone(),
                     consumer_group: group("order"),
+                    saga_deadline,
+                    saga_sweep_interval: Duration::from_millis(200),
+                    saga_sweep_batch: 100,
                     request_timeout: timeout,
                     session_timeout: session,
                 }),
@@ -199,6 +207,16 @@ impl Suite {
             tasks.insert(service, (stop, task));
             launches.insert(service, launch);
         }
+        // Every consumer's dead-letter topic, provisioned as in k8s (auto-create is off there).
+        for launch in launches.values() {
+            let group = match launch {
+                Launch::Order(s) => &s.consumer_group,
+                Launch::Inventory(s) => &s.consumer_group,
+                Launch::Payment(s) => &s.consumer_group,
+                Launch::Notification(s) => &s.consumer_group,
+            };
+            kafka.create_topic(&format!("{group}.dlq"), 1).await;
+        }
         let url = |s: Service| format!("http://{}", addrs[&s]);
         let endpoints = Endpoints {
             order: url(Service::Order),
@@ -220,7 +238,7 @@ impl Suite {
             dbs,
             launches,
             tasks,
-            _kafka: kafka,
+            kafka,
             _databases: vec![order_db, inventory_db, payment_db, notification_db],
         }
     }
@@ -367,12 +385,159 @@ impl Suite {
             .notifications
     }
 
+    fn pool(&self, service: Service) -> &sqlx::PgPool {
+        match service {
+            Service::Order => &self.dbs.order,
+            Service::Inventory => &self.dbs.inventory,
+            Service::Payment => &self.dbs.payment,
+            Service::Notification => &self.dbs.notification,
+        }
+    }
+
+    fn group(&self, service: Service) -> String {
+        match &self.launches[&service] {
+            Launch::Order(s) => s.consumer_group.clone(),
+            Launch::Inventory(s) => s.consumer_group.clone(),
+            Launch::Payment(s) => s.consumer_group.clone(),
+            Launch::Notification(s) => s.consumer_group.clone(),
+        }
+    }
+
+    /// Makes `service`'s database refuse rows of `table` matching `when` (a condition on NEW)
+    /// with a data error (SQLSTATE 22023), as a bug or a bad migration would: the consumer
+    /// applying such a row gives up on its record and dead-letters it.
+    async fn break_table(&self, service: Service, table: &str, when: &str) {
+        let pool = self.pool(service);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE FUNCTION test_injected_failure() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN RAISE EXCEPTION 'injected by the test' USING ERRCODE = '22023'; END $$; \
+             CREATE TRIGGER test_injected_failure BEFORE INSERT OR UPDATE ON {table} \
+             FOR EACH ROW WHEN ({when}) EXECUTE FUNCTION test_injected_failure();"
+        )))
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+
+    /// The cause of [`Suite::break_table`] fixed.
+    async fn fix_table(&self, service: Service, table: &str) {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP TRIGGER test_injected_failure ON {table}; DROP FUNCTION test_injected_failure();"
+        )))
+        .execute(self.pool(service))
+        .await
+        .unwrap();
+    }
+
+    /// Waits until `service` has applied (or dead-lettered) `count` events of type `event_type`.
+    async fn applied(&self, service: Service, event_type: &str, count: i64) {
+        let pool = self.pool(service).clone();
+        shop_testkit::eventually(
+            &format!("{service:?} applied {count} {event_type}"),
+            Duration::from_secs(60),
+            || {
+                let pool = pool.clone();
+                async move {
+                    let done: i64 = sqlx::query_scalar(
+                        "SELECT (SELECT count(*) FROM eventing_inbox WHERE event_type = $1) \
+                         + (SELECT count(*) FROM eventing_dead_letter WHERE event_type = $1)",
+                    )
+                    .bind(event_type)
+                    .fetch_one(&pool)
+                    .await
+                    .ok()?;
+                    (done >= count).then_some(())
+                }
+            },
+        )
+        .await;
+    }
+
+    /// Waits until everything `service` appended is on Kafka.
+    async fn outbox_drained(&self, service: Service) {
+        let pool = self.pool(service).clone();
+        shop_testkit::eventually(
+            &format!("{service:?}'s outbox drained"),
+            Duration::from_secs(30),
+            || {
+                let pool = pool.clone();
+                async move {
+                    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM eventing_outbox")
+                        .fetch_one(&pool)
+                        .await
+                        .ok()?;
+                    (left == 0).then_some(())
+                }
+            },
+        )
+        .await;
+    }
+
+    /// The operator's re-drive of `service`'s dead letters, as docs/subscribing.md describes it
+    /// (the cause fixed first): each record on its dead-letter topic has its dead-letter row
+    /// deleted and goes back on its source topic with its original key, payload and headers.
+    async fn redrive(&self, service: Service, count: usize) {
+        use rdkafka::ClientConfig;
+        use rdkafka::message::{Header, OwnedHeaders};
+        use rdkafka::producer::{FutureProducer, FutureRecord};
+        let dead = self
+            .kafka
+            .read(
+                &format!("{}.dlq", self.group(service)),
+                count,
+                Duration::from_secs(30),
+            )
+            .await;
+        assert_eq!(dead.len(), count, "dead letters of {service:?}: {dead:?}");
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", self.kafka.bootstrap_servers())
+            .create()
+            .unwrap();
+        for record in dead {
+            let id = record.header("ce_id").unwrap().to_owned();
+            sqlx::query("DELETE FROM eventing_dead_letter WHERE event_id = $1")
+                .bind(&id)
+                .execute(self.pool(service))
+                .await
+                .unwrap();
+            let mut headers = OwnedHeaders::new();
+            for (name, value) in record
+                .headers
+                .iter()
+                .filter(|(n, _)| !n.starts_with("dlq_"))
+            {
+                headers = headers.insert(Header {
+                    key: name,
+                    value: Some(value.as_bytes()),
+                });
+            }
+            let source = record.header("dlq_source_topic").unwrap();
+            let key = record.key.clone().unwrap_or_default();
+            producer
+                .send(
+                    FutureRecord::to(source)
+                        .key(&key)
+                        .payload(&record.payload)
+                        .headers(headers),
+                    Duration::from_secs(10),
+                )
+                .await
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+    }
+
     /// Waits until the saga has settled (every compensation applied, every notification
     /// recorded), then audits the four databases.
     async fn settle_and_audit(&self) {
+        self.settle_and_audit_expecting(&[]).await;
+    }
+
+    /// [`Suite::settle_and_audit`] where the test made consumers give up on `expected` records.
+    async fn settle_and_audit_expecting(&self, expected: &[ExpectedDeadLetter]) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let report = audit(&self.dbs).await.unwrap();
+            let report = audit_expecting(&self.dbs, expected).await.unwrap();
             if report.violations.is_empty() || Instant::now() > deadline {
                 report.assert_clean();
                 return;
@@ -446,7 +611,19 @@ async fn happy_path_confirms_sells_once_charges_once_and_notifies_once() {
     })
     .await;
     assert_eq!(delivered.len(), 1);
-    let notes = suite.notifications(&id).await;
+    // The receiver records the request before it answers: the worker marks the notification
+    // delivered only once it has the answer, a moment later.
+    let marked_by = Instant::now() + Duration::from_secs(10);
+    let notes = loop {
+        let notes = suite.notifications(&id).await;
+        let delivered = notes
+            .iter()
+            .all(|n| n.status() == notification::DeliveryStatus::Delivered);
+        if delivered || Instant::now() > marked_by {
+            break notes;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(notes.len(), 1);
     assert_eq!(
         delivered[0].0, notes[0].notification_id,
@@ -625,4 +802,293 @@ async fn services_killed_mid_flow_and_restarted_lose_nothing_and_apply_nothing_t
         1_000_000 - 40 * 100,
         "40 captures, once each"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_audit_reports_every_broken_invariant() {
+    let mut suite = Suite::start(None).await;
+    suite.product("BOOK", 1000, 10).await;
+    suite.account("alice", 10_000, false).await;
+    let id = suite.place("alice-1", "alice", &[("BOOK", 1)]).await;
+    assert_eq!(
+        suite.terminal(&id).await.status(),
+        order::OrderStatus::Confirmed
+    );
+    suite.settle_and_audit().await;
+
+    // Each tampering below breaks one promise of the audit; each must be reported.
+    let found = |report: &shop_suite::audit::AuditReport, needle: &str| {
+        report.violations.iter().any(|v| v.contains(needle))
+    };
+    // An event that never left an outbox (its relay is down).
+    suite.kill(Service::Order).await;
+    sqlx::query(
+        "INSERT INTO eventing_outbox (event_id, topic, partition_key, event_type, source, payload) \
+         VALUES (gen_random_uuid(), 'order.events.v1', 'x', 'shop.order.v1.OrderPlaced', '/shop/order-service', '')",
+    )
+    .execute(&suite.dbs.order)
+    .await
+    .unwrap();
+    // A record inventory gave up on.
+    sqlx::query(
+        "INSERT INTO eventing_dead_letter (consumer, event_id, event_type, topic, kafka_partition, \
+         kafka_offset, dead_letter_topic, error, attempts) \
+         VALUES ('inventory-service', 'e-1', 'shop.order.v1.OrderPlaced', 'order.events.v1', 0, 7, \
+         'inventory-service.dlq', 'permanent: boom', 1)",
+    )
+    .execute(&suite.dbs.inventory)
+    .await
+    .unwrap();
+    // Money taken for an order the order service never had (the balance agrees with it).
+    sqlx::query(
+        "INSERT INTO payments (order_id, customer_id, amount_minor, currency, status) \
+         VALUES ('ghost-order', 'alice', 100, 'EUR', 'captured')",
+    )
+    .execute(&suite.dbs.payment)
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE accounts SET balance_minor = balance_minor - 100 WHERE customer_id = 'alice'",
+    )
+    .execute(&suite.dbs.payment)
+    .await
+    .unwrap();
+    let report = audit(&suite.dbs).await.unwrap();
+    let mut missed = Vec::new();
+    for needle in ["outbox", "dead letter", "ghost-order"] {
+        if !found(&report, needle) {
+            missed.push(needle);
+        }
+    }
+    assert!(
+        missed.is_empty(),
+        "the audit missed {missed:?}; it reported {:#?}",
+        report.violations
+    );
+    // A dead letter the test caused on purpose is accepted, once; one that is missing is not.
+    let report = audit_expecting(
+        &suite.dbs,
+        &[
+            ExpectedDeadLetter {
+                database: "inventory",
+                event_type: "shop.order.v1.OrderPlaced",
+            },
+            ExpectedDeadLetter {
+                database: "payment",
+                event_type: "shop.order.v1.PaymentRequested",
+            },
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(!found(&report, "unexpected dead letter"), "{report:#?}");
+    assert!(
+        found(
+            &report,
+            "payment: expected a dead letter of shop.order.v1.PaymentRequested"
+        ),
+        "{report:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_payment_request_re_driven_after_the_customer_cancelled_takes_no_money() {
+    // The reviewer's reproduction of C1: payment dead-letters a PaymentRequested, the customer
+    // cancels the pending order (the refund finds nothing), the cause is fixed and the dead
+    // letter re-driven. Payment must decline it: no money for a cancelled order.
+    let mut suite = Suite::start(None).await;
+    suite.product("LAMP", 4242, 5).await;
+    suite.account("alice", 10_000, false).await;
+    suite
+        .break_table(
+            Service::Payment,
+            "payments",
+            "NEW.status IN ('captured', 'declined')",
+        )
+        .await;
+    let id = suite.place("alice-1", "alice", &[("LAMP", 1)]).await;
+    suite
+        .applied(Service::Payment, "shop.order.v1.PaymentRequested", 1)
+        .await;
+    suite
+        .clients
+        .order
+        .cancel_order(order::CancelOrderRequest {
+            order_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    suite
+        .applied(Service::Payment, "shop.order.v1.OrderCancelled", 1)
+        .await;
+    suite.fix_table(Service::Payment, "payments").await;
+    suite.redrive(Service::Payment, 1).await;
+    suite
+        .applied(Service::Payment, "shop.order.v1.PaymentRequested", 1)
+        .await;
+    suite.settle_and_audit().await;
+    assert_eq!(suite.balance("alice").await, 10_000, "no money taken");
+    assert_eq!(
+        suite.terminal(&id).await.cancellation_reason(),
+        order::CancellationReason::CustomerCancelled
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_order_placed_re_driven_after_the_customer_cancelled_holds_no_stock() {
+    let mut suite = Suite::start(None).await;
+    suite.product("LAMP", 5000, 5).await;
+    suite.account("alice", 100_000, false).await;
+    suite
+        .break_table(
+            Service::Inventory,
+            "reservations",
+            "NEW.status IN ('reserved', 'rejected')",
+        )
+        .await;
+    let id = suite.place("alice-1", "alice", &[("LAMP", 2)]).await;
+    suite
+        .applied(Service::Inventory, "shop.order.v1.OrderPlaced", 1)
+        .await;
+    suite
+        .clients
+        .order
+        .cancel_order(order::CancelOrderRequest {
+            order_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    suite
+        .applied(Service::Inventory, "shop.order.v1.OrderCancelled", 1)
+        .await;
+    suite.fix_table(Service::Inventory, "reservations").await;
+    suite.redrive(Service::Inventory, 1).await;
+    suite
+        .applied(Service::Inventory, "shop.order.v1.OrderPlaced", 1)
+        .await;
+    suite.settle_and_audit().await;
+    let lamp = suite.stock("LAMP").await;
+    assert_eq!(
+        (lamp.on_hand, lamp.reserved, lamp.available),
+        (5, 0, 5),
+        "no unit held for the cancelled order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_capture_that_reaches_a_cancelled_order_ends_refunded() {
+    // Payment captures after the order was cancelled, and its own refund on OrderCancelled is
+    // dead-lettered: only the orchestrator, seeing the late PaymentCaptured, can still get the
+    // money back.
+    let mut suite = Suite::start(None).await;
+    suite.product("LAMP", 2500, 5).await;
+    suite.account("alice", 10_000, false).await;
+    suite.kill(Service::Payment).await;
+    let id = suite.place("alice-1", "alice", &[("LAMP", 1)]).await;
+    // Stock reserved, payment requested: the order waits for payment, which is down.
+    shop_testkit::eventually("payment requested", Duration::from_secs(30), || {
+        let pool = suite.dbs.order.clone();
+        let id = id.clone();
+        async move {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT payment_requested FROM orders WHERE order_id = $1::uuid",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .ok()?
+            .then_some(())
+        }
+    })
+    .await;
+    suite
+        .clients
+        .order
+        .cancel_order(order::CancelOrderRequest {
+            order_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    // The order service is down while payment catches up (once OrderCancelled left its
+    // outbox: the relay goes down with it).
+    suite.outbox_drained(Service::Order).await;
+    suite.kill(Service::Order).await;
+    suite
+        .break_table(Service::Payment, "payments", "NEW.status = 'refunded'")
+        .await;
+    suite.restart(Service::Payment).await;
+    suite
+        .applied(Service::Payment, "shop.order.v1.OrderCancelled", 1)
+        .await;
+    assert_eq!(
+        suite.balance("alice").await,
+        7_500,
+        "captured, not refunded"
+    );
+    suite.fix_table(Service::Payment, "payments").await;
+    suite.restart(Service::Order).await;
+    suite
+        .settle_and_audit_expecting(&[ExpectedDeadLetter {
+            database: "payment",
+            event_type: "shop.order.v1.OrderCancelled",
+        }])
+        .await;
+    assert_eq!(suite.balance("alice").await, 10_000, "refunded");
+    assert_eq!(
+        suite.terminal(&id).await.status(),
+        order::OrderStatus::Cancelled
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_saga_that_cannot_progress_is_cancelled_at_its_deadline_and_compensated() {
+    let mut suite = Suite::start_with(None, Duration::from_secs(3)).await;
+    suite.product("LAMP", 5000, 5).await;
+    suite.account("alice", 100_000, false).await;
+    // Inventory prices orders (gRPC) but its consumer reads another topic: nothing reserves.
+    let real_topic = {
+        let Some(Launch::Inventory(settings)) = suite.launches.get_mut(&Service::Inventory) else {
+            unreachable!()
+        };
+        let idle = TestKafka::unique_topic("idle");
+        std::mem::replace(&mut settings.order_events_topic, idle)
+    };
+    let idle = match &suite.launches[&Service::Inventory] {
+        Launch::Inventory(s) => s.order_events_topic.clone(),
+        _ => unreachable!(),
+    };
+    suite.kafka.create_topic(&idle, 1).await;
+    suite.kill(Service::Inventory).await;
+    suite.restart(Service::Inventory).await;
+    let placed = Instant::now();
+    let id = suite.place("alice-1", "alice", &[("LAMP", 2)]).await;
+    let done = suite.terminal(&id).await;
+    let waited = placed.elapsed();
+    assert_eq!(
+        (done.status(), done.cancellation_reason()),
+        (
+            order::OrderStatus::Cancelled,
+            order::CancellationReason::Timeout
+        )
+    );
+    assert!(
+        waited >= Duration::from_secs(3) && waited < Duration::from_secs(15),
+        "cancelled after the deadline: {waited:?}"
+    );
+    // Inventory comes back and applies OrderPlaced, then OrderCancelled: nothing stays held.
+    suite.kill(Service::Inventory).await;
+    if let Some(Launch::Inventory(settings)) = suite.launches.get_mut(&Service::Inventory) {
+        settings.order_events_topic = real_topic;
+    }
+    suite.restart(Service::Inventory).await;
+    suite
+        .applied(Service::Inventory, "shop.order.v1.OrderCancelled", 1)
+        .await;
+    suite.settle_and_audit().await;
+    let lamp = suite.stock("LAMP").await;
+    assert_eq!((lamp.on_hand, lamp.reserved, lamp.sold), (5, 0, 0));
+    assert_eq!(suite.balance("alice").await, 100_000);
+    let notes = suite.notifications(&id).await;
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(notes[0].message.contains("in time"), "{}", notes[0].message);
 }

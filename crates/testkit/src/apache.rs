@@ -38,7 +38,40 @@ pub struct ApacheKafka {
     port: u16,
     controller_port: u16,
     heap: String,
+    scram: Option<Scram>,
     running: Option<Running>,
+}
+
+/// SASL/SCRAM-SHA-512 on the client listener, with the standard authorizer and no access without
+/// an ACL: as the Strimzi cluster runs (k8s/components/kafka-strimzi). `admin` is the super user
+/// (topics, ACLs); every other identity gets only what [`ApacheKafka::grant`] gives it.
+#[derive(Clone)]
+pub struct Scram {
+    pub admin_password: String,
+    /// `(user, password)` of every other identity, created when the storage is formatted.
+    pub users: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Scram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let users: Vec<&str> = self.users.iter().map(|(u, _)| u.as_str()).collect();
+        f.debug_struct("Scram")
+            .field("users", &users)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one identity may do on the broker: the least its relay, consumers and dead letters
+/// need (see [`crate::topology::ServiceSpec::kafka_grants`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grants {
+    pub user: String,
+    /// Topics it produces to (Write, Describe).
+    pub write: Vec<String>,
+    /// Topics it consumes (Read, Describe).
+    pub read: Vec<String>,
+    /// Consumer groups it joins and commits in (Read).
+    pub groups: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -70,8 +103,111 @@ impl ApacheKafka {
             port: free_port(),
             controller_port: free_port(),
             heap: heap.to_owned(),
+            scram: None,
             running: None,
         }
+    }
+
+    /// Requires SASL/SCRAM-SHA-512 on the client listener and authorises by ACL (see [`Scram`]).
+    /// The identities are created when the storage is formatted, i.e. on a fresh data directory.
+    #[must_use]
+    pub fn with_scram(mut self, scram: Scram) -> Self {
+        self.scram = Some(scram);
+        self
+    }
+
+    /// librdkafka properties a client needs to reach this broker as `user` with `password`
+    /// (none without SCRAM).
+    pub fn client_properties(&self, user: &str, password: &str) -> Vec<(String, String)> {
+        if self.scram.is_none() {
+            return Vec::new();
+        }
+        [
+            ("security.protocol", "SASL_PLAINTEXT"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("sasl.username", user),
+            ("sasl.password", password),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    /// A Java client configuration file for the admin (Kafka's tools take it as
+    /// `--command-config`), written at every start of a SCRAM broker.
+    pub fn admin_config_file(&self) -> PathBuf {
+        self.dir.join("admin.properties")
+    }
+
+    /// The admin's client properties (none without SCRAM).
+    pub fn admin_properties(&self) -> Vec<(String, String)> {
+        match &self.scram {
+            Some(scram) => self.client_properties("admin", &scram.admin_password),
+            None => Vec::new(),
+        }
+    }
+
+    /// Adds the ACLs of `grants` (idempotent), as the admin, with Kafka's own `kafka-acls` tool.
+    ///
+    /// # Errors
+    /// When the tool fails (the broker not running, a SCRAM-less broker).
+    pub async fn grant(&self, grants: &[Grants]) -> anyhow::Result<()> {
+        if self.scram.is_none() {
+            bail!("ACLs need a broker started with_scram");
+        }
+        let config = self.admin_config_file();
+        for grant in grants {
+            let principal = format!("User:{}", grant.user);
+            // One run per kind of access: each resource gets each operation of its run.
+            let mut runs: Vec<Vec<String>> = Vec::new();
+            if !grant.write.is_empty() {
+                let mut args = vec![
+                    "--operation".into(),
+                    "Write".into(),
+                    "--operation".into(),
+                    "Describe".into(),
+                ];
+                for topic in &grant.write {
+                    args.extend(["--topic".to_owned(), topic.clone()]);
+                }
+                runs.push(args);
+            }
+            if !grant.read.is_empty() || !grant.groups.is_empty() {
+                let mut args = vec![
+                    "--operation".into(),
+                    "Read".into(),
+                    "--operation".into(),
+                    "Describe".into(),
+                ];
+                for topic in &grant.read {
+                    args.extend(["--topic".to_owned(), topic.clone()]);
+                }
+                for group in &grant.groups {
+                    args.extend(["--group".to_owned(), group.clone()]);
+                }
+                runs.push(args);
+            }
+            for args in runs {
+                let mut command = tokio::process::Command::new("java");
+                command
+                    .args(self.tool_jvm_args())
+                    .arg("org.apache.kafka.tools.AclCommand")
+                    .args(["--bootstrap-server", &self.bootstrap_servers()])
+                    .arg("--command-config")
+                    .arg(&config)
+                    .args(["--add", "--allow-principal", &principal])
+                    .args(&args);
+                let output = command.output().await.context("running kafka-acls")?;
+                if !output.status.success() {
+                    bail!(
+                        "kafka-acls for {principal} failed: {}{}",
+                        String::from_utf8_lossy(&output.stdout),
+                        String::from_utf8_lossy(&output.stderr)
+                    );
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Listens for clients on `port` instead of a free one.
@@ -115,7 +251,9 @@ impl ApacheKafka {
         let started = Instant::now();
         loop {
             let probe = bootstrap.clone();
-            let brokers = tokio::task::spawn_blocking(move || broker_count(&probe)).await?;
+            let properties = self.admin_properties();
+            let brokers =
+                tokio::task::spawn_blocking(move || broker_count(&probe, &properties)).await?;
             if brokers > 0 {
                 return Ok(());
             }
@@ -160,6 +298,16 @@ impl ApacheKafka {
         let properties = self.dir.join("server.properties");
         std::fs::write(&properties, self.server_properties())?;
         std::fs::write(self.dir.join("log4j2.properties"), LOG4J2)?;
+        if let Some(scram) = &self.scram {
+            std::fs::write(
+                self.admin_config_file(),
+                format!(
+                    "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-512\n\
+                     sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"admin\" password=\"{}\";\n",
+                    scram.admin_password
+                ),
+            )?;
+        }
         if !self.data_dir().join("meta.properties").exists() {
             self.format(&properties)?;
         }
@@ -240,11 +388,23 @@ impl ApacheKafka {
     fn format(&self, properties: &Path) -> anyhow::Result<()> {
         // A fixed cluster id per data directory is all a single node needs.
         let cluster_id = "c2hvcC1sb2NhbC1rYWZrYQ";
-        let output = Command::new("java")
-            .args(self.jvm_args())
+        let mut command = Command::new("java");
+        command
+            .args(self.tool_jvm_args())
             .arg("kafka.tools.StorageTool")
             .args(["format", "--ignore-formatted", "-t", cluster_id, "-c"])
-            .arg(properties)
+            .arg(properties);
+        // SCRAM identities live in the cluster metadata; formatting creates the first ones
+        // (the admin among them: nobody could log in to create it otherwise).
+        if let Some(scram) = &self.scram {
+            let admin = ("admin".to_owned(), scram.admin_password.clone());
+            for (user, password) in std::iter::once(&admin).chain(&scram.users) {
+                command
+                    .arg("--add-scram")
+                    .arg(format!("SCRAM-SHA-512=[name={user},password={password}]"));
+            }
+        }
+        let output = command
             .output()
             .context("running kafka.tools.StorageTool")?;
         if !output.status.success() {
@@ -277,17 +437,58 @@ impl ApacheKafka {
         ]
     }
 
+    /// The JVM of a short-lived tool: a small heap and no optimising compiler (starts faster).
+    fn tool_jvm_args(&self) -> Vec<String> {
+        vec![
+            "-Xmx256m".into(),
+            "-XX:TieredStopAtLevel=1".into(),
+            format!(
+                "-Dlog4j2.configurationFile={}",
+                self.dir.join("log4j2.properties").display()
+            ),
+            "-cp".into(),
+            format!("{}/*", self.libs.display()),
+        ]
+    }
+
+    /// The client listener, and what securing it takes.
+    fn listener_properties(&self) -> String {
+        let port = self.port;
+        let controller = self.controller_port;
+        match &self.scram {
+            None => format!(
+                "listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n\
+                 advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
+                 inter.broker.listener.name=PLAINTEXT\n\
+                 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n"
+            ),
+            Some(scram) => format!(
+                "listeners=SASL_PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n\
+                 advertised.listeners=SASL_PLAINTEXT://127.0.0.1:{port}\n\
+                 inter.broker.listener.name=SASL_PLAINTEXT\n\
+                 listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT\n\
+                 sasl.enabled.mechanisms=SCRAM-SHA-512\n\
+                 sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512\n\
+                 listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"admin\" password=\"{password}\";\n\
+                 # Access by ACL only. The controller listener (loopback, controller requests only)\n\
+                 # stays PLAINTEXT: the node's own broker reaches its controller there as ANONYMOUS,\n\
+                 # which therefore is a super user along with the admin.\n\
+                 authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer\n\
+                 allow.everyone.if.no.acl.found=false\n\
+                 super.users=User:admin;User:ANONYMOUS\n",
+                password = scram.admin_password
+            ),
+        }
+    }
+
     fn server_properties(&self) -> String {
         format!(
             "# Written by shop-testkit (crates/testkit/src/apache.rs) at every start.\n\
              process.roles=broker,controller\n\
              node.id=1\n\
              controller.quorum.voters=1@127.0.0.1:{controller}\n\
-             listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n\
-             advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
              controller.listener.names=CONTROLLER\n\
-             inter.broker.listener.name=PLAINTEXT\n\
-             listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
+             {listeners}\
              log.dirs={data}\n\
              # As in production (k8s/components/kafka-strimzi/kafka.yaml): topics are declared,\n\
              # never created by a client's first use.\n\
@@ -305,8 +506,8 @@ impl ApacheKafka {
              # Two cores: fewer threads than the defaults (3 network, 8 I/O).\n\
              num.network.threads=2\n\
              num.io.threads=4\n",
-            port = self.port,
             controller = self.controller_port,
+            listeners = self.listener_properties(),
             data = self.data_dir().display(),
         )
     }
@@ -359,27 +560,39 @@ pub fn check_java() -> anyhow::Result<()> {
 }
 
 /// How many brokers `bootstrap` reports (0 when it does not answer yet).
-fn broker_count(bootstrap: &str) -> usize {
-    let consumer: Result<BaseConsumer, _> = ClientConfig::new()
+fn broker_count(bootstrap: &str, properties: &[(String, String)]) -> usize {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", bootstrap)
-        .set("log_level", "0")
-        .create();
+        .set("log_level", "0");
+    for (k, v) in properties {
+        config.set(k, v);
+    }
+    let consumer: Result<BaseConsumer, _> = config.create();
     consumer
         .ok()
         .and_then(|c| c.fetch_metadata(None, Duration::from_secs(2)).ok())
         .map_or(0, |m| m.brokers().len())
 }
 
-/// Creates `topics` on the single local broker at `bootstrap` (one replica each, and
+/// Creates `topics` on the single local broker at `bootstrap` as the client `properties` say
+/// (e.g. [`ApacheKafka::admin_properties`]): one replica each, and
 /// `min.insync.replicas=1`: their production values need three brokers). Existing topics are
 /// left as they are.
 ///
 /// # Errors
 /// When the broker refuses a topic for another reason than its existence.
-pub async fn create_topics(bootstrap: &str, topics: &[TopicToCreate]) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()?;
+pub async fn create_topics(
+    bootstrap: &str,
+    properties: &[(String, String)],
+    topics: &[TopicToCreate],
+) -> anyhow::Result<()> {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    for (k, v) in properties {
+        config.set(k, v);
+    }
+    let admin: AdminClient<DefaultClientContext> = config.create()?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| {

@@ -8,7 +8,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::apache::{ApacheKafka, LIBS_VAR};
@@ -49,6 +49,14 @@ enum MockRequest {
     CreateTopic(String, i32, mpsc::Sender<Result<(), String>>),
     /// Every broker down (true) or up again (false).
     BrokersDown(bool, mpsc::Sender<Result<(), String>>),
+    /// The next requests of this kind fail with these errors, one each.
+    RequestErrors(
+        RDKafkaApiKey,
+        Vec<RDKafkaRespErr>,
+        mpsc::Sender<Result<(), String>>,
+    ),
+    /// Metadata requests for the topic answer with this error.
+    TopicError(String, RDKafkaRespErr, mpsc::Sender<Result<(), String>>),
 }
 
 /// A record read back from a topic.
@@ -181,6 +189,17 @@ impl TestKafka {
                             });
                             let _ = reply.send(result.map_err(|e| e.to_string()));
                         }
+                        MockRequest::RequestErrors(api, errors, reply) => {
+                            cluster.request_errors(api, &errors);
+                            let _ = reply.send(Ok(()));
+                        }
+                        MockRequest::TopicError(topic, error, reply) => {
+                            let _ = reply.send(
+                                cluster
+                                    .topic_error(&topic, error)
+                                    .map_err(|e| e.to_string()),
+                            );
+                        }
                     }
                 }
                 // The TestKafka is gone, but clients of it may still be closing (a consumer
@@ -253,6 +272,38 @@ impl TestKafka {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .pid()
+    }
+
+    /// Makes the mock cluster answer the next `errors.len()` requests of kind `api` with these
+    /// errors, one request each (e.g. a Produce request rejected with `INVALID_TIMESTAMP`, as a
+    /// broker with `log.message.timestamp.before.max.ms` rejects an old record). Returns `false`
+    /// for an external broker, which a test cannot program.
+    ///
+    /// # Panics
+    /// When the mock cluster refuses.
+    pub fn fail_requests(&self, api: RDKafkaApiKey, errors: &[RDKafkaRespErr]) -> bool {
+        if self.mock.is_none() {
+            return false;
+        }
+        self.ask_mock(|reply| MockRequest::RequestErrors(api, errors.to_vec(), reply))
+            .expect("mock request_errors failed");
+        true
+    }
+
+    /// Makes the mock cluster answer metadata requests for `topic` with `error`; with
+    /// `UNKNOWN_TOPIC_OR_PART` it behaves as a broker with automatic topic creation off does for
+    /// a topic nobody created (the mock itself creates topics on first use).
+    /// `RD_KAFKA_RESP_ERR_NO_ERROR` clears it. Returns `false` for an external broker.
+    ///
+    /// # Panics
+    /// When the mock cluster refuses.
+    pub fn set_topic_error(&self, topic: &str, error: RDKafkaRespErr) -> bool {
+        if self.mock.is_none() {
+            return false;
+        }
+        self.ask_mock(|reply| MockRequest::TopicError(topic.to_owned(), error, reply))
+            .expect("mock topic_error failed");
+        true
     }
 
     fn ask_mock(

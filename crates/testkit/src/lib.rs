@@ -9,6 +9,7 @@ mod db;
 mod kafka;
 pub mod otlp;
 mod postgres;
+mod reflection;
 mod tcp_proxy;
 pub mod topology;
 
@@ -17,6 +18,7 @@ pub use db::TestDb;
 pub use kafka::{PartitionOffsets, Record, TestKafka, test_broker_is_apache};
 pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use postgres::PrivatePostgres;
+pub use reflection::reflected_services;
 pub use tcp_proxy::TcpProxy;
 pub use topology::Topology;
 

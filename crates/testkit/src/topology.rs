@@ -71,6 +71,27 @@ fn yes() -> bool {
     true
 }
 
+impl ServiceSpec {
+    /// The Kafka user of this process (its KafkaUser in k8s, its SCRAM identity locally): the
+    /// binary's name.
+    pub fn kafka_user(&self) -> &str {
+        &self.binary
+    }
+
+    /// What its Kafka identity may do, and nothing more: write the topics its outbox publishes
+    /// and its own dead-letter topic, read the topics it consumes, join its consumer group.
+    pub fn kafka_grants(&self) -> crate::apache::Grants {
+        let mut write = self.produces.clone();
+        write.push(format!("{}.dlq", self.consumer_group));
+        crate::apache::Grants {
+            user: self.kafka_user().to_owned(),
+            write,
+            read: self.consumes.clone(),
+            groups: vec![self.consumer_group.clone()],
+        }
+    }
+}
+
 /// A topic as a broker should create it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TopicToCreate {

@@ -214,6 +214,23 @@ BUSINESS = {
             "short",
             description="Deadline and circuit breaker: UNAVAILABLE here is what PlaceOrder answers promptly instead of hanging.",
         ),
+        panel(
+            "Oldest PENDING order (saga deadline)",
+            [
+                ('max(shop_orders_pending_oldest_age_seconds{job="order"})', "oldest pending"),
+            ],
+            "s",
+            description="Sagas end in seconds; at ORDER_SAGA_DEADLINE_MS the sweeper cancels what is still PENDING (reason timeout). Alert: ShopOrdersPendingTooLong.",
+        ),
+        panel(
+            "Orders past the deadline, late replies compensated",
+            [
+                ('max(shop_orders_pending_overdue{job="order"})', "pending past the deadline"),
+                ('sum by (compensation) (increase(shop_orders_late_compensations_total{job="order"}[$__rate_interval]))', "late reply: {{compensation}} requested"),
+            ],
+            "short",
+            description="Past the deadline and still PENDING means the sweeper cannot cancel them (ShopOrdersPendingPastDeadline). A late reply is a capture or reservation that reached a cancelled order.",
+        ),
     ],
     "inventory": [
         panel(

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use shop_eventing::{Consumer, KafkaConfig};
+use shop_eventing::Consumer;
 use shop_runtime::observability::{Observability, serve_metrics};
 use shop_runtime::tasks::{Task, run_until_stopped};
 use sqlx::PgPool;
@@ -52,7 +52,7 @@ impl Subscriber {
         config.group_id.clone_from(&settings.consumer_group);
         config.start = settings.start;
         config.session_timeout = settings.session_timeout;
-        let kafka = KafkaConfig::new(&settings.kafka_bootstrap_servers);
+        let kafka = shop_runtime::kafka::client_config(&settings.kafka_bootstrap_servers);
         let consumer = Consumer::new(pool.clone(), &kafka, config, handler())?;
         Ok(Self {
             pool,

@@ -34,17 +34,18 @@ impl Producer {
         let topic = TestKafka::unique_topic("order-events");
         kafka.create_topic(&topic, 3).await;
         let relay = Relay::new(
-            db.pool.clone(),
+            db.connect_options(),
             &KafkaConfig::new(kafka.bootstrap_servers()),
             RelayConfig::default(),
         )
         .unwrap();
+        let relay_waker = relay.waker();
         let stop = CancellationToken::new();
         let token = stop.clone();
         tokio::spawn(async move { relay.run(token).await });
         let producer = Self {
             db,
-            outbox: Outbox::new("/shop/order-service"),
+            outbox: Outbox::new("/shop/order-service").waking(relay_waker),
             topic,
         };
         (producer, stop)
@@ -52,11 +53,16 @@ impl Producer {
 
     /// Publishes `events` (key = order id) in one transaction, as the order service does.
     async fn publish(&self, events: Vec<NewEvent>) {
-        let mut tx = self.db.pool.begin().await.unwrap();
-        for event in events {
-            self.outbox.append(&mut tx, event).await.unwrap();
-        }
-        tx.commit().await.unwrap();
+        // As the order service's calls do: the relay is woken once the transaction committed.
+        shop_eventing::committing(async {
+            let mut tx = self.db.pool.begin().await?;
+            for event in events {
+                self.outbox.append(&mut tx, event).await?;
+            }
+            tx.commit().await
+        })
+        .await
+        .unwrap();
     }
 
     /// Waits until the relay published everything (the outbox keeps only what it has not).

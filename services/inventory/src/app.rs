@@ -4,16 +4,21 @@
 use shop_eventing::{NewEvent, Outbox};
 use shop_proto::inventory::v1 as pb;
 use shop_proto::order::v1 as order_pb;
+use shop_runtime::page_token;
+use shop_runtime::status::FieldViolations;
 use sqlx::{PgConnection, PgPool};
 
 use crate::adapters::postgres::{self as db, ProductRow, StockMove};
-use crate::domain::{Price, ProductName, ReservationPlan, Sku, plan_reservation};
+use crate::domain::{
+    AdjustmentReason, AdjustmentRefused, MAX_UNITS, Price, ProductName, ReservationPlan, Sku,
+    StockDelta, adjust_on_hand, plan_reservation,
+};
 
 /// Why a use case failed.
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
     #[error("invalid request")]
-    Invalid(Vec<(String, String)>),
+    Invalid(FieldViolations),
     #[error("product {0} not found")]
     NotFound(String),
     #[error("{description}")]
@@ -64,20 +69,16 @@ pub async fn upsert_product(
     name: &str,
     price: Option<(i64, &str)>,
 ) -> Result<ProductRow, InventoryError> {
-    let mut violations = Vec::new();
-    let sku = Sku::parse(sku)
-        .map_err(|e| violations.push(("sku".to_owned(), e)))
-        .ok();
-    let name = ProductName::parse(name)
-        .map_err(|e| violations.push(("name".to_owned(), e)))
-        .ok();
+    let mut violations = FieldViolations::new();
+    let sku = violations.check("sku", Sku::parse(sku));
+    let name = violations.check("name", ProductName::parse(name));
     let price = match price {
         None => {
-            violations.push(("unit_price".to_owned(), "is required".to_owned()));
+            violations.add("unit_price", "is required");
             None
         }
         Some((amount, currency)) => Price::parse(amount, currency)
-            .map_err(|(field, e)| violations.push((format!("unit_price.{field}"), e)))
+            .map_err(|(field, e)| violations.add(format!("unit_price.{field}"), e))
             .ok(),
     };
     let (Some(sku), Some(name), Some(price)) = (sku, name, price) else {
@@ -97,35 +98,56 @@ pub async fn upsert_product(
 /// # Errors
 /// `Invalid` for a malformed sku, `NotFound` for an unknown one.
 pub async fn get_product(pool: &PgPool, sku: &str) -> Result<ProductRow, InventoryError> {
-    let sku = Sku::parse(sku).map_err(|e| InventoryError::Invalid(vec![("sku".into(), e)]))?;
+    let mut violations = FieldViolations::new();
+    let sku = violations
+        .check("sku", Sku::parse(sku))
+        .ok_or(InventoryError::Invalid(violations))?;
     let mut conn = pool.acquire().await?;
     db::product(&mut conn, sku.as_str(), false)
         .await?
         .ok_or_else(|| InventoryError::NotFound(sku.as_str().to_owned()))
 }
 
+/// The listing name in products' page tokens.
+const PRODUCTS: &str = "products";
+
 /// A page of products (by sku) and the token of the next page.
 ///
 /// # Errors
-/// `Invalid` for a bad page size or sku.
+/// `Invalid` for a bad page size, sku or page token.
 pub async fn list_products(
     pool: &PgPool,
     skus: &[String],
     page_size: u32,
     page_token: &str,
 ) -> Result<(Vec<ProductRow>, String), InventoryError> {
-    let mut violations = Vec::new();
+    let mut violations = FieldViolations::new();
     if page_size > 500 {
-        violations.push(("page_size".to_owned(), "must be at most 500".to_owned()));
+        violations.add("page_size", "must be at most 500");
+    }
+    if skus.len() > 500 {
+        violations.add("skus", "must list at most 500 skus");
     }
     for (i, sku) in skus.iter().enumerate() {
-        if let Err(e) = Sku::parse(sku) {
-            violations.push((format!("skus[{i}]"), e));
+        violations.check(format!("skus[{i}]"), Sku::parse(sku));
+    }
+    // The cursor is the last sku of the previous page; it reaches SQL only once it parsed as
+    // a token this listing issued, holding a valid sku.
+    let after = if page_token.is_empty() {
+        String::new()
+    } else {
+        match page_token::decode(PRODUCTS, page_token, 1)
+            .and_then(|mut fields| fields.pop())
+            .filter(|sku| Sku::parse(sku).is_ok())
+        {
+            Some(sku) => sku,
+            None => {
+                violations.add("page_token", "is not a token from a previous page");
+                String::new()
+            }
         }
-    }
-    if !violations.is_empty() {
-        return Err(InventoryError::Invalid(violations));
-    }
+    };
+    violations.into_result().map_err(InventoryError::Invalid)?;
     let limit = if page_size == 0 {
         100
     } else {
@@ -133,61 +155,73 @@ pub async fn list_products(
     };
     let mut conn = pool.acquire().await?;
     let filter = (!skus.is_empty()).then_some(skus);
-    let rows = db::products(&mut conn, filter, page_token, limit).await?;
-    let next = if i64::try_from(rows.len()).unwrap_or(0) == limit {
-        rows.last().map(|r| r.sku.clone()).unwrap_or_default()
-    } else {
-        String::new()
+    let rows = db::products(&mut conn, filter, &after, limit).await?;
+    let next = match rows.last() {
+        Some(last) if i64::try_from(rows.len()).unwrap_or(0) == limit => {
+            page_token::encode(PRODUCTS, &[&last.sku])
+        }
+        _ => String::new(),
     };
     Ok((rows, next))
 }
 
-/// Adds or removes units on hand; never below what is reserved.
+/// Adds or removes units on hand; never below what is reserved, never above
+/// [`MAX_UNITS`](crate::domain::MAX_UNITS).
 ///
 /// # Errors
-/// `Invalid`, `NotFound`, or `Precondition` when the removal would go below the reserved units.
+/// `Invalid`, `NotFound`, or `Precondition` when the removal would go below the reserved units
+/// (`STOCK_RESERVED`) or the addition above the limit (`STOCK_LIMIT`).
 pub async fn adjust_stock(
     pool: &PgPool,
     sku: &str,
     delta: i64,
     reason: &str,
 ) -> Result<ProductRow, InventoryError> {
-    let mut violations = Vec::new();
-    let sku = Sku::parse(sku)
-        .map_err(|e| violations.push(("sku".to_owned(), e)))
-        .ok();
-    if delta == 0 {
-        violations.push(("delta".to_owned(), "must not be 0".to_owned()));
-    }
-    if reason.trim().is_empty() || reason.len() > 500 {
-        violations.push((
-            "reason".to_owned(),
-            "must be 1 to 500 characters".to_owned(),
-        ));
-    }
-    let Some(sku) = sku.filter(|_| violations.is_empty()) else {
+    let mut violations = FieldViolations::new();
+    let sku = violations.check("sku", Sku::parse(sku));
+    let delta = violations.check("delta", StockDelta::parse(delta));
+    let reason = violations.check("reason", AdjustmentReason::parse(reason));
+    let (Some(sku), Some(delta), Some(reason)) = (sku, delta, reason) else {
         return Err(InventoryError::Invalid(violations));
     };
     let mut tx = pool.begin().await?;
     let product = db::product(&mut tx, sku.as_str(), true)
         .await?
         .ok_or_else(|| InventoryError::NotFound(sku.as_str().to_owned()))?;
-    if product.on_hand + delta < product.reserved {
-        return Err(InventoryError::Precondition {
-            kind: "STOCK_RESERVED",
-            subject: format!("products/{}", sku.as_str()),
-            description: format!(
-                "cannot remove {} units: {} on hand, {} reserved for orders in flight",
-                -delta, product.on_hand, product.reserved
-            ),
-        });
+    match adjust_on_hand(product.on_hand, product.reserved, delta) {
+        Ok(_) => {}
+        Err(AdjustmentRefused::BelowReserved) => {
+            return Err(InventoryError::Precondition {
+                kind: "STOCK_RESERVED",
+                subject: format!("products/{}", sku.as_str()),
+                description: format!(
+                    "cannot remove {} units: {} on hand, {} reserved for orders in flight",
+                    delta.get().unsigned_abs(),
+                    product.on_hand,
+                    product.reserved
+                ),
+            });
+        }
+        Err(AdjustmentRefused::AboveLimit) => {
+            return Err(InventoryError::Precondition {
+                kind: "STOCK_LIMIT",
+                subject: format!("products/{}", sku.as_str()),
+                description: format!(
+                    "cannot add {} units: {} on hand, at most {MAX_UNITS} may be",
+                    delta.get(),
+                    product.on_hand
+                ),
+            });
+        }
     }
-    let row = db::adjust_on_hand(&mut tx, sku.as_str(), delta, reason.trim()).await?;
+    let row = db::adjust_on_hand(&mut tx, sku.as_str(), delta.get(), reason.as_str()).await?;
     tx.commit().await?;
     Ok(row)
 }
 
-/// Saga step for `OrderPlaced`: reserves every line or none, and says which.
+/// Saga step for `OrderPlaced`: reserves every line or none, and says which. An order decided
+/// already changes nothing; one closed by a release that came first (the reservation's
+/// tombstone) reserves nothing and says nothing: its order is cancelled.
 ///
 /// # Errors
 /// Database errors (the consumer retries them).
@@ -196,6 +230,16 @@ pub async fn reserve(
     events: &Events,
     placed: &order_pb::OrderPlaced,
 ) -> sqlx::Result<()> {
+    if let Some((status, _)) = db::lock_reservation(tx, &placed.order_id).await? {
+        if status == "cancelled" {
+            tracing::info!(
+                order_id = %placed.order_id,
+                "OrderPlaced for an order closed by an earlier release; nothing reserved."
+            );
+            events.metrics.late_request();
+        }
+        return Ok(()); // already decided for this order
+    }
     let lines: Vec<(String, i64)> = placed
         .lines
         .iter()
@@ -272,14 +316,29 @@ pub async fn sell(tx: &mut PgConnection, order_id: &str) -> sqlx::Result<()> {
     db::set_reservation_status(tx, order_id, "sold").await
 }
 
-/// Saga step for `OrderCancelled`: releases a reservation, or takes sold units back; nothing to
-/// do for an order whose stock was rejected (or never reserved).
+/// Saga step for `OrderCancelled` and `StockReleaseRequested`: releases a reservation, or takes
+/// sold units back. Nothing to undo for an order whose stock was rejected or released already;
+/// for an order inventory has no reservation of (its `OrderPlaced` not applied yet: a dead
+/// letter, a replay), records a tombstone, so that the late `OrderPlaced` reserves nothing.
 ///
 /// # Errors
 /// Database errors.
 pub async fn release(tx: &mut PgConnection, events: &Events, order_id: &str) -> sqlx::Result<()> {
-    let Some((status, lines)) = db::lock_reservation(tx, order_id).await? else {
-        return Ok(());
+    let (status, lines) = match db::lock_reservation(tx, order_id).await? {
+        Some(found) => found,
+        None => {
+            if db::insert_reservation(tx, order_id, "cancelled", &[]).await? {
+                tracing::info!(
+                    order_id,
+                    "Release of an order with no reservation; closed it against a late OrderPlaced."
+                );
+                return Ok(());
+            }
+            // A reservation was inserted concurrently (and is committed now): undo that one.
+            db::lock_reservation(tx, order_id)
+                .await?
+                .ok_or_else(|| sqlx::Error::RowNotFound)?
+        }
     };
     let (moves, next, was_sold): (Vec<StockMove>, _, _) = match status.as_str() {
         "reserved" => (

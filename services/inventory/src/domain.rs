@@ -30,7 +30,7 @@ impl Sku {
     }
 }
 
-/// A product name: 1 to 200 characters, not blank.
+/// A product name: 1 to 200 characters, not blank, without control characters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProductName(String);
 
@@ -42,6 +42,9 @@ impl ProductName {
         if trimmed.is_empty() || trimmed.chars().count() > 200 {
             return Err("must be 1 to 200 characters, not blank".into());
         }
+        if trimmed.chars().any(char::is_control) {
+            return Err("must not contain control characters (such as NUL or a newline)".into());
+        }
         Ok(Self(trimmed.to_owned()))
     }
 
@@ -50,7 +53,17 @@ impl ProductName {
     }
 }
 
-/// A price: a non-negative amount in minor units of an ISO 4217 currency.
+/// The most units of one product on hand, and the largest change one AdjustStock may make. A
+/// billion is far beyond any warehouse, and keeps every sum of stock (on hand, reserved, sold,
+/// an order's lines) far from `i64` overflow.
+pub const MAX_UNITS: i64 = 1_000_000_000;
+
+/// The highest unit price, in minor units (10 billion in a currency with cents). With at most
+/// 100 lines of 1000 units, an order's total stays far from `i64` overflow.
+pub const MAX_UNIT_PRICE_MINOR: i64 = 1_000_000_000_000;
+
+/// A price: a non-negative amount in minor units of an ISO 4217 currency, at most
+/// [`MAX_UNIT_PRICE_MINOR`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Price {
     pub amount_minor: i64,
@@ -61,8 +74,11 @@ impl Price {
     /// # Errors
     /// `(field, description)` of what is wrong.
     pub fn parse(amount_minor: i64, currency: &str) -> Result<Self, (&'static str, String)> {
-        if amount_minor < 0 {
-            return Err(("amount_minor", "must not be negative".into()));
+        if !(0..=MAX_UNIT_PRICE_MINOR).contains(&amount_minor) {
+            return Err((
+                "amount_minor",
+                format!("must be 0 to {MAX_UNIT_PRICE_MINOR}"),
+            ));
         }
         if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_uppercase()) {
             return Err((
@@ -74,6 +90,76 @@ impl Price {
             amount_minor,
             currency: currency.to_owned(),
         })
+    }
+}
+
+/// A manual change of the units on hand: not 0, at most [`MAX_UNITS`] either way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StockDelta(i64);
+
+impl StockDelta {
+    /// # Errors
+    /// A description of what is wrong.
+    pub fn parse(raw: i64) -> Result<Self, String> {
+        if raw == 0 || !(-MAX_UNITS..=MAX_UNITS).contains(&raw) {
+            return Err(format!("must be -{MAX_UNITS} to {MAX_UNITS}, not 0"));
+        }
+        Ok(Self(raw))
+    }
+
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+/// Why a stock adjustment is refused by the stock it meets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdjustmentRefused {
+    /// It would leave fewer units on hand than are reserved for orders in flight.
+    BelowReserved,
+    /// It would leave more than [`MAX_UNITS`] on hand.
+    AboveLimit,
+}
+
+/// The units on hand after `delta`, with `reserved` of `on_hand` held for orders.
+///
+/// # Errors
+/// When the result would be below the reserved units or above [`MAX_UNITS`].
+pub fn adjust_on_hand(
+    on_hand: i64,
+    reserved: i64,
+    delta: StockDelta,
+) -> Result<i64, AdjustmentRefused> {
+    // Checked anyway: the bounds make overflow impossible, rows written before them may not.
+    match on_hand.checked_add(delta.get()) {
+        Some(after) if after < reserved => Err(AdjustmentRefused::BelowReserved),
+        Some(after) if after <= MAX_UNITS => Ok(after),
+        Some(_) => Err(AdjustmentRefused::AboveLimit),
+        None if delta.get() < 0 => Err(AdjustmentRefused::BelowReserved),
+        None => Err(AdjustmentRefused::AboveLimit),
+    }
+}
+
+/// Why AdjustStock was called: 1 to 500 characters, not blank, without control characters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdjustmentReason(String);
+
+impl AdjustmentReason {
+    /// # Errors
+    /// A description of what is wrong.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() || trimmed.chars().count() > 500 {
+            return Err("must be 1 to 500 characters".into());
+        }
+        if trimmed.chars().any(char::is_control) {
+            return Err("must not contain control characters (such as NUL or a newline)".into());
+        }
+        Ok(Self(trimmed.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
@@ -212,5 +298,36 @@ mod tests {
         assert!(Price::parse(-1, "EUR").is_err());
         assert!(Price::parse(100, "eur").is_err());
         assert_eq!(Price::parse(100, "EUR").unwrap().amount_minor, 100);
+        assert!(Price::parse(i64::MAX, "EUR").is_err());
+        assert!(ProductName::parse("Lamp\0").is_err());
+        assert!(AdjustmentReason::parse("delivery\n4711").is_err());
+        assert!(AdjustmentReason::parse(&"r".repeat(501)).is_err());
+        assert_eq!(
+            AdjustmentReason::parse("  stocktake ").unwrap().as_str(),
+            "stocktake"
+        );
+    }
+
+    #[test]
+    fn adjustments_are_bounded_and_never_overflow() {
+        for bad in [0, i64::MAX, i64::MIN, MAX_UNITS + 1, -MAX_UNITS - 1] {
+            assert!(StockDelta::parse(bad).is_err(), "{bad}");
+        }
+        let delta = |d| StockDelta::parse(d).unwrap();
+        assert_eq!(adjust_on_hand(10, 3, delta(-7)), Ok(3));
+        assert_eq!(
+            adjust_on_hand(10, 3, delta(-8)),
+            Err(AdjustmentRefused::BelowReserved)
+        );
+        assert_eq!(adjust_on_hand(10, 0, delta(MAX_UNITS - 10)), Ok(MAX_UNITS));
+        assert_eq!(
+            adjust_on_hand(MAX_UNITS, 0, delta(1)),
+            Err(AdjustmentRefused::AboveLimit)
+        );
+        // A row from before the bounds: still no overflow.
+        assert_eq!(
+            adjust_on_hand(i64::MAX, 0, delta(MAX_UNITS)),
+            Err(AdjustmentRefused::AboveLimit)
+        );
     }
 }

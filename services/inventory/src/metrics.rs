@@ -4,12 +4,13 @@ use shop_eventing::count_on_commit;
 use shop_telemetry::metrics::{Counter, Registry};
 
 /// `shop_stock_reservations_total`, `shop_stock_rejections_total`,
-/// `shop_stock_releases_total`.
+/// `shop_stock_releases_total`, `shop_stock_late_requests_total`.
 #[derive(Clone, Debug, Default)]
 pub struct InventoryMetrics {
     reserved: Counter,
     rejected: Counter,
     released: Counter,
+    late_requests: Counter,
 }
 
 impl InventoryMetrics {
@@ -31,6 +32,11 @@ impl InventoryMetrics {
             "Reservations released, or sold units taken back, after a cancellation",
             m.released.clone(),
         );
+        registry.register(
+            "shop_stock_late_requests",
+            "OrderPlaced refused because its order was cancelled before (a re-driven dead letter, a replay): nothing reserved",
+            m.late_requests.clone(),
+        );
         m
     }
 
@@ -44,5 +50,9 @@ impl InventoryMetrics {
 
     pub(crate) fn released(&self) {
         count_on_commit(&self.released);
+    }
+
+    pub(crate) fn late_request(&self) {
+        count_on_commit(&self.late_requests);
     }
 }

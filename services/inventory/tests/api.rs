@@ -26,6 +26,8 @@ struct TestApp {
     // The order side: its own database, outbox and relay publishing order events.
     order_db: TestDb,
     order_outbox: Outbox,
+    /// The consumer's name (its inbox rows carry it).
+    consumer: String,
     stop: CancellationToken,
     addr: std::net::SocketAddr,
 }
@@ -50,6 +52,7 @@ async fn spawn_app() -> TestApp {
         request_timeout: Duration::from_secs(10),
         session_timeout: Duration::from_secs(6),
     };
+    let consumer = settings.consumer_group.clone();
     let stop = CancellationToken::new();
     let app = Application::build(settings, &stop).await.unwrap();
     let addr = app.local_addr();
@@ -58,11 +61,12 @@ async fn spawn_app() -> TestApp {
     let order_db = TestDb::create().await;
     shop_eventing::migrate(&order_db.pool).await.unwrap();
     let relay = Relay::new(
-        order_db.pool.clone(),
+        order_db.connect_options(),
         &KafkaConfig::new(kafka.bootstrap_servers()),
         RelayConfig::default(),
     )
     .unwrap();
+    let order_outbox = Outbox::new("/shop/order-service").waking(relay.waker());
     let relay_stop = stop.clone();
     tokio::spawn(async move { relay.run(relay_stop).await });
 
@@ -76,7 +80,8 @@ async fn spawn_app() -> TestApp {
         order_topic,
         inventory_topic,
         order_db,
-        order_outbox: Outbox::new("/shop/order-service"),
+        order_outbox,
+        consumer,
         stop,
         addr,
     }
@@ -130,12 +135,49 @@ impl TestApp {
     /// Publishes order events the way the order service does: appended in a transaction,
     /// relayed from its outbox.
     async fn publish<M: Message + prost::Name>(&self, order_id: &str, event: &M) {
-        let mut tx = self.order_db.pool.begin().await.unwrap();
-        self.order_outbox
-            .append(&mut tx, NewEvent::new(&self.order_topic, order_id, event))
+        // As a service's call does: the relay is woken once the transaction committed.
+        shop_eventing::committing(async {
+            let mut tx = self.order_db.pool.begin().await?;
+            self.order_outbox
+                .append(&mut tx, NewEvent::new(&self.order_topic, order_id, event))
+                .await?;
+            tx.commit().await
+        })
+        .await
+        .unwrap();
+    }
+
+    /// Waits until the service has applied (or dead-lettered) `count` order events in all,
+    /// including the ones that change nothing.
+    async fn applied(&self, count: i64) {
+        let (pool, consumer) = (self.db.pool.clone(), self.consumer.clone());
+        shop_testkit::eventually(
+            &format!("{count} order events applied"),
+            Duration::from_secs(30),
+            || {
+                let (pool, consumer) = (pool.clone(), consumer.clone());
+                async move {
+                    let done: i64 = sqlx::query_scalar(
+                        "SELECT (SELECT count(*) FROM eventing_inbox WHERE consumer = $1) \
+                         + (SELECT count(*) FROM eventing_dead_letter WHERE consumer = $1)",
+                    )
+                    .bind(&consumer)
+                    .fetch_one(&pool)
+                    .await
+                    .ok()?;
+                    (done >= count).then_some(())
+                }
+            },
+        )
+        .await;
+    }
+
+    async fn reservation(&self, order_id: &str) -> Option<String> {
+        sqlx::query_scalar("SELECT status FROM reservations WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_optional(&self.db.pool)
             .await
-            .unwrap();
-        tx.commit().await.unwrap();
+            .unwrap()
     }
 
     async fn inventory_events(&self, count: usize) -> Vec<Record> {
@@ -571,4 +613,321 @@ async fn health_reports_serving_then_stops_serving_on_shutdown() {
         })
         .await;
     assert!(after.map(|r| r.into_inner().status != 1).unwrap_or(true));
+}
+
+fn cancelled(order_id: &str) -> order_pb::OrderCancelled {
+    order_pb::OrderCancelled {
+        order_id: order_id.into(),
+        customer_id: "alice".into(),
+        reason: order_pb::CancellationReason::CustomerCancelled.into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn an_order_placed_after_its_cancellation_holds_no_stock() {
+    // The order was cancelled before inventory applied its OrderPlaced (a dead letter re-driven
+    // after the cancellation, a replay): the release finds nothing, and must leave a tombstone
+    // so that the late OrderPlaced reserves nothing that nobody would ever release.
+    let mut app = spawn_app().await;
+    app.product("SKU-1", 100, 10).await;
+    app.publish("order-late", &cancelled("order-late")).await;
+    app.applied(1).await;
+    app.publish("order-late", &placed("order-late", &[("SKU-1", 3)]))
+        .await;
+    app.applied(2).await;
+    let one = app.get("SKU-1").await;
+    assert_eq!(
+        (one.on_hand, one.reserved, one.available),
+        (10, 0, 10),
+        "no unit held for a cancelled order"
+    );
+    assert_eq!(
+        app.reservation("order-late").await.as_deref(),
+        Some("cancelled"),
+        "the release left a tombstone"
+    );
+    // An order that was never cancelled still reserves.
+    app.publish("order-ok", &placed("order-ok", &[("SKU-1", 2)]))
+        .await;
+    let events = app.inventory_events(1).await;
+    assert_eq!(
+        events
+            .iter()
+            .map(|r| (r.key.as_deref().unwrap(), r.header("ce_type").unwrap()))
+            .collect::<Vec<_>>(),
+        [("order-ok", "shop.inventory.v1.StockReserved")],
+        "nothing was said about the cancelled order"
+    );
+    assert_eq!(app.get("SKU-1").await.reserved, 2);
+}
+
+#[tokio::test]
+async fn a_release_request_releases_a_late_reservation_once() {
+    // The order service asks for a release when a StockReserved reaches an order it already
+    // cancelled (a late reply).
+    let mut app = spawn_app().await;
+    app.product("SKU-1", 100, 10).await;
+    app.publish("order-1", &placed("order-1", &[("SKU-1", 4)]))
+        .await;
+    app.inventory_events(1).await;
+    assert_eq!(app.get("SKU-1").await.reserved, 4);
+    let request = order_pb::StockReleaseRequested {
+        order_id: "order-1".into(),
+    };
+    app.publish("order-1", &request).await;
+    app.publish("order-1", &request).await;
+    app.applied(3).await;
+    let events = app.inventory_events(2).await;
+    assert_eq!(
+        of_type(&events, "shop.inventory.v1.StockReleased").len(),
+        1,
+        "released once: {events:?}"
+    );
+    let one = app.get("SKU-1").await;
+    assert_eq!((one.on_hand, one.reserved, one.sold), (10, 0, 0));
+    assert_eq!(
+        app.reservation("order-1").await.as_deref(),
+        Some("released")
+    );
+    // A release request for an order inventory never saw closes it too.
+    app.publish(
+        "order-2",
+        &order_pb::StockReleaseRequested {
+            order_id: "order-2".into(),
+        },
+    )
+    .await;
+    app.publish("order-2", &placed("order-2", &[("SKU-1", 1)]))
+        .await;
+    app.applied(5).await;
+    assert_eq!(app.get("SKU-1").await.reserved, 0);
+    assert_eq!(
+        app.reservation("order-2").await.as_deref(),
+        Some("cancelled")
+    );
+}
+
+/// One hostile request and the field its answer must name.
+struct Hostile {
+    what: &'static str,
+    field: &'static str,
+    call: Result<(), tonic::Status>,
+}
+
+fn nul(prefix: &str) -> String {
+    format!("{prefix}\0x")
+}
+
+fn ten_kb() -> String {
+    "x".repeat(10 * 1024)
+}
+
+#[tokio::test]
+async fn hostile_input_on_every_rpc_is_refused_naming_the_field() {
+    let mut app = spawn_app().await;
+    app.product("SKU-1", 100, 10).await;
+    let mut client = app.client.clone();
+    macro_rules! call {
+        ($method:ident, $request:expr) => {
+            client.$method($request).await.map(|_| ())
+        };
+    }
+    let upsert =
+        |sku: &str, name: &str, amount_minor: i64, currency: &str| pb::UpsertProductRequest {
+            sku: sku.into(),
+            name: name.into(),
+            unit_price: Some(Money {
+                amount_minor,
+                currency: currency.into(),
+            }),
+        };
+    let adjust = |sku: &str, delta: i64, reason: &str| pb::AdjustStockRequest {
+        sku: sku.into(),
+        delta,
+        reason: reason.into(),
+    };
+    let list = |skus: Vec<String>, page_size: u32, page_token: &str| pb::ListProductsRequest {
+        skus,
+        page_size,
+        page_token: page_token.into(),
+    };
+    let cases = vec![
+        Hostile {
+            what: "UpsertProduct sku with NUL",
+            field: "sku",
+            call: call!(upsert_product, upsert(&nul("A"), "Lamp", 100, "EUR")),
+        },
+        Hostile {
+            what: "UpsertProduct name with NUL",
+            field: "name",
+            call: call!(upsert_product, upsert("SKU-N", &nul("Lamp"), 100, "EUR")),
+        },
+        Hostile {
+            what: "UpsertProduct 10 kB name",
+            field: "name",
+            call: call!(upsert_product, upsert("SKU-N", &ten_kb(), 100, "EUR")),
+        },
+        Hostile {
+            what: "UpsertProduct 10 kB sku",
+            field: "sku",
+            call: call!(upsert_product, upsert(&ten_kb(), "Lamp", 100, "EUR")),
+        },
+        Hostile {
+            what: "UpsertProduct price i64::MAX",
+            field: "unit_price.amount_minor",
+            call: call!(upsert_product, upsert("SKU-N", "Lamp", i64::MAX, "EUR")),
+        },
+        Hostile {
+            what: "UpsertProduct negative price",
+            field: "unit_price.amount_minor",
+            call: call!(upsert_product, upsert("SKU-N", "Lamp", i64::MIN, "EUR")),
+        },
+        Hostile {
+            what: "UpsertProduct currency with NUL",
+            field: "unit_price.currency",
+            call: call!(upsert_product, upsert("SKU-N", "Lamp", 100, "EU\0")),
+        },
+        Hostile {
+            what: "GetProduct sku with NUL",
+            field: "sku",
+            call: call!(get_product, pb::GetProductRequest { sku: nul("SKU-1") }),
+        },
+        Hostile {
+            what: "GetProduct 10 kB sku",
+            field: "sku",
+            call: call!(get_product, pb::GetProductRequest { sku: ten_kb() }),
+        },
+        Hostile {
+            what: "ListProducts sku with NUL",
+            field: "skus[0]",
+            call: call!(list_products, list(vec![nul("SKU-1")], 0, "")),
+        },
+        Hostile {
+            what: "ListProducts 10 kB sku",
+            field: "skus[0]",
+            call: call!(list_products, list(vec![ten_kb()], 0, "")),
+        },
+        Hostile {
+            what: "ListProducts page size u32::MAX",
+            field: "page_size",
+            call: call!(list_products, list(vec![], u32::MAX, "")),
+        },
+        Hostile {
+            what: "ListProducts garbage page token",
+            field: "page_token",
+            call: call!(list_products, list(vec![], 0, "garbage")),
+        },
+        Hostile {
+            what: "ListProducts page token with NUL",
+            field: "page_token",
+            call: call!(list_products, list(vec![], 0, &nul("SKU"))),
+        },
+        Hostile {
+            what: "ListProducts 10 kB page token",
+            field: "page_token",
+            call: call!(list_products, list(vec![], 0, &ten_kb())),
+        },
+        Hostile {
+            what: "AdjustStock delta i64::MAX",
+            field: "delta",
+            call: call!(adjust_stock, adjust("SKU-1", i64::MAX, "delivery")),
+        },
+        Hostile {
+            what: "AdjustStock delta i64::MIN",
+            field: "delta",
+            call: call!(adjust_stock, adjust("SKU-1", i64::MIN, "stocktake")),
+        },
+        Hostile {
+            what: "AdjustStock reason with NUL",
+            field: "reason",
+            call: call!(adjust_stock, adjust("SKU-1", 1, &nul("delivery"))),
+        },
+        Hostile {
+            what: "AdjustStock 10 kB reason",
+            field: "reason",
+            call: call!(adjust_stock, adjust("SKU-1", 1, &ten_kb())),
+        },
+        Hostile {
+            what: "AdjustStock sku with NUL",
+            field: "sku",
+            call: call!(adjust_stock, adjust(&nul("SKU-1"), 1, "delivery")),
+        },
+    ];
+    let mut wrong = Vec::new();
+    for case in cases {
+        match case.call {
+            Err(status)
+                if status.code() == Code::InvalidArgument
+                    && status.get_details_bad_request().is_some_and(|b| {
+                        b.field_violations.iter().any(|v| v.field == case.field)
+                    }) => {}
+            other => wrong.push(format!(
+                "{}: expected INVALID_ARGUMENT naming {}, got {other:?}",
+                case.what, case.field
+            )),
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // Nothing hostile got in, and the stock is as it was.
+    let one = app.get("SKU-1").await;
+    assert_eq!((one.on_hand, one.reserved), (10, 0));
+    let products: i64 = sqlx::query_scalar("SELECT count(*) FROM products")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(products, 1);
+}
+
+#[tokio::test]
+async fn stock_arithmetic_never_overflows() {
+    // Reproduced on the old code: delta 2^63-1 panicked the handler (debug) or wrapped (release).
+    let mut app = spawn_app().await;
+    app.product("SKU-1", 100, 10).await;
+    // The most units a product may have on hand, and the largest delta, reached in one step;
+    // one more step would pass the bound.
+    let max = inventory_service::domain::MAX_UNITS;
+    app.client
+        .adjust_stock(pb::AdjustStockRequest {
+            sku: "SKU-1".into(),
+            delta: max - 10,
+            reason: "big delivery".into(),
+        })
+        .await
+        .unwrap();
+    let status = app
+        .client
+        .adjust_stock(pb::AdjustStockRequest {
+            sku: "SKU-1".into(),
+            delta: max,
+            reason: "another".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert_eq!(
+        status
+            .get_details_precondition_failure()
+            .unwrap()
+            .violations[0]
+            .r#type,
+        "STOCK_LIMIT"
+    );
+    assert_eq!(app.get("SKU-1").await.on_hand, max);
+}
+
+#[tokio::test]
+async fn reflection_lists_only_what_this_port_serves() {
+    let app = spawn_app().await;
+    let (v1, v1alpha) = shop_testkit::reflected_services(&format!("http://{}", app.addr))
+        .await
+        .unwrap();
+    let expected = [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "shop.inventory.v1.InventoryService",
+    ];
+    assert_eq!(v1, expected);
+    assert_eq!(v1alpha, expected);
 }

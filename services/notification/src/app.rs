@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shop_eventing::RetryPolicy;
+use shop_runtime::status::FieldViolations;
 use sqlx::{PgConnection, PgPool};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -25,7 +26,7 @@ use crate::metrics::NotificationMetrics;
 #[derive(Debug, thiserror::Error)]
 pub enum NotificationError {
     #[error("invalid request")]
-    Invalid(Vec<(String, String)>),
+    Invalid(FieldViolations),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -85,7 +86,7 @@ pub async fn list_notifications(
     page_token: &str,
 ) -> Result<(Vec<Notification>, String), NotificationError> {
     let query = ListQuery::parse(customer_id, order_id, page_size, page_token)
-        .map_err(NotificationError::Invalid)?;
+        .map_err(|v| NotificationError::Invalid(v.into()))?;
     let mut conn = pool.acquire().await?;
     let page = db::notifications(&mut conn, &query.filter, query.after, query.limit).await?;
     let next = match page.last() {

@@ -119,6 +119,7 @@ impl NewNotification {
             CancellationReason::OutOfStock => "out of stock",
             CancellationReason::PaymentDeclined => "the payment was declined",
             CancellationReason::CustomerCancelled => "cancelled at your request",
+            CancellationReason::Timeout => "it could not be completed in time",
             CancellationReason::Unspecified => "",
         };
         let detail = detail.trim();
@@ -203,24 +204,62 @@ pub struct Cursor {
     pub notification_id: Uuid,
 }
 
+/// The listing name in ListNotifications' page tokens.
+const NOTIFICATIONS: &str = "notifications";
+
 impl Cursor {
     /// The page token continuing after this cursor.
     pub fn encode(&self) -> String {
-        format!(
-            "{}_{}",
-            self.created_at.timestamp_micros(),
-            self.notification_id.simple()
+        shop_runtime::page_token::encode(
+            NOTIFICATIONS,
+            &[
+                &self.created_at.timestamp_micros().to_string(),
+                &self.notification_id.simple().to_string(),
+            ],
         )
     }
 
     /// The cursor of a token from [`Cursor::encode`], if it is one.
     pub fn decode(token: &str) -> Option<Self> {
-        let (micros, id) = token.split_once('_')?;
+        let fields = shop_runtime::page_token::decode(NOTIFICATIONS, token, 2)?;
         Some(Self {
-            created_at: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
-            notification_id: Uuid::try_parse(id).ok()?,
+            created_at: DateTime::from_timestamp_micros(fields[0].parse().ok()?)?,
+            notification_id: Uuid::try_parse(&fields[1]).ok()?,
         })
     }
+}
+
+/// A customer id as the order service accepts it: 1 to 64 characters of letters, digits, `-`,
+/// `_` or `.`.
+///
+/// # Errors
+/// What is wrong.
+pub fn parse_customer_id(raw: &str) -> Result<(), String> {
+    if raw.len() > 64 {
+        return Err("must be 1 to 64 characters".into());
+    }
+    if !raw
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err("may contain only letters, digits, '-', '_' and '.'".into());
+    }
+    Ok(())
+}
+
+/// An order id (opaque here, a UUID from the order service): 1 to 128 characters without
+/// whitespace or control characters.
+///
+/// # Errors
+/// What is wrong.
+pub fn parse_order_id(raw: &str) -> Result<(), String> {
+    if raw.chars().count() > 128 {
+        return Err("must be 1 to 128 characters".into());
+    }
+    if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must not contain whitespace or control characters".into());
+    }
+    Ok(())
 }
 
 /// A valid listing request.
@@ -250,6 +289,14 @@ impl ListQuery {
         page_token: &str,
     ) -> Result<Self, Vec<(String, String)>> {
         let mut violations = Vec::new();
+        for (field, check) in [
+            ("customer_id", parse_customer_id(customer_id)),
+            ("order_id", parse_order_id(order_id)),
+        ] {
+            if let Err(e) = check {
+                violations.push((field.to_owned(), e));
+            }
+        }
         let filter = match (customer_id.is_empty(), order_id.is_empty()) {
             (false, true) => Some(Filter::Customer(customer_id.to_owned())),
             (true, false) => Some(Filter::Order(order_id.to_owned())),
@@ -406,6 +453,10 @@ mod tests {
         assert_eq!(Cursor::decode(&cursor.encode()), Some(cursor));
         assert_eq!(Cursor::decode("nope"), None);
         assert_eq!(Cursor::decode("12_not-a-uuid"), None);
+        assert_eq!(
+            Cursor::decode(&format!("{}_{}", i64::MAX, Uuid::nil().simple())),
+            None
+        );
     }
 
     #[test]
@@ -434,6 +485,11 @@ mod tests {
         assert_eq!(
             fields(ListQuery::parse("a", "", 101, "x")),
             ["page_size", "page_token"]
+        );
+        assert_eq!(fields(ListQuery::parse("a\0", "", 0, "")), ["customer_id"]);
+        assert_eq!(
+            fields(ListQuery::parse("", &"o".repeat(129), 0, "")),
+            ["order_id"]
         );
     }
 }

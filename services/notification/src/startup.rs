@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use shop_eventing::{Consumer, KafkaConfig};
+use shop_eventing::Consumer;
 use shop_proto::notification::v1::notification_service_server::NotificationServiceServer;
 use shop_runtime::observability::Observability;
 use shop_runtime::service::{Bound, ServiceRunner};
@@ -112,7 +112,7 @@ impl Application {
         }
         let mut observability = Observability::new();
         let metrics = NotificationMetrics::new(observability.registry(), channel.name());
-        let kafka = KafkaConfig::new(&settings.kafka_bootstrap_servers);
+        let kafka = shop_runtime::kafka::client_config(&settings.kafka_bootstrap_servers);
         let mut consumer_config =
             observability.consumer_config(&settings.consumer_group, [&settings.order_events_topic]);
         consumer_config.session_timeout = settings.session_timeout;

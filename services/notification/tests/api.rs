@@ -151,11 +151,12 @@ async fn spawn_app(webhook: Option<Behaviour>, tune: impl FnOnce(&mut Settings))
     let order_db = TestDb::create().await;
     shop_eventing::migrate(&order_db.pool).await.unwrap();
     let relay = Relay::new(
-        order_db.pool.clone(),
+        order_db.connect_options(),
         &KafkaConfig::new(kafka.bootstrap_servers()),
         RelayConfig::default(),
     )
     .unwrap();
+    let order_outbox = Outbox::new("/shop/order-service").waking(relay.waker());
     let relay_stop = stop.clone();
     tokio::spawn(async move { relay.run(relay_stop).await });
 
@@ -169,7 +170,7 @@ async fn spawn_app(webhook: Option<Behaviour>, tune: impl FnOnce(&mut Settings))
         _kafka: kafka,
         order_topic,
         order_db,
-        order_outbox: Outbox::new("/shop/order-service"),
+        order_outbox,
         stop,
         addr,
     }
@@ -222,12 +223,16 @@ impl TestApp {
     /// Publishes an order event the way the order service does: appended in a transaction,
     /// relayed from its outbox. Each call is a new event (a new `ce_id`).
     async fn publish<M: Message + prost::Name>(&self, order_id: &str, event: &M) {
-        let mut tx = self.order_db.pool.begin().await.unwrap();
-        self.order_outbox
-            .append(&mut tx, NewEvent::new(&self.order_topic, order_id, event))
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
+        // As a service's call does: the relay is woken once the transaction committed.
+        shop_eventing::committing(async {
+            let mut tx = self.order_db.pool.begin().await?;
+            self.order_outbox
+                .append(&mut tx, NewEvent::new(&self.order_topic, order_id, event))
+                .await?;
+            tx.commit().await
+        })
+        .await
+        .unwrap();
     }
 
     /// Waits until the consumer applied `count` events (their inbox rows are committed).
@@ -737,4 +742,162 @@ async fn health_reports_serving_then_stops_serving_on_shutdown() {
         })
         .await;
     assert!(after.map(|r| r.into_inner().status != 1).unwrap_or(true));
+}
+
+#[tokio::test]
+async fn an_order_s_notifications_reach_the_customer_in_order_even_when_the_first_is_retried() {
+    // The confirmation's first delivery fails; the cancellation, recorded right after it, must
+    // not overtake its retry: "cancelled" then "confirmed" would tell the customer the opposite
+    // of what happened.
+    let app = spawn_app(Some(Behaviour::FailFirst(1)), |s| {
+        s.retry = RetryPolicy {
+            max_attempts: 8,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_millis(500),
+        };
+    })
+    .await;
+    let mut tx = app.order_db.pool.begin().await.unwrap();
+    for event in [
+        NewEvent::new(
+            &app.order_topic,
+            "order-1",
+            &confirmed("order-1", "alice", 1999),
+        ),
+        NewEvent::new(
+            &app.order_topic,
+            "order-1",
+            &cancelled("order-1", "alice", "changed my mind"),
+        ),
+    ] {
+        app.order_outbox.append(&mut tx, event).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    app.settled("order-1", "order_confirmed", pb::DeliveryStatus::Delivered)
+        .await;
+    app.settled("order-1", "order_cancelled", pb::DeliveryStatus::Delivered)
+        .await;
+    let received: Vec<String> = app
+        .webhook()
+        .received()
+        .iter()
+        .map(|r| r.body["kind"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        received,
+        ["order_confirmed", "order_confirmed", "order_cancelled"],
+        "the failed first attempt, its retry, then the cancellation"
+    );
+}
+
+/// One hostile request and the field its answer must name.
+struct Hostile {
+    what: &'static str,
+    field: &'static str,
+    call: Result<(), Status>,
+}
+
+fn nul(prefix: &str) -> String {
+    format!("{prefix}\0x")
+}
+
+fn ten_kb() -> String {
+    "x".repeat(10 * 1024)
+}
+
+#[tokio::test]
+async fn hostile_input_on_every_rpc_is_refused_naming_the_field() {
+    let mut app = spawn_app(None, |_| {}).await;
+    let request = |customer_id: &str, order_id: &str, page_size: u32, page_token: &str| {
+        pb::ListNotificationsRequest {
+            customer_id: customer_id.into(),
+            order_id: order_id.into(),
+            page_size,
+            page_token: page_token.into(),
+        }
+    };
+    let cases = vec![
+        (
+            "customer id with NUL",
+            "customer_id",
+            request(&nul("alice"), "", 0, ""),
+        ),
+        (
+            "10 kB customer id",
+            "customer_id",
+            request(&ten_kb(), "", 0, ""),
+        ),
+        (
+            "order id with NUL",
+            "order_id",
+            request("", &nul("order"), 0, ""),
+        ),
+        ("10 kB order id", "order_id", request("", &ten_kb(), 0, "")),
+        (
+            "page size u32::MAX",
+            "page_size",
+            request("alice", "", u32::MAX, ""),
+        ),
+        (
+            "garbage page token",
+            "page_token",
+            request("alice", "", 0, "garbage"),
+        ),
+        (
+            "page token with NUL",
+            "page_token",
+            request("alice", "", 0, &nul("1_")),
+        ),
+        (
+            "page token at i64::MAX",
+            "page_token",
+            request(
+                "alice",
+                "",
+                0,
+                &format!("{}_{}", i64::MAX, uuid::Uuid::nil().simple()),
+            ),
+        ),
+        (
+            "10 kB page token",
+            "page_token",
+            request("alice", "", 0, &ten_kb()),
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (what, field, request) in cases {
+        let case = Hostile {
+            what,
+            field,
+            call: app.list(request).await.map(|_| ()),
+        };
+        match case.call {
+            Err(status)
+                if status.code() == Code::InvalidArgument
+                    && status.get_details_bad_request().is_some_and(|b| {
+                        b.field_violations.iter().any(|v| v.field == case.field)
+                    }) => {}
+            other => wrong.push(format!(
+                "ListNotifications {}: expected INVALID_ARGUMENT naming {}, got {other:?}",
+                case.what, case.field
+            )),
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[tokio::test]
+async fn reflection_lists_only_what_this_port_serves() {
+    let app = spawn_app(None, |_| {}).await;
+    let (v1, v1alpha) = shop_testkit::reflected_services(&format!("http://{}", app.addr))
+        .await
+        .unwrap();
+    let expected = [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "shop.notification.v1.NotificationService",
+    ];
+    assert_eq!(v1, expected);
+    assert_eq!(v1alpha, expected);
 }

@@ -6,19 +6,22 @@ use std::time::Duration;
 use shop_eventing::{NewEvent, Outbox};
 use shop_proto::common::v1::Money;
 use shop_proto::order::v1 as pb;
+use shop_runtime::page_token;
+use shop_runtime::status::FieldViolations;
 use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::adapters::inventory::InventoryCatalog;
 use crate::adapters::postgres::{self as db, FullOrder, OrderRow};
 use crate::domain::{CancellationReason, OrderRequest, OrderStatus, price};
-use crate::metrics::OrderMetrics;
+use crate::metrics::{LateCompensation, OrderMetrics};
 
 /// Why a use case failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OrderError {
     #[error("invalid request")]
-    Invalid(Vec<(String, String)>),
+    Invalid(FieldViolations),
     #[error("order {0} not found")]
     NotFound(String),
     #[error("{description}")]
@@ -105,7 +108,7 @@ pub async fn place_order(
             reason: e.to_string(),
             retry_after: e.retry_after,
         })?;
-    let priced = price(&request, &prices).map_err(OrderError::Invalid)?;
+    let priced = price(&request, &prices).map_err(|v| OrderError::Invalid(v.into()))?;
 
     shop_eventing::committing(record_order(pool, events, &request, &priced)).await
 }
@@ -146,7 +149,11 @@ async fn existing_for_key(
     request: &OrderRequest,
 ) -> Result<Option<FullOrder>, OrderError> {
     let mut conn = pool.acquire().await?;
-    let Some(id) = db::order_id_by_key(&mut conn, &request.idempotency_key).await? else {
+    // Keys are per customer: whatever is found here is this customer's own order, so naming it
+    // in the error below tells nobody anything about another customer.
+    let Some(id) =
+        db::order_id_by_key(&mut conn, &request.customer_id, &request.idempotency_key).await?
+    else {
         return Ok(None);
     };
     let order = db::load_order(&mut conn, id)
@@ -166,8 +173,13 @@ async fn existing_for_key(
 }
 
 fn parse_order_id(raw: &str) -> Result<Uuid, OrderError> {
-    Uuid::parse_str(raw)
-        .map_err(|_| OrderError::Invalid(vec![("order_id".into(), "must be a UUID".into())]))
+    let mut violations = FieldViolations::new();
+    violations
+        .check(
+            "order_id",
+            Uuid::try_parse(raw).map_err(|_| "must be a UUID"),
+        )
+        .ok_or(OrderError::Invalid(violations))
 }
 
 /// # Errors
@@ -190,30 +202,21 @@ pub async fn list_orders(
     page_size: u32,
     page_token: &str,
 ) -> Result<(Vec<FullOrder>, String), OrderError> {
-    let mut violations = Vec::new();
-    if let Err(e) = crate::domain::parse_id(customer_id) {
-        violations.push(("customer_id".to_owned(), e));
-    }
+    let mut violations = FieldViolations::new();
+    violations.check("customer_id", crate::domain::parse_id(customer_id));
     if page_size > 100 {
-        violations.push(("page_size".to_owned(), "must be at most 100".to_owned()));
+        violations.add("page_size", "must be at most 100");
     }
     let cursor = if page_token.is_empty() {
         None
     } else {
-        match decode_token(page_token) {
-            Some(cursor) => Some(cursor),
-            None => {
-                violations.push((
-                    "page_token".to_owned(),
-                    "is not a token from a previous page".to_owned(),
-                ));
-                None
-            }
+        let cursor = decode_token(page_token);
+        if cursor.is_none() {
+            violations.add("page_token", "is not a token from a previous page");
         }
+        cursor
     };
-    if !violations.is_empty() {
-        return Err(OrderError::Invalid(violations));
-    }
+    violations.into_result().map_err(OrderError::Invalid)?;
     let limit = if page_size == 0 {
         20
     } else {
@@ -236,27 +239,36 @@ pub async fn list_orders(
     Ok((orders, next))
 }
 
+/// The listing name in ListOrders' page tokens.
+const ORDERS: &str = "orders";
+
+/// The token continuing after `order`: its place in (created_at, order_id) order.
 fn encode_token(order: &OrderRow) -> String {
-    format!(
-        "{}_{}",
-        order.created_at.timestamp_micros(),
-        order.order_id.simple()
+    page_token::encode(
+        ORDERS,
+        &[
+            &order.created_at.timestamp_micros().to_string(),
+            &order.order_id.simple().to_string(),
+        ],
     )
 }
 
 fn decode_token(token: &str) -> Option<(chrono::DateTime<chrono::Utc>, Uuid)> {
-    let (micros, id) = token.split_once('_')?;
+    let fields = page_token::decode(ORDERS, token, 2)?;
     Some((
-        chrono::DateTime::from_timestamp_micros(micros.parse().ok()?)?,
-        Uuid::parse_str(id).ok()?,
+        chrono::DateTime::from_timestamp_micros(fields[0].parse().ok()?)?,
+        Uuid::try_parse(&fields[1]).ok()?,
     ))
 }
 
 /// Cancels an order at the customer's request. A confirmed order is refunded and its stock
-/// returned (by payment and inventory, reacting to `OrderCancelled`).
+/// returned (by payment and inventory, reacting to `OrderCancelled`). Idempotent: a retry of a
+/// cancel that succeeded (its answer lost, say to a deadline after the commit) returns the
+/// cancelled order and cancels nothing again.
 ///
 /// # Errors
-/// `Invalid`, `NotFound`, or `Precondition` when it is already cancelled.
+/// `Invalid`, `NotFound`, or `Precondition` when the saga cancelled it already (out of stock,
+/// declined, timed out): the customer's cancel changes nothing, and says so.
 pub async fn cancel_order(
     pool: &PgPool,
     events: &Events,
@@ -277,6 +289,14 @@ async fn cancel_by_customer(
         .await?
         .ok_or_else(|| OrderError::NotFound(order_id.to_owned()))?;
     if OrderStatus::parse(&order.status)? == OrderStatus::Cancelled {
+        let reason = order.cancellation_reason.as_deref();
+        if reason.and_then(CancellationReason::parse) == Some(CancellationReason::CustomerCancelled)
+        {
+            // A retry: the cancel it repeats committed. Nothing to write; answer as then.
+            return db::load_order(&mut tx, id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("order vanished").into());
+        }
         return Err(OrderError::Precondition {
             kind: "ORDER_ALREADY_CANCELLED",
             subject: format!("orders/{id}"),
@@ -320,12 +340,7 @@ async fn cancel(
     let event = pb::OrderCancelled {
         order_id: order.order_id.to_string(),
         customer_id: order.customer_id.clone(),
-        reason: match reason {
-            CancellationReason::OutOfStock => pb::CancellationReason::OutOfStock,
-            CancellationReason::PaymentDeclined => pb::CancellationReason::PaymentDeclined,
-            CancellationReason::CustomerCancelled => pb::CancellationReason::CustomerCancelled,
-        }
-        .into(),
+        reason: pb::CancellationReason::from(reason).into(),
         detail: detail.to_owned(),
         was_confirmed,
     };
@@ -345,8 +360,11 @@ pub enum SagaReply {
 }
 
 /// Advances the saga of `order_id`. Replies that arrive for an order no longer waiting for them
-/// (e.g. a capture after the customer cancelled: payment refunds it on `OrderCancelled`) change
-/// nothing.
+/// change nothing, with one exception: a capture or a reservation that reaches an order already
+/// CANCELLED (a re-driven dead letter, a replay, a reply that raced the customer's cancel) is
+/// compensated. The order asks payment for the refund (`RefundRequested`) or inventory for the
+/// release (`StockReleaseRequested`). Both are idempotent by state, so asking when the
+/// `OrderCancelled` already undid it costs nothing, and the money or stock is never left behind.
 ///
 /// # Errors
 /// Database errors; an unknown order is an error too (the reply cannot be about nothing).
@@ -359,9 +377,31 @@ pub async fn on_reply(
     let order = db::lock_order(tx, order_id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("reply for unknown order {order_id}"))?;
-    if OrderStatus::parse(&order.status)? != OrderStatus::Pending {
-        tracing::debug!(%order_id, status = %order.status, ?reply, "Reply for a finished order; nothing to do.");
-        return Ok(());
+    match (OrderStatus::parse(&order.status)?, &reply) {
+        (OrderStatus::Pending, _) => {}
+        (OrderStatus::Cancelled, SagaReply::PaymentCaptured) => {
+            let request = pb::RefundRequested {
+                order_id: order_id.to_string(),
+                customer_id: order.customer_id.clone(),
+            };
+            events.append(tx, order_id, &request).await?;
+            events.metrics.late_compensation(LateCompensation::Refund);
+            tracing::warn!(%order_id, "Payment captured for a cancelled order; refund requested.");
+            return Ok(());
+        }
+        (OrderStatus::Cancelled, SagaReply::StockReserved) => {
+            let request = pb::StockReleaseRequested {
+                order_id: order_id.to_string(),
+            };
+            events.append(tx, order_id, &request).await?;
+            events.metrics.late_compensation(LateCompensation::Release);
+            tracing::warn!(%order_id, "Stock reserved for a cancelled order; release requested.");
+            return Ok(());
+        }
+        (status, _) => {
+            tracing::debug!(%order_id, ?status, ?reply, "Reply for a finished order; nothing to do.");
+            return Ok(());
+        }
     }
     match reply {
         SagaReply::StockReserved if !order.payment_requested => {
@@ -411,4 +451,94 @@ pub async fn on_reply(
         }
     }
     Ok(())
+}
+
+/// When a saga is given up on, and how the sweeper looks for such sagas.
+#[derive(Clone, Copy, Debug)]
+pub struct SagaDeadline {
+    /// An order still PENDING this long after it was placed is cancelled (reason `timeout`).
+    pub deadline: Duration,
+    /// How often the sweeper looks.
+    pub interval: Duration,
+    /// Most orders cancelled in one transaction.
+    pub batch: u32,
+}
+
+/// The sweeper: every `interval`, cancels the orders PENDING past the deadline (with
+/// `OrderCancelled`, so inventory and payment compensate whatever they did; their tombstones
+/// make a step that arrives even later harmless), then records the gauges of pending orders.
+/// Safe with any number of replicas: each locks the orders it cancels and skips those another
+/// holds. Database failures are logged and retried at the next round.
+///
+/// # Errors
+/// Never: failures are retried. The `Result` lets it run as a service task.
+pub async fn sweep_overdue(
+    pool: PgPool,
+    events: Events,
+    deadline: SagaDeadline,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    loop {
+        match cancel_overdue(&pool, &events, deadline).await {
+            Ok(0) => {}
+            Ok(cancelled) => tracing::info!(
+                cancelled,
+                deadline = ?deadline.deadline,
+                "Cancelled orders still pending at the saga deadline."
+            ),
+            Err(error) => tracing::warn!(?error, "The saga deadline sweep failed; retrying."),
+        }
+        match pending_ages(&pool, deadline.deadline).await {
+            Ok((overdue, oldest)) => events.metrics.pending(oldest, overdue),
+            Err(error) => tracing::warn!(%error, "Could not read the pending orders' ages."),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(deadline.interval) => {}
+        }
+    }
+}
+
+async fn pending_ages(pool: &PgPool, deadline: Duration) -> sqlx::Result<(i64, f64)> {
+    let mut conn = pool.acquire().await?;
+    db::pending_ages(&mut conn, deadline).await
+}
+
+/// One sweep: cancels every order PENDING past the deadline, `batch` per transaction, and
+/// returns how many.
+///
+/// # Errors
+/// Database errors (what committed before stays cancelled).
+pub async fn cancel_overdue(
+    pool: &PgPool,
+    events: &Events,
+    deadline: SagaDeadline,
+) -> Result<usize, OrderError> {
+    let batch = i64::from(deadline.batch.max(1));
+    let mut total = 0;
+    loop {
+        let cancelled =
+            shop_eventing::committing(cancel_overdue_batch(pool, events, deadline.deadline, batch))
+                .await?;
+        total += cancelled;
+        if i64::try_from(cancelled).unwrap_or(i64::MAX) < batch {
+            return Ok(total);
+        }
+    }
+}
+
+async fn cancel_overdue_batch(
+    pool: &PgPool,
+    events: &Events,
+    deadline: Duration,
+    batch: i64,
+) -> Result<usize, OrderError> {
+    let mut tx = pool.begin().await?;
+    let overdue = db::lock_overdue(&mut tx, deadline, batch).await?;
+    let detail = format!("the saga did not end within {} s", deadline.as_secs_f64());
+    for order in &overdue {
+        cancel(&mut tx, events, order, CancellationReason::Timeout, &detail).await?;
+    }
+    tx.commit().await?;
+    Ok(overdue.len())
 }

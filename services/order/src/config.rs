@@ -19,6 +19,9 @@ use shop_runtime::config::{self, ConfigError};
 /// | `ORDER_EVENTS_TOPIC` | produced [`order.events.v1`] |
 /// | `INVENTORY_EVENTS_TOPIC`, `PAYMENT_EVENTS_TOPIC` | consumed [`inventory.events.v1`, `payment.events.v1`] |
 /// | `ORDER_CONSUMER_GROUP` | consumer group and inbox name [`order-service`] |
+/// | `ORDER_SAGA_DEADLINE_MS` | an order still PENDING this long after it was placed is cancelled (reason `timeout`) and compensated [`600000`] |
+/// | `ORDER_SAGA_SWEEP_INTERVAL_MS` | how often the deadline sweeper looks for such orders [`5000`] |
+/// | `ORDER_SAGA_SWEEP_BATCH` | most orders the sweeper cancels in one transaction [`100`] |
 /// | `GRPC_REQUEST_TIMEOUT_MS` | longest a call may run [`10000`] |
 /// | `KAFKA_SESSION_TIMEOUT_MS` | how long the group waits for a dead member [`10000`] |
 #[derive(Clone, Debug)]
@@ -37,6 +40,12 @@ pub struct Settings {
     pub inventory_events_topic: String,
     pub payment_events_topic: String,
     pub consumer_group: String,
+    /// How long a saga may stay PENDING before it is cancelled with reason `timeout`.
+    pub saga_deadline: Duration,
+    /// How often the sweeper looks for orders past the deadline.
+    pub saga_sweep_interval: Duration,
+    /// Most overdue orders cancelled per transaction.
+    pub saga_sweep_batch: u32,
     pub request_timeout: Duration,
     pub session_timeout: Duration,
 }
@@ -49,6 +58,18 @@ impl Settings {
             &["ORDER_DATABASE_URL", "DATABASE_URL"],
             "postgres://postgres@127.0.0.1:5432/orders",
         );
+        let saga_deadline = config::millis("ORDER_SAGA_DEADLINE_MS", Duration::from_secs(600))?;
+        // A deadline of 0 would cancel every order as it is placed; over 30 days, no saga is
+        // waited for any more, and the interval arithmetic in SQL stays in range.
+        if saga_deadline < Duration::from_secs(1)
+            || saga_deadline > Duration::from_secs(30 * 86_400)
+        {
+            return Err(ConfigError {
+                name: "ORDER_SAGA_DEADLINE_MS".into(),
+                value: saga_deadline.as_millis().to_string(),
+                reason: "must be 1000 (1 s) to 2592000000 (30 days)".into(),
+            });
+        }
         Ok(Self {
             grpc_addr: config::listen_addr("ORDER_GRPC_ADDR", 50051)?,
             metrics_addr: config::listen_addr("ORDER_METRICS_ADDR", 9101)?,
@@ -72,6 +93,12 @@ impl Settings {
                 shop_proto::topics::PAYMENT_EVENTS,
             ),
             consumer_group: config::string("ORDER_CONSUMER_GROUP", "order-service"),
+            saga_deadline,
+            saga_sweep_interval: config::millis(
+                "ORDER_SAGA_SWEEP_INTERVAL_MS",
+                Duration::from_secs(5),
+            )?,
+            saga_sweep_batch: config::parse("ORDER_SAGA_SWEEP_BATCH", 100)?,
             request_timeout: config::millis("GRPC_REQUEST_TIMEOUT_MS", Duration::from_secs(10))?,
             session_timeout: config::millis("KAFKA_SESSION_TIMEOUT_MS", Duration::from_secs(10))?,
         })

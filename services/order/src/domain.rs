@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use shop_proto::order::v1 as pb;
+
 /// Status of an order. `Pending` until the saga ends in one of the two terminal states.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OrderStatus {
@@ -38,23 +40,40 @@ pub enum CancellationReason {
     OutOfStock,
     PaymentDeclined,
     CustomerCancelled,
+    /// Still PENDING at the saga's deadline (a service it waited for was down or lost a step).
+    Timeout,
 }
 
 impl CancellationReason {
+    /// Every reason, e.g. to show each in the metrics from the start.
+    pub const ALL: [Self; 4] = [
+        Self::OutOfStock,
+        Self::PaymentDeclined,
+        Self::CustomerCancelled,
+        Self::Timeout,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::OutOfStock => "out_of_stock",
             Self::PaymentDeclined => "payment_declined",
             Self::CustomerCancelled => "customer_cancelled",
+            Self::Timeout => "timeout",
         }
     }
 
     pub fn parse(raw: &str) -> Option<Self> {
-        match raw {
-            "out_of_stock" => Some(Self::OutOfStock),
-            "payment_declined" => Some(Self::PaymentDeclined),
-            "customer_cancelled" => Some(Self::CustomerCancelled),
-            _ => None,
+        Self::ALL.into_iter().find(|reason| reason.as_str() == raw)
+    }
+}
+
+impl From<CancellationReason> for pb::CancellationReason {
+    fn from(reason: CancellationReason) -> Self {
+        match reason {
+            CancellationReason::OutOfStock => Self::OutOfStock,
+            CancellationReason::PaymentDeclined => Self::PaymentDeclined,
+            CancellationReason::CustomerCancelled => Self::CustomerCancelled,
+            CancellationReason::Timeout => Self::Timeout,
         }
     }
 }
@@ -84,11 +103,8 @@ impl OrderRequest {
         lines: &[(String, u32)],
     ) -> Result<Self, Vec<(String, String)>> {
         let mut violations = Vec::new();
-        if idempotency_key.is_empty() || idempotency_key.len() > 128 {
-            violations.push((
-                "idempotency_key".to_owned(),
-                "must be 1 to 128 characters".to_owned(),
-            ));
+        if let Err(e) = parse_idempotency_key(idempotency_key) {
+            violations.push(("idempotency_key".to_owned(), e));
         }
         if let Err(e) = parse_id(customer_id) {
             violations.push(("customer_id".to_owned(), e));
@@ -136,6 +152,21 @@ impl OrderRequest {
         skus.dedup();
         skus
     }
+}
+
+/// A PlaceOrder idempotency key: 1 to 128 printable ASCII characters without spaces (a UUID,
+/// a ULID or any client's counter fits), so that it is stored, logged and compared as sent.
+///
+/// # Errors
+/// What is wrong.
+pub fn parse_idempotency_key(raw: &str) -> Result<(), String> {
+    if raw.is_empty() || raw.len() > 128 {
+        return Err("must be 1 to 128 characters".into());
+    }
+    if !raw.chars().all(|c| c.is_ascii_graphic()) {
+        return Err("may contain only printable ASCII characters, no spaces".into());
+    }
+    Ok(())
 }
 
 /// Ids (customers, skus): 1 to 64 characters of letters, digits, `-`, `_` or `.`.
@@ -198,7 +229,20 @@ pub fn price(
             }
             Some(_) => {}
         }
-        total = total.saturating_add(unit.saturating_mul(i64::from(*quantity)));
+        // Inventory bounds prices, and requests bound lines and quantities, so this never
+        // overflows; a catalog that broke its bound is refused rather than mispriced.
+        match unit
+            .checked_mul(i64::from(*quantity))
+            .and_then(|line| total.checked_add(line))
+        {
+            Some(sum) => total = sum,
+            None => {
+                violations.push((
+                    format!("lines[{i}].sku"),
+                    format!("priced at {unit}, the order's total would overflow"),
+                ));
+            }
+        }
         lines.push(PricedLine {
             sku: sku.clone(),
             quantity: *quantity,
@@ -278,6 +322,33 @@ mod tests {
                 .map(|(f, _)| f.as_str())
                 .collect::<Vec<_>>(),
             ["lines[1].sku", "lines[2].sku"]
+        );
+    }
+
+    #[test]
+    fn idempotency_keys_are_printable_ascii_without_spaces() {
+        assert!(parse_idempotency_key("0190a8d2-7c1e-7000-8000-000000000000").is_ok());
+        assert!(parse_idempotency_key("order:42/retry=1").is_ok());
+        for bad in ["", "a b", "k\0", "k\n", "ключ", &"k".repeat(129)] {
+            assert!(parse_idempotency_key(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_total_that_would_overflow_is_refused() {
+        let catalog = HashMap::from([("a".to_owned(), (i64::MAX / 2, "EUR".to_owned()))]);
+        let violations = price(&request(&[("a", 3)]), &catalog).unwrap_err();
+        assert_eq!(violations[0].0, "lines[0].sku");
+    }
+
+    #[test]
+    fn reasons_round_trip() {
+        for reason in CancellationReason::ALL {
+            assert_eq!(CancellationReason::parse(reason.as_str()), Some(reason));
+        }
+        assert_eq!(
+            pb::CancellationReason::from(CancellationReason::Timeout),
+            pb::CancellationReason::Timeout
         );
     }
 

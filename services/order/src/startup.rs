@@ -1,9 +1,9 @@
-//! Building and running the inventory process: database, migrations, gRPC listener, relay and
-//! consumer.
+//! Building and running the order process: database, migrations, gRPC listener, relay, saga
+//! replies consumer and the saga deadline's sweeper.
 
 use std::net::SocketAddr;
 
-use shop_eventing::{Consumer, KafkaConfig, Outbox, Relay};
+use shop_eventing::{Consumer, Outbox, Relay};
 use shop_proto::order::v1::order_service_server::OrderServiceServer;
 use shop_runtime::observability::Observability;
 use shop_runtime::service::{Bound, ServiceRunner};
@@ -16,7 +16,7 @@ use tonic::service::Routes;
 use crate::adapters::grpc::OrderApi;
 use crate::adapters::inventory::{BreakerSettings, InventoryCatalog};
 use crate::adapters::kafka::SagaReplies;
-use crate::app::Events;
+use crate::app::{Events, SagaDeadline, sweep_overdue};
 use crate::config::Settings;
 use crate::metrics::OrderMetrics;
 use shop_telemetry::grpc::GrpcMetrics;
@@ -82,13 +82,19 @@ impl Application {
                 },
         } = self;
         let mut observability = Observability::new();
-        let kafka = KafkaConfig::new(&settings.kafka_bootstrap_servers);
+        let kafka = shop_runtime::kafka::client_config(&settings.kafka_bootstrap_servers);
+        // The relay opens its own connections (outside the pool, so API traffic cannot starve
+        // it) with the pool's settings; the outbox wakes it after each commit.
+        let relay = Relay::new(
+            pool.connect_options().as_ref().clone(),
+            &kafka,
+            observability.relay_config(),
+        )?;
         let events = Events {
-            outbox: Outbox::new("/shop/order-service"),
+            outbox: Outbox::new("/shop/order-service").waking(relay.waker()),
             topic: settings.order_events_topic.clone(),
             metrics: OrderMetrics::new(observability.registry()),
         };
-        let relay = Relay::new(pool.clone(), &kafka, observability.relay_config())?;
         let mut consumer_config = observability.consumer_config(
             &settings.consumer_group,
             [
@@ -115,6 +121,16 @@ impl Application {
             GrpcMetrics::client(observability.registry()),
         )?;
 
+        let sweeper = sweep_overdue(
+            pool.clone(),
+            events.clone(),
+            SagaDeadline {
+                deadline: settings.saga_deadline,
+                interval: settings.saga_sweep_interval,
+                batch: settings.saga_sweep_batch,
+            },
+            shutdown.clone(),
+        );
         let api = OrderServiceServer::new(OrderApi {
             pool: pool.clone(),
             catalog,
@@ -130,6 +146,7 @@ impl Application {
         .metrics(metrics_listener, observability, pool.clone())
         .relay(relay)
         .consumer("saga replies consumer", consumer)
+        .task("saga deadline sweeper", sweeper)
         .run()
         .await
     }

@@ -25,8 +25,16 @@ struct TestApp {
     inventory: InventoryServiceClient<Channel>,
     kafka: TestKafka,
     order_topic: String,
+    inventory_topic: String,
     payment_topic: String,
     payment_db: TestDb,
+    /// Payment's outbox, waking its relay.
+    payment_outbox: Outbox,
+    /// Inventory's replies, written to payment's database and relayed by its relay.
+    inventory_outbox: Outbox,
+    order_addr: String,
+    metrics_addr: std::net::SocketAddr,
+    settings: Settings,
     stop: CancellationToken,
     _dbs: Vec<TestDb>,
 }
@@ -38,6 +46,11 @@ impl Drop for TestApp {
 }
 
 async fn spawn_app(inventory_url: Option<&str>) -> TestApp {
+    spawn_app_with(inventory_url, |_| {}).await
+}
+
+/// [`spawn_app`] with the order service's settings adjusted by `tune`.
+async fn spawn_app_with(inventory_url: Option<&str>, tune: impl FnOnce(&mut Settings)) -> TestApp {
     shop_telemetry::init_for_tests();
     let kafka = TestKafka::start();
     let order_topic = TestKafka::unique_topic("order-events");
@@ -71,52 +84,63 @@ async fn spawn_app(inventory_url: Option<&str>) -> TestApp {
     tokio::spawn(inventory.run(stop.clone()));
 
     let order_db = TestDb::create().await;
-    let app = Application::build(
-        Settings {
-            grpc_addr: "127.0.0.1:0".parse().unwrap(),
-            metrics_addr: "127.0.0.1:0".parse().unwrap(),
-            database_url: order_db.url(),
-            db_max_connections: 10,
-            inventory_url: inventory_url.unwrap_or(&inventory_addr).to_owned(),
-            inventory_deadline: Duration::from_millis(500),
-            breaker_failures: 2,
-            breaker_open_for: Duration::from_secs(30),
-            kafka_bootstrap_servers: kafka.bootstrap_servers().to_owned(),
-            order_events_topic: order_topic.clone(),
-            inventory_events_topic: inventory_topic,
-            payment_events_topic: payment_topic.clone(),
-            consumer_group: format!("order-{}", uuid::Uuid::new_v4().simple()),
-            request_timeout: Duration::from_secs(10),
-            session_timeout: Duration::from_secs(6),
-        },
-        &stop,
-    )
-    .await
-    .unwrap();
+    let mut settings = Settings {
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        metrics_addr: "127.0.0.1:0".parse().unwrap(),
+        database_url: order_db.url(),
+        db_max_connections: 10,
+        inventory_url: inventory_url.unwrap_or(&inventory_addr).to_owned(),
+        inventory_deadline: Duration::from_millis(500),
+        breaker_failures: 2,
+        breaker_open_for: Duration::from_secs(30),
+        kafka_bootstrap_servers: kafka.bootstrap_servers().to_owned(),
+        order_events_topic: order_topic.clone(),
+        inventory_events_topic: inventory_topic.clone(),
+        payment_events_topic: payment_topic.clone(),
+        consumer_group: format!("order-{}", uuid::Uuid::new_v4().simple()),
+        saga_deadline: Duration::from_secs(600),
+        saga_sweep_interval: Duration::from_millis(200),
+        saga_sweep_batch: 100,
+        request_timeout: Duration::from_secs(10),
+        session_timeout: Duration::from_secs(6),
+    };
+    tune(&mut settings);
+    let app = Application::build(settings.clone(), &stop).await.unwrap();
     let order_addr = format!("http://{}", app.local_addr());
+    let metrics_addr = app.metrics_addr();
     tokio::spawn(app.run(stop.clone()));
 
     // Payment's side: its replies leave through an outbox and relay, as the real service's do.
     let payment_db = TestDb::create().await;
     shop_eventing::migrate(&payment_db.pool).await.unwrap();
     let relay = Relay::new(
-        payment_db.pool.clone(),
+        payment_db.connect_options(),
         &KafkaConfig::new(kafka.bootstrap_servers()),
         RelayConfig::default(),
     )
     .unwrap();
+    let payment_outbox = Outbox::new("/shop/payment-service").waking(relay.waker());
+    let inventory_outbox = Outbox::new("/shop/inventory-service").waking(relay.waker());
     let relay_stop = stop.clone();
     tokio::spawn(async move { relay.run(relay_stop).await });
 
     TestApp {
-        orders: OrderServiceClient::connect(order_addr).await.unwrap(),
+        orders: OrderServiceClient::connect(order_addr.clone())
+            .await
+            .unwrap(),
         inventory: InventoryServiceClient::connect(inventory_addr)
             .await
             .unwrap(),
         kafka,
         order_topic,
+        inventory_topic,
         payment_topic,
         payment_db,
+        payment_outbox,
+        inventory_outbox,
+        order_addr,
+        metrics_addr,
+        settings,
         stop,
         _dbs: vec![inventory_db, order_db],
     }
@@ -153,14 +177,16 @@ impl TestApp {
             })
             .await
             .unwrap();
-        self.inventory
-            .adjust_stock(inventory_pb::AdjustStockRequest {
-                sku: sku.into(),
-                delta: stock,
-                reason: "initial".into(),
-            })
-            .await
-            .unwrap();
+        if stock != 0 {
+            self.inventory
+                .adjust_stock(inventory_pb::AdjustStockRequest {
+                    sku: sku.into(),
+                    delta: stock,
+                    reason: "initial".into(),
+                })
+                .await
+                .unwrap();
+        }
     }
 
     async fn order(&mut self, id: &str) -> pb::Order {
@@ -203,12 +229,42 @@ impl TestApp {
     }
 
     async fn payment_replies<M: Message + prost::Name>(&self, order_id: &str, reply: &M) {
-        let mut tx = self.payment_db.pool.begin().await.unwrap();
-        Outbox::new("/shop/payment-service")
-            .append(&mut tx, NewEvent::new(&self.payment_topic, order_id, reply))
+        // As the payment service's consumer does: the relay is woken once the transaction
+        // committed.
+        shop_eventing::committing(async {
+            let mut tx = self.payment_db.pool.begin().await?;
+            self.payment_outbox
+                .append(&mut tx, NewEvent::new(&self.payment_topic, order_id, reply))
+                .await?;
+            tx.commit().await
+        })
+        .await
+        .unwrap();
+    }
+
+    /// A reply as inventory would send it (e.g. a late duplicate), through the same relay.
+    async fn inventory_replies<M: Message + prost::Name>(&self, order_id: &str, reply: &M) {
+        shop_eventing::committing(async {
+            let mut tx = self.payment_db.pool.begin().await?;
+            self.inventory_outbox
+                .append(
+                    &mut tx,
+                    NewEvent::new(&self.inventory_topic, order_id, reply),
+                )
+                .await?;
+            tx.commit().await
+        })
+        .await
+        .unwrap();
+    }
+
+    async fn cancel(&mut self, id: &str) -> Result<pb::Order, tonic::Status> {
+        self.orders
+            .cancel_order(pb::CancelOrderRequest {
+                order_id: id.into(),
+            })
             .await
-            .unwrap();
-        tx.commit().await.unwrap();
+            .map(|r| r.into_inner().order.unwrap())
     }
 }
 
@@ -302,14 +358,20 @@ async fn a_placed_order_is_priced_reserved_paid_and_confirmed() {
     let events = app.order_events(4).await;
     let event = pb::OrderCancelled::decode(events[3].payload.as_slice()).unwrap();
     assert!(event.was_confirmed);
-    let status = app
-        .orders
-        .cancel_order(pb::CancelOrderRequest {
-            order_id: order.order_id.clone(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::FailedPrecondition);
+    // A retry of the call (its answer was lost) gets the cancelled order, not an error.
+    let retried = app.cancel(&order.order_id).await.unwrap();
+    assert_eq!(
+        (retried.status(), retried.cancellation_reason()),
+        (
+            pb::OrderStatus::Cancelled,
+            pb::CancellationReason::CustomerCancelled
+        )
+    );
+    assert_eq!(
+        app.order_events(5).await.len(),
+        4,
+        "the retry cancelled nothing again"
+    );
 }
 
 #[tokio::test]
@@ -648,4 +710,485 @@ async fn a_hanging_inventory_gets_unavailable_at_the_deadline() {
         waited >= Duration::from_millis(450) && waited < Duration::from_secs(2),
         "{waited:?}"
     );
+}
+
+#[tokio::test]
+async fn a_late_capture_for_a_cancelled_order_asks_for_a_refund() {
+    // Payment captured after the customer cancelled (e.g. a re-driven dead letter): the order
+    // stays CANCELLED and asks payment for the refund instead of dropping the reply.
+    let mut app = spawn_app(None).await;
+    app.product("BOOK", 1250, 5).await;
+    let order = app
+        .orders
+        .place_order(place("k-late", "alice", &[("BOOK", 1)]))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(
+        types(&app.order_events(2).await, &order.order_id),
+        ["OrderPlaced", "PaymentRequested"]
+    );
+    app.cancel(&order.order_id).await.unwrap();
+    app.payment_replies(
+        &order.order_id,
+        &payment_pb::PaymentCaptured {
+            order_id: order.order_id.clone(),
+            customer_id: "alice".into(),
+            amount: order.total.clone(),
+        },
+    )
+    .await;
+    let events = app.order_events(4).await;
+    assert_eq!(
+        types(&events, &order.order_id),
+        [
+            "OrderPlaced",
+            "PaymentRequested",
+            "OrderCancelled",
+            "RefundRequested"
+        ]
+    );
+    assert_eq!(
+        events[3].payload,
+        pb::RefundRequested {
+            order_id: order.order_id.clone(),
+            customer_id: "alice".into(),
+        }
+        .encode_to_vec()
+    );
+    let after = app.order(&order.order_id).await;
+    assert_eq!(
+        (after.status(), after.cancellation_reason()),
+        (
+            pb::OrderStatus::Cancelled,
+            pb::CancellationReason::CustomerCancelled
+        ),
+        "still cancelled, never confirmed"
+    );
+}
+
+#[tokio::test]
+async fn a_late_reservation_for_a_cancelled_order_asks_for_a_release() {
+    let mut app = spawn_app(None).await;
+    app.product("RARE", 500, 0).await;
+    let order = app
+        .orders
+        .place_order(place("k-short", "bob", &[("RARE", 1)]))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    app.wait_for(&order.order_id, pb::OrderStatus::Cancelled)
+        .await;
+    // A StockReserved for it after all (a replay, a reordered duplicate).
+    app.inventory_replies(
+        &order.order_id,
+        &inventory_pb::StockReserved {
+            order_id: order.order_id.clone(),
+            lines: vec![inventory_pb::ReservedLine {
+                sku: "RARE".into(),
+                quantity: 1,
+            }],
+        },
+    )
+    .await;
+    let events = app.order_events(3).await;
+    assert_eq!(
+        types(&events, &order.order_id),
+        ["OrderPlaced", "OrderCancelled", "StockReleaseRequested"]
+    );
+    assert_eq!(
+        events[2].payload,
+        pb::StockReleaseRequested {
+            order_id: order.order_id.clone(),
+        }
+        .encode_to_vec()
+    );
+}
+
+#[tokio::test]
+async fn cancelling_is_idempotent_for_the_customer_only() {
+    let mut app = spawn_app(None).await;
+    app.product("BOOK", 1000, 10).await;
+    app.product("RARE", 500, 0).await;
+    let order = app
+        .orders
+        .place_order(place("k-1", "carol", &[("BOOK", 1)]))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    let first = app.cancel(&order.order_id).await.unwrap();
+    // The answer was lost (a deadline after the commit); the client retries.
+    let again = app.cancel(&order.order_id).await.unwrap();
+    assert_eq!(again.status(), pb::OrderStatus::Cancelled);
+    assert_eq!(again.history.len(), first.history.len(), "cancelled once");
+    // An order the saga cancelled is not the customer's to cancel again.
+    let short = app
+        .orders
+        .place_order(place("k-2", "carol", &[("RARE", 1)]))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    app.wait_for(&short.order_id, pb::OrderStatus::Cancelled)
+        .await;
+    let status = app.cancel(&short.order_id).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_eq!(
+        status
+            .get_details_precondition_failure()
+            .unwrap()
+            .violations[0]
+            .r#type,
+        "ORDER_ALREADY_CANCELLED"
+    );
+}
+
+#[tokio::test]
+async fn idempotency_keys_belong_to_their_customer() {
+    let mut app = spawn_app(None).await;
+    app.product("BOOK", 1000, 10).await;
+    let carols = app
+        .orders
+        .place_order(place("shared-key", "carol", &[("BOOK", 1)]))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    // Another customer picks the same key: a new order of their own, nothing about Carol's.
+    let daves = app
+        .orders
+        .place_order(place("shared-key", "dave", &[("BOOK", 2)]))
+        .await
+        .map(|r| r.into_inner().order.unwrap());
+    let daves = match daves {
+        Ok(order) => order,
+        Err(status) => {
+            assert!(
+                !status.message().contains(&carols.order_id),
+                "another customer's order id leaked: {status:?}"
+            );
+            panic!("Dave's order was refused: {status:?}");
+        }
+    };
+    assert_ne!(daves.order_id, carols.order_id);
+    assert_eq!(daves.customer_id, "dave");
+    // Each customer's retry still finds their own order.
+    for (customer, lines, id) in [("carol", 1, &carols.order_id), ("dave", 2, &daves.order_id)] {
+        let retried = app
+            .orders
+            .place_order(place("shared-key", customer, &[("BOOK", lines)]))
+            .await
+            .unwrap()
+            .into_inner()
+            .order
+            .unwrap();
+        assert_eq!(&retried.order_id, id);
+    }
+}
+
+/// One hostile request and the field its answer must name.
+struct Hostile {
+    what: &'static str,
+    field: &'static str,
+    call: Result<(), tonic::Status>,
+}
+
+fn nul(prefix: &str) -> String {
+    format!("{prefix}\0x")
+}
+
+fn ten_kb() -> String {
+    "x".repeat(10 * 1024)
+}
+
+#[tokio::test]
+async fn hostile_input_on_every_rpc_is_refused_naming_the_field() {
+    let mut app = spawn_app(None).await;
+    app.product("BOOK", 1000, 10).await;
+    let mut client = app.orders.clone();
+    macro_rules! call {
+        ($method:ident, $request:expr) => {
+            client.$method($request).await.map(|_| ())
+        };
+    }
+    let list = |customer_id: &str, page_size: u32, page_token: &str| pb::ListOrdersRequest {
+        customer_id: customer_id.into(),
+        page_size,
+        page_token: page_token.into(),
+    };
+    let get = |order_id: String| pb::GetOrderRequest { order_id };
+    let cancel = |order_id: String| pb::CancelOrderRequest { order_id };
+    let cases = vec![
+        Hostile {
+            what: "PlaceOrder idempotency key with NUL",
+            field: "idempotency_key",
+            call: call!(place_order, place(&nul("k"), "alice", &[("BOOK", 1)])),
+        },
+        Hostile {
+            what: "PlaceOrder 10 kB idempotency key",
+            field: "idempotency_key",
+            call: call!(place_order, place(&ten_kb(), "alice", &[("BOOK", 1)])),
+        },
+        Hostile {
+            what: "PlaceOrder idempotency key with a newline",
+            field: "idempotency_key",
+            call: call!(place_order, place("k\nx", "alice", &[("BOOK", 1)])),
+        },
+        Hostile {
+            what: "PlaceOrder customer id with NUL",
+            field: "customer_id",
+            call: call!(place_order, place("k", &nul("alice"), &[("BOOK", 1)])),
+        },
+        Hostile {
+            what: "PlaceOrder 10 kB customer id",
+            field: "customer_id",
+            call: call!(place_order, place("k", &ten_kb(), &[("BOOK", 1)])),
+        },
+        Hostile {
+            what: "PlaceOrder sku with NUL",
+            field: "lines[0].sku",
+            call: call!(place_order, place("k", "alice", &[(&nul("BOOK"), 1)])),
+        },
+        Hostile {
+            what: "PlaceOrder 10 kB sku",
+            field: "lines[0].sku",
+            call: call!(place_order, place("k", "alice", &[(&ten_kb(), 1)])),
+        },
+        Hostile {
+            what: "PlaceOrder quantity u32::MAX",
+            field: "lines[0].quantity",
+            call: call!(place_order, place("k", "alice", &[("BOOK", u32::MAX)])),
+        },
+        Hostile {
+            what: "GetOrder order id with NUL",
+            field: "order_id",
+            call: call!(get_order, get(nul("0190a8d2-0000-7000-8000-000000000000"))),
+        },
+        Hostile {
+            what: "GetOrder 10 kB order id",
+            field: "order_id",
+            call: call!(get_order, get(ten_kb())),
+        },
+        Hostile {
+            what: "CancelOrder order id with NUL",
+            field: "order_id",
+            call: call!(cancel_order, cancel(nul("x"))),
+        },
+        Hostile {
+            what: "CancelOrder 10 kB order id",
+            field: "order_id",
+            call: call!(cancel_order, cancel(ten_kb())),
+        },
+        Hostile {
+            what: "ListOrders customer id with NUL",
+            field: "customer_id",
+            call: call!(list_orders, list(&nul("alice"), 0, "")),
+        },
+        Hostile {
+            what: "ListOrders page size u32::MAX",
+            field: "page_size",
+            call: call!(list_orders, list("alice", u32::MAX, "")),
+        },
+        Hostile {
+            what: "ListOrders garbage page token",
+            field: "page_token",
+            call: call!(list_orders, list("alice", 0, "garbage")),
+        },
+        Hostile {
+            what: "ListOrders page token with NUL",
+            field: "page_token",
+            call: call!(list_orders, list("alice", 0, &nul("1_"))),
+        },
+        Hostile {
+            what: "ListOrders page token at i64::MAX",
+            field: "page_token",
+            call: call!(
+                list_orders,
+                list(
+                    "alice",
+                    0,
+                    &format!("{}_{}", i64::MAX, uuid::Uuid::nil().simple())
+                )
+            ),
+        },
+        Hostile {
+            what: "ListOrders 10 kB page token",
+            field: "page_token",
+            call: call!(list_orders, list("alice", 0, &ten_kb())),
+        },
+    ];
+    let mut wrong = Vec::new();
+    for case in cases {
+        match case.call {
+            Err(status)
+                if status.code() == Code::InvalidArgument
+                    && status.get_details_bad_request().is_some_and(|b| {
+                        b.field_violations.iter().any(|v| v.field == case.field)
+                    }) => {}
+            other => wrong.push(format!(
+                "{}: expected INVALID_ARGUMENT naming {}, got {other:?}",
+                case.what, case.field
+            )),
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    let page = app
+        .orders
+        .list_orders(list("alice", 0, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(page.orders.is_empty(), "no hostile order got in");
+}
+
+#[tokio::test]
+async fn reflection_lists_only_what_this_port_serves() {
+    let app = spawn_app(None).await;
+    let (v1, v1alpha) = shop_testkit::reflected_services(&app.order_addr)
+        .await
+        .unwrap();
+    let expected = [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "shop.order.v1.OrderService",
+    ];
+    assert_eq!(v1, expected);
+    assert_eq!(v1alpha, expected);
+}
+
+/// The value of an unlabelled series in the Prometheus text at `addr`'s `/metrics`.
+async fn metric(addr: std::net::SocketAddr, series: &str) -> Option<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.ok()?;
+    text.lines().find_map(|line| {
+        line.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+#[tokio::test]
+async fn orders_past_their_deadline_are_cancelled_once_by_any_replica() {
+    // Payment never answers here (the test plays payment and stays silent): every order waits
+    // for its capture until the deadline. Two replicas sweep the same database, in small
+    // batches; each order is cancelled exactly once, with reason TIMEOUT, and compensated
+    // through OrderCancelled like any other cancellation.
+    let mut app = spawn_app_with(None, |s| {
+        s.saga_deadline = Duration::from_secs(2);
+        s.saga_sweep_interval = Duration::from_millis(100);
+        s.saga_sweep_batch = 3;
+    })
+    .await;
+    let mut replica_settings = app.settings.clone();
+    replica_settings.grpc_addr = "127.0.0.1:0".parse().unwrap();
+    replica_settings.metrics_addr = "127.0.0.1:0".parse().unwrap();
+    let replica = Application::build(replica_settings, &app.stop)
+        .await
+        .unwrap();
+    let replica_metrics = replica.metrics_addr();
+    tokio::spawn(replica.run(app.stop.clone()));
+    app.product("BOOK", 1000, 100).await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(
+            app.orders
+                .place_order(place(&format!("k-{i}"), "erin", &[("BOOK", 1)]))
+                .await
+                .unwrap()
+                .into_inner()
+                .order
+                .unwrap()
+                .order_id,
+        );
+    }
+    let age = shop_testkit::eventually(
+        "the oldest pending order's age",
+        Duration::from_secs(10),
+        || async {
+            metric(app.metrics_addr, "shop_orders_pending_oldest_age_seconds")
+                .await
+                .filter(|age| *age > 0.0)
+        },
+    )
+    .await;
+    assert!(age < 60.0, "{age}");
+    for id in &ids {
+        let order = app.wait_for(id, pb::OrderStatus::Cancelled).await;
+        assert_eq!(order.cancellation_reason(), pb::CancellationReason::Timeout);
+        let cancellations = order
+            .history
+            .iter()
+            .filter(|h| h.status() == pb::OrderStatus::Cancelled)
+            .count();
+        assert_eq!(cancellations, 1, "{id}: {:?}", order.history);
+    }
+    let events = app.order_events(60).await;
+    for id in &ids {
+        // Cancelled once. On a slow machine inventory may reserve only after the deadline: then
+        // its late StockReserved is answered with a release request.
+        let steps = types(&events, id);
+        assert!(
+            steps == ["OrderPlaced", "PaymentRequested", "OrderCancelled"]
+                || steps == ["OrderPlaced", "OrderCancelled", "StockReleaseRequested"],
+            "{id}: {steps:?}"
+        );
+    }
+    let cancelled = pb::OrderCancelled::decode(
+        events
+            .iter()
+            .find(|r| r.header("ce_type") == Some("shop.order.v1.OrderCancelled"))
+            .unwrap()
+            .payload
+            .as_slice(),
+    )
+    .unwrap();
+    assert_eq!(cancelled.reason(), pb::CancellationReason::Timeout);
+    // Inventory released every unit on OrderCancelled.
+    shop_testkit::eventually("stock released", Duration::from_secs(30), || {
+        let mut inventory = app.inventory.clone();
+        async move {
+            let p = inventory
+                .get_product(inventory_pb::GetProductRequest { sku: "BOOK".into() })
+                .await
+                .ok()?
+                .into_inner()
+                .product?;
+            (p.reserved == 0).then_some(())
+        }
+    })
+    .await;
+    // Both replicas report no order pending past the deadline, and the cancellations add up.
+    for addr in [app.metrics_addr, replica_metrics] {
+        assert_eq!(metric(addr, "shop_orders_pending_overdue").await, Some(0.0));
+    }
+    let timeouts = metric(
+        app.metrics_addr,
+        "shop_orders_cancelled_total{reason=\"timeout\"}",
+    )
+    .await
+    .unwrap()
+        + metric(
+            replica_metrics,
+            "shop_orders_cancelled_total{reason=\"timeout\"}",
+        )
+        .await
+        .unwrap();
+    assert_eq!(timeouts, 20.0);
 }

@@ -5,19 +5,20 @@ use shop_eventing::{NewEvent, Outbox};
 use shop_proto::common::v1::Money;
 use shop_proto::order::v1 as order_pb;
 use shop_proto::payment::v1 as pb;
+use shop_runtime::status::FieldViolations;
 use sqlx::{PgConnection, PgPool};
 
 use crate::adapters::postgres::{self as db, AccountRow, NewPayment, PaymentRow};
 use crate::domain::{
-    AccountState, AccountStatus, Amount, Currency, CustomerId, DepositId, OrderId, PaymentDecision,
-    PaymentStatus, decide_payment,
+    AccountState, AccountStatus, Amount, Currency, CustomerId, DepositId, MAX_BALANCE_MINOR,
+    OrderId, PaymentDecision, PaymentStatus, decide_payment,
 };
 
 /// Why a use case failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PaymentError {
     #[error("invalid request")]
-    Invalid(Vec<(String, String)>),
+    Invalid(FieldViolations),
     #[error("{resource} {name} not found")]
     NotFound {
         resource: &'static str,
@@ -83,13 +84,9 @@ pub async fn open_account(
     currency: &str,
     frozen: bool,
 ) -> Result<AccountRow, PaymentError> {
-    let mut violations = Vec::new();
-    let customer_id = CustomerId::parse(customer_id)
-        .map_err(|e| violations.push(("customer_id".to_owned(), e)))
-        .ok();
-    let currency = Currency::parse(currency)
-        .map_err(|e| violations.push(("currency".to_owned(), e)))
-        .ok();
+    let mut violations = FieldViolations::new();
+    let customer_id = violations.check("customer_id", CustomerId::parse(customer_id));
+    let currency = violations.check("currency", Currency::parse(currency));
     let (Some(customer_id), Some(currency)) = (customer_id, currency) else {
         return Err(PaymentError::Invalid(violations));
     };
@@ -126,28 +123,18 @@ pub async fn deposit(
     amount: Option<(i64, &str)>,
     deposit_id: &str,
 ) -> Result<AccountRow, PaymentError> {
-    let mut violations = Vec::new();
-    let customer_id = CustomerId::parse(customer_id)
-        .map_err(|e| violations.push(("customer_id".to_owned(), e)))
-        .ok();
+    let mut violations = FieldViolations::new();
+    let customer_id = violations.check("customer_id", CustomerId::parse(customer_id));
     let amount = match amount {
         None => {
-            violations.push(("amount".to_owned(), "is required".to_owned()));
+            violations.add("amount", "is required");
             None
         }
         Some((amount_minor, currency)) => Amount::parse(amount_minor, currency)
-            .map_err(|errors| {
-                violations.extend(
-                    errors
-                        .into_iter()
-                        .map(|(field, e)| (format!("amount.{field}"), e)),
-                );
-            })
+            .map_err(|errors| violations.extend("amount.", errors))
             .ok(),
     };
-    let deposit_id = DepositId::parse(deposit_id)
-        .map_err(|e| violations.push(("deposit_id".to_owned(), e)))
-        .ok();
+    let deposit_id = violations.check("deposit_id", DepositId::parse(deposit_id));
     let (Some(customer_id), Some(amount), Some(deposit_id)) = (customer_id, amount, deposit_id)
     else {
         return Err(PaymentError::Invalid(violations));
@@ -187,10 +174,12 @@ pub async fn deposit(
     }
     // Returning early rolls the deposit row back with everything else.
     if amount.currency.as_str() != account.currency {
-        return Err(PaymentError::Invalid(vec![(
-            "amount.currency".to_owned(),
+        let mut violations = FieldViolations::new();
+        violations.add(
+            "amount.currency",
             format!("must be the account's currency {}", account.currency),
-        )]));
+        );
+        return Err(PaymentError::Invalid(violations));
     }
     if AccountStatus::parse(&account.status) == Some(AccountStatus::Frozen) {
         return Err(PaymentError::Precondition {
@@ -202,13 +191,14 @@ pub async fn deposit(
     if account
         .balance_minor
         .checked_add(amount.amount_minor)
-        .is_none()
+        .is_none_or(|after| after > MAX_BALANCE_MINOR)
     {
         return Err(PaymentError::Precondition {
             kind: "BALANCE_LIMIT",
             subject: format!("accounts/{}", customer_id.as_str()),
-            description: "the deposit would exceed the largest balance an account can hold"
-                .to_owned(),
+            description: format!(
+                "the deposit would take the balance past {MAX_BALANCE_MINOR}, the most deposits may bring an account to"
+            ),
         });
     }
     let row = db::add_to_balance(&mut tx, customer_id.as_str(), amount.amount_minor).await?;
@@ -219,8 +209,10 @@ pub async fn deposit(
 /// # Errors
 /// `Invalid` for a malformed customer id, `NotFound` for an unknown one.
 pub async fn get_account(pool: &PgPool, customer_id: &str) -> Result<AccountRow, PaymentError> {
-    let customer_id = CustomerId::parse(customer_id)
-        .map_err(|e| PaymentError::Invalid(vec![("customer_id".into(), e)]))?;
+    let mut violations = FieldViolations::new();
+    let customer_id = violations
+        .check("customer_id", CustomerId::parse(customer_id))
+        .ok_or(PaymentError::Invalid(violations))?;
     let mut conn = pool.acquire().await?;
     db::account(&mut conn, customer_id.as_str(), false)
         .await?
@@ -230,8 +222,10 @@ pub async fn get_account(pool: &PgPool, customer_id: &str) -> Result<AccountRow,
 /// # Errors
 /// `Invalid` for a malformed order id, `NotFound` when the order has no payment (yet).
 pub async fn get_payment(pool: &PgPool, order_id: &str) -> Result<PaymentRow, PaymentError> {
-    let order_id = OrderId::parse(order_id)
-        .map_err(|e| PaymentError::Invalid(vec![("order_id".into(), e)]))?;
+    let mut violations = FieldViolations::new();
+    let order_id = violations
+        .check("order_id", OrderId::parse(order_id))
+        .ok_or(PaymentError::Invalid(violations))?;
     let mut conn = pool.acquire().await?;
     db::payment(&mut conn, order_id.as_str(), false)
         .await?
@@ -243,7 +237,9 @@ pub async fn get_payment(pool: &PgPool, order_id: &str) -> Result<PaymentRow, Pa
 
 /// Saga step for `PaymentRequested` (an order id and a positive amount, which the consumer
 /// checked): captures the amount from the customer's account, or declines, and says which.
-/// An order is decided once: a request for an order that already has a payment changes nothing.
+/// An order is decided once: a request for an order that already has a payment changes nothing,
+/// and one for an order closed by an earlier refund (the payment's tombstone: the order was
+/// cancelled before this request was applied) takes no money and says nothing.
 ///
 /// # Errors
 /// Database errors (the consumer retries them).
@@ -253,7 +249,15 @@ pub async fn capture(
     requested: &order_pb::PaymentRequested,
 ) -> sqlx::Result<()> {
     let order_id = requested.order_id.as_str();
-    if db::payment(tx, order_id, false).await?.is_some() {
+    if let Some(payment) = db::payment(tx, order_id, false).await? {
+        if PaymentStatus::parse(&payment.status) == Some(PaymentStatus::Cancelled) {
+            tracing::info!(
+                order_id,
+                customer_id = %requested.customer_id,
+                "PaymentRequested for an order closed by an earlier refund; no money taken."
+            );
+            events.metrics.late_request();
+        }
         return Ok(()); // already decided for this order
     }
     let (amount_minor, currency) = requested
@@ -320,17 +324,68 @@ pub async fn capture(
     }
 }
 
-/// Saga step for `OrderCancelled`: refunds a captured payment to its account; nothing to do for
-/// an order whose payment was declined, is refunded already, or was never requested.
+/// Why a saga step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// The step can never succeed as the data stands (retrying cannot help).
+    #[error("{0}")]
+    Impossible(String),
+}
+
+/// Saga step for `OrderCancelled` and `RefundRequested`: refunds a captured payment to its
+/// account. Nothing to do for an order whose payment was declined or is refunded already; for
+/// an order payment has no payment of (its `PaymentRequested` not applied yet: a dead letter, a
+/// replay), records a tombstone for `customer_id`, so that the late request takes no money.
 ///
 /// # Errors
-/// Database errors.
-pub async fn refund(tx: &mut PgConnection, events: &Events, order_id: &str) -> sqlx::Result<()> {
-    let Some(payment) = db::payment(tx, order_id, true).await? else {
-        return Ok(());
+/// Database errors, and `Impossible` for a refund the balance cannot take (beyond `i64`: not
+/// reachable with deposits bounded by [`MAX_BALANCE_MINOR`]).
+pub async fn refund(
+    tx: &mut PgConnection,
+    events: &Events,
+    order_id: &str,
+    customer_id: &str,
+) -> Result<(), StepError> {
+    let payment = match db::payment(tx, order_id, true).await? {
+        Some(payment) => payment,
+        None => {
+            if db::insert_payment(tx, &NewPayment::tombstone(order_id, customer_id)).await? {
+                tracing::info!(
+                    order_id,
+                    customer_id,
+                    "Refund of an order with no payment; closed it against a late PaymentRequested."
+                );
+                return Ok(());
+            }
+            // A payment was inserted concurrently (and is committed now): refund that one.
+            db::payment(tx, order_id, true)
+                .await?
+                .ok_or(sqlx::Error::RowNotFound)?
+        }
     };
     if PaymentStatus::parse(&payment.status) != Some(PaymentStatus::Captured) {
         return Ok(());
+    }
+    // Locked, so that the balance checked is the balance credited.
+    let account = db::account(tx, &payment.customer_id, true)
+        .await?
+        .ok_or_else(|| {
+            StepError::Impossible(format!(
+                "the account {} of a captured payment is gone",
+                payment.customer_id
+            ))
+        })?;
+    if account
+        .balance_minor
+        .checked_add(payment.amount_minor)
+        .is_none()
+    {
+        return Err(StepError::Impossible(format!(
+            "refunding {} would overflow the balance {} of {}",
+            payment.amount_minor, account.balance_minor, payment.customer_id
+        )));
     }
     db::add_to_balance(tx, &payment.customer_id, payment.amount_minor).await?;
     db::set_payment_status(tx, order_id, PaymentStatus::Refunded.as_str()).await?;
@@ -346,7 +401,7 @@ pub async fn refund(tx: &mut PgConnection, events: &Events, order_id: &str) -> s
         amount: money(payment.amount_minor, &payment.currency),
     };
     events.metrics.refunded();
-    events.append(tx, order_id, &event).await
+    Ok(events.append(tx, order_id, &event).await?)
 }
 
 fn money(amount_minor: i64, currency: &str) -> Option<Money> {

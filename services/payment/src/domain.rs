@@ -70,7 +70,8 @@ impl DepositId {
     }
 }
 
-/// An order id as the order service names it (opaque here): 1 to 128 characters.
+/// An order id as the order service names it (opaque here): 1 to 128 characters, without
+/// whitespace or control characters.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct OrderId(String);
 
@@ -81,6 +82,9 @@ impl OrderId {
         if raw.is_empty() || raw.chars().count() > 128 {
             return Err("must be 1 to 128 characters".into());
         }
+        if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("must not contain whitespace or control characters".into());
+        }
         Ok(Self(raw.to_owned()))
     }
 
@@ -89,7 +93,14 @@ impl OrderId {
     }
 }
 
-/// A positive amount of money in minor units of an ISO 4217 currency.
+/// The largest balance deposits may bring an account to, and the largest deposit: 10^15 minor
+/// units (10 trillion in a currency with cents). Far from `i64::MAX` (about 9.2 * 10^18), so
+/// that refunds, which may take a balance past it (a refund is never refused), cannot overflow
+/// in any realistic history either; they are checked all the same.
+pub const MAX_BALANCE_MINOR: i64 = 1_000_000_000_000_000;
+
+/// A positive amount of money, at most [`MAX_BALANCE_MINOR`], in minor units of an ISO 4217
+/// currency.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Amount {
     pub amount_minor: i64,
@@ -103,6 +114,11 @@ impl Amount {
         let mut violations = Vec::new();
         if amount_minor <= 0 {
             violations.push(("amount_minor", "must be positive".to_owned()));
+        } else if amount_minor > MAX_BALANCE_MINOR {
+            violations.push((
+                "amount_minor",
+                format!("must be at most {MAX_BALANCE_MINOR}"),
+            ));
         }
         let currency = Currency::parse(currency)
             .map_err(|e| violations.push(("currency", e)))
@@ -141,12 +157,15 @@ impl AccountStatus {
     }
 }
 
-/// Where an order's payment is: captured, then possibly refunded; or declined for good.
+/// Where an order's payment is: captured, then possibly refunded; or declined for good; or
+/// cancelled (a tombstone) when the order was cancelled before any payment was requested.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PaymentStatus {
     Captured,
     Declined,
     Refunded,
+    /// No money was taken and none will be: the order is closed.
+    Cancelled,
 }
 
 impl PaymentStatus {
@@ -155,6 +174,7 @@ impl PaymentStatus {
             Self::Captured => "captured",
             Self::Declined => "declined",
             Self::Refunded => "refunded",
+            Self::Cancelled => "cancelled",
         }
     }
 
@@ -163,6 +183,7 @@ impl PaymentStatus {
             "captured" => Some(Self::Captured),
             "declined" => Some(Self::Declined),
             "refunded" => Some(Self::Refunded),
+            "cancelled" => Some(Self::Cancelled),
             _ => None,
         }
     }
@@ -321,6 +342,11 @@ mod tests {
         assert!(DepositId::parse("a b").is_err());
         assert!(DepositId::parse(&"d".repeat(129)).is_err());
         assert!(OrderId::parse("").is_err());
+        assert!(OrderId::parse("order\0").is_err());
+        assert!(OrderId::parse("order 1").is_err());
+        assert!(Amount::parse(MAX_BALANCE_MINOR, "EUR").is_ok());
+        assert!(Amount::parse(MAX_BALANCE_MINOR + 1, "EUR").is_err());
+        assert!(Amount::parse(i64::MAX, "EUR").is_err());
         assert_eq!(Amount::parse(100, "EUR").unwrap().amount_minor, 100);
         assert_eq!(
             Amount::parse(0, "eu")
@@ -348,6 +374,7 @@ mod tests {
             PaymentStatus::Captured,
             PaymentStatus::Declined,
             PaymentStatus::Refunded,
+            PaymentStatus::Cancelled,
         ] {
             assert_eq!(PaymentStatus::parse(status.as_str()), Some(status));
         }

@@ -12,12 +12,13 @@ struct ReasonLabels {
 }
 
 /// `shop_payments_captured_total`, `shop_payments_declined_total{reason}`,
-/// `shop_payments_refunded_total`.
+/// `shop_payments_refunded_total`, `shop_payments_late_requests_total`.
 #[derive(Clone, Debug, Default)]
 pub struct PaymentMetrics {
     captured: Counter,
     declined: Family<ReasonLabels, Counter>,
     refunded: Counter,
+    late_requests: Counter,
 }
 
 impl PaymentMetrics {
@@ -38,6 +39,11 @@ impl PaymentMetrics {
             "shop_payments_refunded",
             "Captured payments refunded after the order was cancelled",
             m.refunded.clone(),
+        );
+        registry.register(
+            "shop_payments_late_requests",
+            "PaymentRequested refused because its order was cancelled before (a re-driven dead letter, a replay): no money taken",
+            m.late_requests.clone(),
         );
         for reason in [
             DeclineReason::UnknownAccount,
@@ -64,5 +70,9 @@ impl PaymentMetrics {
 
     pub(crate) fn refunded(&self) {
         count_on_commit(&self.refunded);
+    }
+
+    pub(crate) fn late_request(&self) {
+        count_on_commit(&self.late_requests);
     }
 }

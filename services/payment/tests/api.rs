@@ -63,11 +63,12 @@ async fn spawn_app() -> TestApp {
     let order_db = TestDb::create().await;
     shop_eventing::migrate(&order_db.pool).await.unwrap();
     let relay = Relay::new(
-        order_db.pool.clone(),
+        order_db.connect_options(),
         &KafkaConfig::new(kafka.bootstrap_servers()),
         RelayConfig::default(),
     )
     .unwrap();
+    let order_outbox = Outbox::new("/shop/order-service").waking(relay.waker());
     let relay_stop = stop.clone();
     tokio::spawn(async move { relay.run(relay_stop).await });
 
@@ -82,7 +83,7 @@ async fn spawn_app() -> TestApp {
         order_topic,
         payment_topic,
         order_db,
-        order_outbox: Outbox::new("/shop/order-service"),
+        order_outbox,
         stop,
         addr,
     }
@@ -172,12 +173,16 @@ impl TestApp {
     /// relayed from its outbox. Every call is a new event (a new `ce_id`), even for the same
     /// payload: to the consumer's inbox, a duplicate the order service sent, not a redelivery.
     async fn publish<M: Message + prost::Name>(&self, order_id: &str, event: &M) {
-        let mut tx = self.order_db.pool.begin().await.unwrap();
-        self.order_outbox
-            .append(&mut tx, NewEvent::new(&self.order_topic, order_id, event))
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
+        // As a service's call does: the relay is woken once the transaction committed.
+        shop_eventing::committing(async {
+            let mut tx = self.order_db.pool.begin().await?;
+            self.order_outbox
+                .append(&mut tx, NewEvent::new(&self.order_topic, order_id, event))
+                .await?;
+            tx.commit().await
+        })
+        .await
+        .unwrap();
     }
 
     /// Waits until the service has applied (or dead-lettered) `count` order events in all,
@@ -792,4 +797,277 @@ async fn health_reports_serving_then_stops_serving_on_shutdown() {
         })
         .await;
     assert!(after.map(|r| r.into_inner().status != 1).unwrap_or(true));
+}
+
+#[tokio::test]
+async fn a_request_after_the_order_was_cancelled_takes_no_money() {
+    // The reviewer's case: PaymentRequested was dead-lettered, the customer cancelled the
+    // pending order (the refund found nothing to refund), then the dead letter was re-driven.
+    // The refund must have left a tombstone, so that the late request takes no money.
+    let mut app = spawn_app().await;
+    app.open("alice", "EUR", false).await;
+    app.deposit("alice", eur(10_000), "dep-1").await.unwrap();
+    app.publish("order-late", &cancelled("order-late")).await;
+    app.applied(1).await;
+    app.publish("order-late", &requested("order-late", "alice", eur(4242)))
+        .await;
+    app.applied(2).await;
+    assert_eq!(app.balance("alice").await, 10_000, "no money taken");
+    let payment = app.payment("order-late").await;
+    assert_eq!(
+        (payment.status(), payment.customer_id.as_str()),
+        (pb::PaymentStatus::Cancelled, "alice"),
+        "the refund left a tombstone"
+    );
+    // Nothing was captured, so nothing was said; an order never cancelled is still paid.
+    app.publish("order-ok", &requested("order-ok", "alice", eur(100)))
+        .await;
+    let events = app.payment_events(1).await;
+    assert_eq!(
+        events
+            .iter()
+            .map(|r| (r.key.as_deref().unwrap(), r.header("ce_type").unwrap()))
+            .collect::<Vec<_>>(),
+        [("order-ok", "shop.payment.v1.PaymentCaptured")]
+    );
+    assert_eq!(app.balance("alice").await, 9_900);
+}
+
+#[tokio::test]
+async fn a_refund_request_refunds_a_late_capture_once() {
+    // The order service asks for a refund when a PaymentCaptured reaches an order it already
+    // cancelled (a late reply).
+    let mut app = spawn_app().await;
+    app.open("alice", "EUR", false).await;
+    app.deposit("alice", eur(10_000), "dep-1").await.unwrap();
+    app.publish("order-1", &requested("order-1", "alice", eur(2500)))
+        .await;
+    app.payment_events(1).await;
+    assert_eq!(app.balance("alice").await, 7_500);
+    let refund = order_pb::RefundRequested {
+        order_id: "order-1".into(),
+        customer_id: "alice".into(),
+    };
+    app.publish("order-1", &refund).await;
+    app.publish("order-1", &refund).await;
+    app.applied(3).await;
+    let events = app.payment_events(2).await;
+    assert_eq!(
+        decoded::<pb::PaymentRefunded>(&events).len(),
+        1,
+        "refunded once: {events:?}"
+    );
+    assert_eq!(app.balance("alice").await, 10_000, "every cent back");
+    assert_eq!(
+        app.payment("order-1").await.status(),
+        pb::PaymentStatus::Refunded
+    );
+    // A refund request for an order payment never saw closes it: a later request takes nothing.
+    app.publish(
+        "order-2",
+        &order_pb::RefundRequested {
+            order_id: "order-2".into(),
+            customer_id: "alice".into(),
+        },
+    )
+    .await;
+    app.publish("order-2", &requested("order-2", "alice", eur(100)))
+        .await;
+    app.applied(5).await;
+    assert_eq!(app.balance("alice").await, 10_000);
+    assert_eq!(
+        app.payment("order-2").await.status(),
+        pb::PaymentStatus::Cancelled
+    );
+}
+
+#[tokio::test]
+async fn money_arithmetic_never_overflows() {
+    // Reproduced on the old code: a deposit of nearly i64::MAX was accepted, and the refund of
+    // a later capture overflowed the balance (22003), so the refund was dead-lettered.
+    let mut app = spawn_app().await;
+    app.kafka
+        .create_topic(&format!("{}.dlq", app.settings.consumer_group), 1)
+        .await;
+    app.open("alice", "EUR", false).await;
+    let status = app
+        .deposit("alice", eur(i64::MAX - 10), "dep-huge")
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(fields(&status), ["amount.amount_minor"]);
+    // The largest balance deposits may reach (payment_service::domain::MAX_BALANCE_MINOR).
+    let max: i64 = 1_000_000_000_000_000;
+    app.deposit("alice", eur(max), "dep-1").await.unwrap();
+    let status = app.deposit("alice", eur(1), "dep-2").await.unwrap_err();
+    assert_eq!(precondition(&status), "BALANCE_LIMIT");
+    app.publish("order-1", &requested("order-1", "alice", eur(600)))
+        .await;
+    app.payment_events(1).await;
+    app.deposit("alice", eur(600), "dep-3").await.unwrap();
+    assert_eq!(app.balance("alice").await, max);
+    // The refund takes the balance past the deposit limit: a refund is never refused.
+    app.publish("order-1", &cancelled("order-1")).await;
+    let events = app.payment_events(2).await;
+    assert_eq!(decoded::<pb::PaymentRefunded>(&events).len(), 1);
+    assert_eq!(app.balance("alice").await, max + 600);
+    let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM eventing_dead_letter")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(dead, 0, "nothing dead-lettered");
+}
+
+/// One hostile request and the field its answer must name.
+struct Hostile {
+    what: &'static str,
+    field: &'static str,
+    call: Result<(), Status>,
+}
+
+fn nul(prefix: &str) -> String {
+    format!("{prefix}\0x")
+}
+
+fn ten_kb() -> String {
+    "x".repeat(10 * 1024)
+}
+
+#[tokio::test]
+async fn hostile_input_on_every_rpc_is_refused_naming_the_field() {
+    let mut app = spawn_app().await;
+    app.open("alice", "EUR", false).await;
+    app.deposit("alice", eur(1000), "dep-1").await.unwrap();
+    let mut client = app.client.clone();
+    macro_rules! call {
+        ($method:ident, $request:expr) => {
+            client.$method($request).await.map(|_| ())
+        };
+    }
+    let open = |customer_id: &str, currency: &str| pb::OpenAccountRequest {
+        customer_id: customer_id.into(),
+        currency: currency.into(),
+        frozen: false,
+    };
+    let deposit = |customer_id: &str, amount_minor: i64, currency: &str, deposit_id: &str| {
+        pb::DepositRequest {
+            customer_id: customer_id.into(),
+            amount: money(amount_minor, currency),
+            deposit_id: deposit_id.into(),
+        }
+    };
+    let cases = vec![
+        Hostile {
+            what: "OpenAccount customer id with NUL",
+            field: "customer_id",
+            call: call!(open_account, open(&nul("bob"), "EUR")),
+        },
+        Hostile {
+            what: "OpenAccount 10 kB customer id",
+            field: "customer_id",
+            call: call!(open_account, open(&ten_kb(), "EUR")),
+        },
+        Hostile {
+            what: "OpenAccount currency with NUL",
+            field: "currency",
+            call: call!(open_account, open("bob", "EU\0")),
+        },
+        Hostile {
+            what: "Deposit amount i64::MAX",
+            field: "amount.amount_minor",
+            call: call!(deposit, deposit("alice", i64::MAX, "EUR", "dep-max")),
+        },
+        Hostile {
+            what: "Deposit amount i64::MIN",
+            field: "amount.amount_minor",
+            call: call!(deposit, deposit("alice", i64::MIN, "EUR", "dep-min")),
+        },
+        Hostile {
+            what: "Deposit deposit id with NUL",
+            field: "deposit_id",
+            call: call!(deposit, deposit("alice", 1, "EUR", &nul("dep"))),
+        },
+        Hostile {
+            what: "Deposit 10 kB deposit id",
+            field: "deposit_id",
+            call: call!(deposit, deposit("alice", 1, "EUR", &ten_kb())),
+        },
+        Hostile {
+            what: "Deposit customer id with NUL",
+            field: "customer_id",
+            call: call!(deposit, deposit(&nul("alice"), 1, "EUR", "dep-n")),
+        },
+        Hostile {
+            what: "Deposit currency with NUL",
+            field: "amount.currency",
+            call: call!(deposit, deposit("alice", 1, "EU\0", "dep-c")),
+        },
+        Hostile {
+            what: "GetAccount customer id with NUL",
+            field: "customer_id",
+            call: call!(
+                get_account,
+                pb::GetAccountRequest {
+                    customer_id: nul("alice")
+                }
+            ),
+        },
+        Hostile {
+            what: "GetAccount 10 kB customer id",
+            field: "customer_id",
+            call: call!(
+                get_account,
+                pb::GetAccountRequest {
+                    customer_id: ten_kb()
+                }
+            ),
+        },
+        Hostile {
+            what: "GetPayment order id with NUL",
+            field: "order_id",
+            call: call!(
+                get_payment,
+                pb::GetPaymentRequest {
+                    order_id: nul("order")
+                }
+            ),
+        },
+        Hostile {
+            what: "GetPayment 10 kB order id",
+            field: "order_id",
+            call: call!(get_payment, pb::GetPaymentRequest { order_id: ten_kb() }),
+        },
+    ];
+    let mut wrong = Vec::new();
+    for case in cases {
+        match case.call {
+            Err(status)
+                if status.code() == Code::InvalidArgument
+                    && status.get_details_bad_request().is_some_and(|b| {
+                        b.field_violations.iter().any(|v| v.field == case.field)
+                    }) => {}
+            other => wrong.push(format!(
+                "{}: expected INVALID_ARGUMENT naming {}, got {other:?}",
+                case.what, case.field
+            )),
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert_eq!(app.balance("alice").await, 1000, "nothing hostile credited");
+}
+
+#[tokio::test]
+async fn reflection_lists_only_what_this_port_serves() {
+    let app = spawn_app().await;
+    let (v1, v1alpha) = shop_testkit::reflected_services(&format!("http://{}", app.addr))
+        .await
+        .unwrap();
+    let expected = [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "shop.payment.v1.PaymentService",
+    ];
+    assert_eq!(v1, expected);
+    assert_eq!(v1alpha, expected);
 }

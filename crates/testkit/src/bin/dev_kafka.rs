@@ -4,8 +4,14 @@
 //!
 //! ```text
 //! dev-kafka [--brokers N] [--bootstrap-file PATH] [--topology FILE] [--topic NAME:PARTITIONS]...
-//! dev-kafka --apache LIBS --data DIR [--port PORT] [--heap SIZE] [--bootstrap-file PATH] [--topology FILE] [--topic NAME:PARTITIONS]...
+//! dev-kafka --apache LIBS --data DIR [--scram] [--port PORT] [--heap SIZE] [--bootstrap-file PATH] [--topology FILE] [--topic NAME:PARTITIONS]...
 //! ```
+//!
+//! `--scram` (Apache Kafka only) secures the broker as in production: SASL/SCRAM-SHA-512, access
+//! by ACL only. Each process of `--topology` gets an identity (user = its binary's name) with
+//! the ACLs it needs (`ServiceSpec::kafka_grants`); the passwords, generated on the first start,
+//! are in `DIR/credentials` (`user password` lines; the admin's too) and the admin's Java client
+//! configuration in `DIR/admin.properties` (`--command-config` of Kafka's tools).
 //!
 //! It creates every topic of `--topology` (`deploy/topology.yaml`: the event topics and one
 //! dead-letter topic per consumer group) and each `--topic`, prints the bootstrap address (and
@@ -19,12 +25,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use rdkafka::mocking::MockCluster;
-use shop_testkit::apache::{self, ApacheKafka};
+use shop_testkit::apache::{self, ApacheKafka, Grants, Scram};
 use shop_testkit::topology::{TopicToCreate, Topology};
 use tokio::signal::unix::{SignalKind, signal};
 
 const USAGE: &str = "dev-kafka [--brokers N] [--bootstrap-file PATH] [--topology FILE] [--topic NAME:PARTITIONS]...
-dev-kafka --apache LIBS --data DIR [--port PORT] [--heap SIZE] [--bootstrap-file PATH] [--topology FILE] [--topic NAME:PARTITIONS]...";
+dev-kafka --apache LIBS --data DIR [--scram] [--port PORT] [--heap SIZE] [--bootstrap-file PATH] [--topology FILE] [--topic NAME:PARTITIONS]...";
 
 #[derive(Default)]
 struct Args {
@@ -35,6 +41,9 @@ struct Args {
     data: Option<PathBuf>,
     port: Option<u16>,
     heap: String,
+    scram: bool,
+    /// The identities and ACLs of the topology's processes.
+    grants: Vec<Grants>,
 }
 
 fn parse() -> anyhow::Result<Option<Args>> {
@@ -51,8 +60,10 @@ fn parse() -> anyhow::Result<Option<Args>> {
             "--bootstrap-file" => a.bootstrap_file = Some(value()?.into()),
             "--topology" => {
                 let path = PathBuf::from(value()?);
-                a.topics
-                    .extend(Topology::load(&path)?.topics_to_create(false));
+                let topology = Topology::load(&path)?;
+                a.topics.extend(topology.topics_to_create(false));
+                a.grants
+                    .extend(topology.services.iter().map(|s| s.kafka_grants()));
             }
             "--topic" => {
                 let spec = value()?;
@@ -68,6 +79,7 @@ fn parse() -> anyhow::Result<Option<Args>> {
             "--data" => a.data = Some(value()?.into()),
             "--port" => a.port = Some(value()?.parse()?),
             "--heap" => a.heap = value()?,
+            "--scram" => a.scram = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(None);
@@ -116,6 +128,9 @@ async fn run_apache(libs: PathBuf, args: Args) -> anyhow::Result<()> {
     if let Some(port) = args.port {
         broker = broker.with_port(port);
     }
+    if args.scram {
+        broker = broker.with_scram(credentials(&data, &args.grants)?);
+    }
     eprintln!(
         "dev-kafka: starting Apache Kafka in {} (log {})",
         data.display(),
@@ -123,8 +138,13 @@ async fn run_apache(libs: PathBuf, args: Args) -> anyhow::Result<()> {
     );
     broker.start().await?;
     let bootstrap = broker.bootstrap_servers();
-    apache::create_topics(&bootstrap, &args.topics).await?;
-    announce(&args, "Apache Kafka (KRaft, single node)", &bootstrap)?;
+    apache::create_topics(&bootstrap, &broker.admin_properties(), &args.topics).await?;
+    let mut what = "Apache Kafka (KRaft, single node)".to_owned();
+    if args.scram {
+        grant_once(&broker, &data, &args.grants).await?;
+        what.push_str(", SASL/SCRAM-SHA-512 and ACLs");
+    }
+    announce(&args, &what, &bootstrap)?;
     until_signal().await?;
     // A clean shutdown flushes and closes the logs, so the next start needs no recovery.
     broker.stop(Duration::from_secs(30)).await;
@@ -150,6 +170,62 @@ fn finish(args: &Args) {
         let _ = std::fs::remove_file(path);
     }
     println!("dev-kafka: stopped");
+}
+
+/// The identities of `DIR/credentials`, or new ones (the admin and every process of the
+/// topology, random passwords) written there on the first start.
+fn credentials(data: &std::path::Path, grants: &[Grants]) -> anyhow::Result<Scram> {
+    let file = data.join("credentials");
+    let text = match std::fs::read_to_string(&file) {
+        Ok(text) => text,
+        Err(_) => {
+            if data.join("data").join("meta.properties").exists() {
+                bail!(
+                    "the broker in {} was created without --scram (its identities are made when its storage is formatted): remove that directory to start a new one",
+                    data.display()
+                );
+            }
+            std::fs::create_dir_all(data)?;
+            let mut text = String::new();
+            for user in std::iter::once("admin").chain(grants.iter().map(|g| g.user.as_str())) {
+                text.push_str(&format!("{user} {}\n", uuid::Uuid::new_v4().simple()));
+            }
+            std::fs::write(&file, &text).with_context(|| format!("writing {}", file.display()))?;
+            text
+        }
+    };
+    let mut users: Vec<(String, String)> = text
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(u, p)| (u.to_owned(), p.to_owned()))
+        .collect();
+    let admin = users
+        .iter()
+        .position(|(u, _)| u == "admin")
+        .context("no admin in the credentials file")?;
+    let (_, admin_password) = users.remove(admin);
+    Ok(Scram {
+        admin_password,
+        users,
+    })
+}
+
+/// Adds the topology's ACLs unless exactly these were added before (`kafka-acls` starts a JVM
+/// per run: seconds each).
+async fn grant_once(
+    broker: &ApacheKafka,
+    data: &std::path::Path,
+    grants: &[Grants],
+) -> anyhow::Result<()> {
+    let marker = data.join("acls.applied");
+    let wanted = format!("{grants:?}");
+    if std::fs::read_to_string(&marker).is_ok_and(|done| done == wanted) {
+        return Ok(());
+    }
+    eprintln!("dev-kafka: adding the ACLs of {} identities", grants.len());
+    broker.grant(grants).await?;
+    std::fs::write(&marker, wanted)?;
+    Ok(())
 }
 
 async fn until_signal() -> anyhow::Result<()> {

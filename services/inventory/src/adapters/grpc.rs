@@ -19,7 +19,7 @@ pub struct InventoryApi {
 impl From<InventoryError> for Status {
     fn from(error: InventoryError) -> Self {
         match error {
-            InventoryError::Invalid(violations) => status::invalid_argument(violations),
+            InventoryError::Invalid(violations) => violations.into(),
             InventoryError::NotFound(sku) => status::not_found("product", &sku),
             InventoryError::Precondition {
                 kind,

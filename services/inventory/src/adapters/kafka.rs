@@ -1,10 +1,16 @@
 //! Which order event triggers which saga step.
 
-use shop_eventing::{Handler, HandlerError, InboundEvent};
+use shop_eventing::{Handler, HandlerError, InboundEvent, LockKey};
 use shop_proto::order::v1 as order_pb;
 use sqlx::PgConnection;
 
+use crate::adapters::postgres as db;
 use crate::app::{self, Events};
+
+/// The lock of one product's stock row, shared by every consumer of this database.
+fn stock_lock(sku: &str) -> LockKey {
+    LockKey::new("inventory.products", sku)
+}
 
 /// Consumes `order.events.v1`.
 #[derive(Clone, Debug)]
@@ -36,8 +42,39 @@ impl Handler for OrderEvents {
         } else if event.is::<order_pb::OrderCancelled>() {
             let cancelled: order_pb::OrderCancelled = event.decode()?;
             app::release(tx, &self.events, &cancelled.order_id).await?;
+        } else if event.is::<order_pb::StockReleaseRequested>() {
+            // A StockReserved reached the order after it was cancelled: release it the same way.
+            let requested: order_pb::StockReleaseRequested = event.decode()?;
+            app::release(tx, &self.events, &requested.order_id).await?;
         }
-        // Other order events (PaymentRequested) are not inventory's business.
+        // Other order events (PaymentRequested, RefundRequested) are not inventory's business.
         Ok(())
+    }
+
+    /// The stock rows a saga step locks: the products of the order's lines (reserving), or of
+    /// its reservation (selling, releasing, a late release). The consumer takes them for its whole batch, in
+    /// one order, before applying it: two replicas' batches never lock two products in
+    /// opposite orders.
+    async fn lock_keys(
+        &self,
+        tx: &mut PgConnection,
+        event: &InboundEvent,
+    ) -> Result<Vec<LockKey>, HandlerError> {
+        let skus = if event.is::<order_pb::OrderPlaced>() {
+            let placed: order_pb::OrderPlaced = event.decode()?;
+            placed.lines.into_iter().map(|l| l.sku).collect()
+        } else if event.is::<order_pb::OrderConfirmed>() {
+            let confirmed: order_pb::OrderConfirmed = event.decode()?;
+            db::reserved_skus(tx, &confirmed.order_id).await?
+        } else if event.is::<order_pb::OrderCancelled>() {
+            let cancelled: order_pb::OrderCancelled = event.decode()?;
+            db::reserved_skus(tx, &cancelled.order_id).await?
+        } else if event.is::<order_pb::StockReleaseRequested>() {
+            let requested: order_pb::StockReleaseRequested = event.decode()?;
+            db::reserved_skus(tx, &requested.order_id).await?
+        } else {
+            Vec::new()
+        };
+        Ok(skus.iter().map(|sku| stock_lock(sku)).collect())
     }
 }

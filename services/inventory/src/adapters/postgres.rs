@@ -134,8 +134,11 @@ pub async fn adjust_on_hand(
     .await
 }
 
-/// Locks the stock rows of `skus`, in sku order so that concurrent reservations of overlapping
-/// skus always lock in the same order and cannot deadlock.
+/// Locks the stock rows of `skus`, in sku order, so that two transactions that each reserve one
+/// order's lines lock overlapping skus in the same order. That alone does not keep a consumer's
+/// batch (many orders in one transaction, each locking its own skus) from deadlocking with
+/// another replica's: the consumer first takes an advisory lock on every sku of its batch, in
+/// one global order (`OrderEvents::lock_keys`).
 #[tracing::instrument(
     name = "SELECT products",
     skip_all,
@@ -160,6 +163,14 @@ pub async fn lock_stock(
         .into_iter()
         .map(|(sku, on_hand, reserved)| (sku, StockLevel { on_hand, reserved }))
         .collect())
+}
+
+/// The skus an order's reservation holds (none when it has none), read without locking.
+pub async fn reserved_skus(conn: &mut PgConnection, order_id: &str) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar("SELECT sku FROM reservation_lines WHERE order_id = $1")
+        .bind(order_id)
+        .fetch_all(conn)
+        .await
 }
 
 /// A reservation's status and its lines (sku, quantity).
@@ -197,7 +208,8 @@ pub async fn lock_reservation(
     Ok(Some((status, lines)))
 }
 
-/// Records a reservation (status `reserved` or `rejected`); `false` if the order already has one.
+/// Records a reservation (status `reserved` or `rejected`, or the line-less tombstone
+/// `cancelled`); `false` if the order already has one.
 #[tracing::instrument(
     name = "INSERT reservations",
     skip_all,

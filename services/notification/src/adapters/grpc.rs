@@ -19,7 +19,7 @@ pub struct NotificationApi {
 impl From<NotificationError> for Status {
     fn from(error: NotificationError) -> Self {
         match error {
-            NotificationError::Invalid(violations) => status::invalid_argument(violations),
+            NotificationError::Invalid(violations) => violations.into(),
             NotificationError::Unexpected(e) => status::internal(&e),
         }
     }

@@ -150,6 +150,12 @@ pub async fn notifications(
 /// Claims up to `limit` due PENDING notifications, oldest due first, skipping those another
 /// worker holds, and leases them: they are not due again before `lease` has passed, so the
 /// delivery runs outside any transaction and a worker that dies mid-delivery only delays them.
+///
+/// An order's notifications go out in the order they were recorded (its outcomes' order): one
+/// is not claimed while an earlier one of its order is still PENDING, whether that one is being
+/// delivered (leased) or waiting for its retry. Otherwise a cancellation could reach the
+/// customer before the confirmation whose first delivery failed. An earlier one that FAILED for
+/// good no longer holds the later ones back.
 #[tracing::instrument(
     name = "UPDATE notifications",
     skip_all,
@@ -167,9 +173,14 @@ pub async fn claim_due(
 ) -> sqlx::Result<Vec<Notification>> {
     let rows: Vec<NotificationRow> = sqlx::query_as(
         "WITH due AS ( \
-             SELECT notification_id FROM notifications \
-             WHERE status = 'PENDING' AND next_attempt_at <= now() \
-             ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED \
+             SELECT n.notification_id FROM notifications n \
+             WHERE n.status = 'PENDING' AND n.next_attempt_at <= now() \
+             AND NOT EXISTS ( \
+                 SELECT 1 FROM notifications e \
+                 WHERE e.order_id = n.order_id AND e.status = 'PENDING' \
+                 AND (e.created_at, e.notification_id) < (n.created_at, n.notification_id) \
+             ) \
+             ORDER BY n.next_attempt_at LIMIT $1 FOR UPDATE OF n SKIP LOCKED \
          ) \
          UPDATE notifications n SET next_attempt_at = now() + $2 * interval '1 millisecond' \
          FROM due WHERE n.notification_id = due.notification_id \

@@ -23,7 +23,7 @@ pub struct OrderApi {
 impl From<OrderError> for Status {
     fn from(error: OrderError) -> Self {
         match error {
-            OrderError::Invalid(violations) => status::invalid_argument(violations),
+            OrderError::Invalid(violations) => violations.into(),
             OrderError::NotFound(id) => status::not_found("order", &id),
             OrderError::Precondition {
                 kind,
@@ -57,16 +57,11 @@ fn status_pb(raw: &str) -> pb::OrderStatus {
 
 fn to_pb(full: FullOrder) -> pb::Order {
     let o = &full.order;
-    let reason = match o
+    let reason = o
         .cancellation_reason
         .as_deref()
         .and_then(CancellationReason::parse)
-    {
-        Some(CancellationReason::OutOfStock) => pb::CancellationReason::OutOfStock,
-        Some(CancellationReason::PaymentDeclined) => pb::CancellationReason::PaymentDeclined,
-        Some(CancellationReason::CustomerCancelled) => pb::CancellationReason::CustomerCancelled,
-        None => pb::CancellationReason::Unspecified,
-    };
+        .map_or(pb::CancellationReason::Unspecified, Into::into);
     pb::Order {
         order_id: o.order_id.to_string(),
         customer_id: o.customer_id.clone(),
@@ -111,7 +106,7 @@ impl OrderService for OrderApi {
         let r = request.into_inner();
         let lines: Vec<(String, u32)> = r.lines.into_iter().map(|l| (l.sku, l.quantity)).collect();
         let request = OrderRequest::parse(&r.idempotency_key, &r.customer_id, &lines)
-            .map_err(OrderError::Invalid)?;
+            .map_err(|v| OrderError::Invalid(v.into()))?;
         let order = app::place_order(&self.pool, &self.catalog, &self.events, request).await?;
         Ok(Response::new(pb::PlaceOrderResponse {
             order: Some(to_pb(order)),

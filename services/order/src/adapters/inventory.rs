@@ -59,7 +59,7 @@ impl InventoryCatalog {
     /// # Errors
     /// When inventory is down, slow past the deadline, or the breaker is open.
     pub async fn prices(&self, skus: &[String]) -> Result<Prices, CatalogUnavailable> {
-        self.breaker.admit()?;
+        let admission = self.breaker.admit()?;
         let mut request = tonic::Request::new(ListProductsRequest {
             skus: skus.to_vec(),
             page_size: u32::try_from(skus.len()).unwrap_or(500).clamp(1, 500),
@@ -70,7 +70,7 @@ impl InventoryCatalog {
         let outcome = tokio::time::timeout(self.deadline, client.list_products(request)).await;
         let failure = match outcome {
             Ok(Ok(response)) => {
-                self.breaker.success();
+                admission.success();
                 return Ok(response
                     .into_inner()
                     .products
@@ -80,15 +80,15 @@ impl InventoryCatalog {
             }
             Ok(Err(status)) if matches!(status.code(), Code::InvalidArgument | Code::NotFound) => {
                 // Inventory answered; the question was wrong. Not an availability problem.
-                self.breaker.success();
+                admission.success();
                 format!("catalog refused the lookup: {}", status.message())
             }
             Ok(Err(status)) => {
-                self.breaker.failure();
+                admission.failure();
                 format!("{:?}: {}", status.code(), status.message())
             }
             Err(_) => {
-                self.breaker.failure();
+                admission.failure();
                 format!("no answer within {:?}", self.deadline)
             }
         };
@@ -108,6 +108,10 @@ pub struct BreakerSettings {
     pub open_for: Duration,
 }
 
+/// Closed (calls go through), open (refused until `open_until`), then half-open: exactly one
+/// trial call goes through, and every other call is refused while it is in flight. Its success
+/// closes the breaker; its failure opens it again. Without the single trial, every call waiting
+/// at the end of the open period would hit a recovering inventory at once.
 #[derive(Debug)]
 struct Breaker {
     settings: BreakerSettings,
@@ -118,6 +122,43 @@ struct Breaker {
 struct BreakerState {
     consecutive_failures: u32,
     open_until: Option<Instant>,
+    /// A half-open trial call is in flight.
+    trial_in_flight: bool,
+}
+
+/// A call the breaker let through; report how it went with [`Admission::success`] or
+/// [`Admission::failure`]. A trial call dropped without either (its caller went away) frees the
+/// half-open state for the next caller.
+#[must_use]
+#[derive(Debug)]
+struct Admission<'a> {
+    breaker: &'a Breaker,
+    trial: bool,
+}
+
+impl Admission<'_> {
+    fn success(mut self) {
+        self.trial = false;
+        *self.breaker.lock() = BreakerState::default();
+    }
+
+    fn failure(mut self) {
+        self.trial = false;
+        let mut state = self.breaker.lock();
+        state.trial_in_flight = false;
+        state.consecutive_failures = state.consecutive_failures.saturating_add(1);
+        if state.consecutive_failures >= self.breaker.settings.failure_threshold {
+            state.open_until = Some(Instant::now() + self.breaker.settings.open_for);
+        }
+    }
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        if self.trial {
+            self.breaker.lock().trial_in_flight = false;
+        }
+    }
 }
 
 impl Breaker {
@@ -134,28 +175,31 @@ impl Breaker {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Refuses at once while open; once the open period is over, lets calls through again (the
-    /// first failure re-opens it, since the failure count is still at the threshold).
-    fn admit(&self) -> Result<(), CatalogUnavailable> {
-        let state = self.lock();
-        match state.open_until {
-            Some(until) if Instant::now() < until => Err(CatalogUnavailable {
-                reason: "circuit breaker open after repeated inventory failures".into(),
-                retry_after: until - Instant::now(),
-            }),
-            _ => Ok(()),
-        }
-    }
-
-    fn success(&self) {
-        *self.lock() = BreakerState::default();
-    }
-
-    fn failure(&self) {
+    /// Lets a call through while closed; refuses at once while open; once the open period is
+    /// over, lets exactly one trial call through and refuses the others until it ends.
+    fn admit(&self) -> Result<Admission<'_>, CatalogUnavailable> {
         let mut state = self.lock();
-        state.consecutive_failures += 1;
-        if state.consecutive_failures >= self.settings.failure_threshold {
-            state.open_until = Some(Instant::now() + self.settings.open_for);
+        let now = Instant::now();
+        match state.open_until {
+            None => Ok(Admission {
+                breaker: self,
+                trial: false,
+            }),
+            Some(until) if now < until => Err(CatalogUnavailable {
+                reason: "circuit breaker open after repeated inventory failures".into(),
+                retry_after: until - now,
+            }),
+            Some(_) if state.trial_in_flight => Err(CatalogUnavailable {
+                reason: "circuit breaker half-open: a trial call to inventory is in flight".into(),
+                retry_after: Duration::from_millis(100),
+            }),
+            Some(_) => {
+                state.trial_in_flight = true;
+                Ok(Admission {
+                    breaker: self,
+                    trial: true,
+                })
+            }
         }
     }
 
@@ -180,21 +224,59 @@ mod tests {
             failure_threshold: 2,
             open_for: Duration::from_millis(50),
         });
-        breaker.failure();
-        assert!(breaker.admit().is_ok(), "one failure is not enough");
-        breaker.failure();
+        breaker.admit().unwrap().failure();
+        breaker
+            .admit()
+            .expect("one failure is not enough")
+            .failure();
         let refused = breaker.admit().unwrap_err();
         assert!(refused.retry_after <= Duration::from_millis(50));
         std::thread::sleep(Duration::from_millis(60));
-        assert!(
-            breaker.admit().is_ok(),
-            "a trial call goes through after the open period"
-        );
-        breaker.failure();
+        breaker
+            .admit()
+            .expect("a trial call goes through after the open period")
+            .failure();
         assert!(breaker.admit().is_err(), "a failed trial re-opens it");
         std::thread::sleep(Duration::from_millis(60));
-        breaker.success();
-        breaker.failure();
+        breaker.admit().unwrap().success();
+        breaker.admit().unwrap().failure();
         assert!(breaker.admit().is_ok(), "a success resets the count");
+    }
+
+    #[test]
+    fn a_half_open_breaker_lets_exactly_one_trial_call_through() {
+        let breaker = Breaker::new(BreakerSettings {
+            failure_threshold: 1,
+            open_for: Duration::from_millis(50),
+        });
+        breaker.admit().unwrap().failure();
+        assert!(breaker.admit().is_err(), "open");
+        std::thread::sleep(Duration::from_millis(60));
+        let trial = breaker.admit();
+        assert!(trial.is_ok(), "the open period is over: one trial call");
+        for _ in 0..10 {
+            assert!(
+                breaker.admit().is_err(),
+                "while the trial is in flight, every other call is refused"
+            );
+        }
+        // A trial whose caller went away frees the half-open state for the next caller...
+        drop(trial);
+        let trial = breaker.admit().expect("the next caller gets the trial");
+        assert!(breaker.admit().is_err());
+        // ...whose failure opens the breaker again, for the whole open period.
+        trial.failure();
+        let refused = breaker.admit().unwrap_err();
+        assert!(
+            refused.retry_after > Duration::from_millis(30),
+            "{refused:?}"
+        );
+        std::thread::sleep(Duration::from_millis(60));
+        breaker.admit().unwrap().success();
+        let calls: Vec<_> = (0..5).map(|_| breaker.admit()).collect();
+        assert!(
+            calls.iter().all(Result::is_ok),
+            "closed after a successful trial"
+        );
     }
 }

@@ -46,7 +46,7 @@ const ORDER_COLUMNS: &str = "order_id, customer_id, status, cancellation_reason,
                              payment_requested, request_fingerprint, created_at, updated_at";
 
 /// Inserts a new pending order with its lines and first history entry. `false` when another
-/// order already holds the idempotency key (a concurrent retry won).
+/// order of the customer already holds the idempotency key (a concurrent retry won).
 #[tracing::instrument(
     name = "INSERT orders",
     skip_all,
@@ -65,7 +65,7 @@ pub async fn insert_order(
 ) -> sqlx::Result<bool> {
     let inserted = sqlx::query(
         "INSERT INTO orders (order_id, customer_id, status, total_minor, currency, idempotency_key, request_fingerprint) \
-         VALUES ($1, $2, 'pending', $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING",
+         VALUES ($1, $2, 'pending', $3, $4, $5, $6) ON CONFLICT (customer_id, idempotency_key) DO NOTHING",
     )
     .bind(order_id)
     .bind(&request.customer_id)
@@ -111,11 +111,19 @@ pub async fn insert_order(
         db.collection.name = "orders",
     )
 )]
-pub async fn order_id_by_key(conn: &mut PgConnection, key: &str) -> sqlx::Result<Option<Uuid>> {
-    sqlx::query_scalar("SELECT order_id FROM orders WHERE idempotency_key = $1")
-        .bind(key)
-        .fetch_optional(conn)
-        .await
+/// The order a customer placed under an idempotency key (keys are the customer's own).
+pub async fn order_id_by_key(
+    conn: &mut PgConnection,
+    customer_id: &str,
+    key: &str,
+) -> sqlx::Result<Option<Uuid>> {
+    sqlx::query_scalar(
+        "SELECT order_id FROM orders WHERE customer_id = $1 AND idempotency_key = $2",
+    )
+    .bind(customer_id)
+    .bind(key)
+    .fetch_optional(conn)
+    .await
 }
 
 /// The order row, locked for a status change.
@@ -284,4 +292,63 @@ pub async fn mark_payment_requested(conn: &mut PgConnection, order_id: Uuid) -> 
         "stock reserved; payment requested",
     )
     .await
+}
+
+/// Up to `limit` PENDING orders placed more than `deadline` ago, oldest first, locked for their
+/// cancellation. Orders another replica's sweeper (or a saga step) holds are skipped, not
+/// waited for: that one decides them.
+#[tracing::instrument(
+    name = "SELECT orders",
+    skip_all,
+    fields(
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = "SELECT",
+        db.collection.name = "orders",
+    )
+)]
+pub async fn lock_overdue(
+    conn: &mut PgConnection,
+    deadline: std::time::Duration,
+    limit: i64,
+) -> sqlx::Result<Vec<OrderRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ORDER_COLUMNS} FROM orders \
+         WHERE status = 'pending' AND created_at < clock_timestamp() - $1 * interval '1 millisecond' \
+         ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED"
+    )))
+    .bind(millis(deadline))
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// The PENDING orders: how many are older than `deadline`, and the age of the oldest (0 when
+/// there is none).
+#[tracing::instrument(
+    name = "SELECT orders",
+    skip_all,
+    fields(
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = "SELECT",
+        db.collection.name = "orders",
+    )
+)]
+pub async fn pending_ages(
+    conn: &mut PgConnection,
+    deadline: std::time::Duration,
+) -> sqlx::Result<(i64, f64)> {
+    sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE created_at < clock_timestamp() - $1 * interval '1 millisecond'), \
+                coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0)::float8 \
+         FROM orders WHERE status = 'pending'",
+    )
+    .bind(millis(deadline))
+    .fetch_one(conn)
+    .await
+}
+
+fn millis(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }

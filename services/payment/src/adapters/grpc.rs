@@ -21,7 +21,7 @@ pub struct PaymentApi {
 impl From<PaymentError> for Status {
     fn from(error: PaymentError) -> Self {
         match error {
-            PaymentError::Invalid(violations) => status::invalid_argument(violations),
+            PaymentError::Invalid(violations) => violations.into(),
             PaymentError::NotFound { resource, name } => status::not_found(resource, &name),
             PaymentError::AlreadyExists { resource, name } => status::already_exists(
                 resource,
@@ -67,15 +67,18 @@ fn payment_to_pb(row: PaymentRow) -> pb::Payment {
         Some(PaymentStatus::Captured) => pb::PaymentStatus::Captured,
         Some(PaymentStatus::Declined) => pb::PaymentStatus::Declined,
         Some(PaymentStatus::Refunded) => pb::PaymentStatus::Refunded,
+        Some(PaymentStatus::Cancelled) => pb::PaymentStatus::Cancelled,
         None => pb::PaymentStatus::Unspecified,
     };
+    // A tombstone holds no money: its amount is unknown, not zero.
+    let amount = (status != pb::PaymentStatus::Cancelled).then_some(Money {
+        amount_minor: row.amount_minor,
+        currency: row.currency,
+    });
     pb::Payment {
         order_id: row.order_id,
         customer_id: row.customer_id,
-        amount: Some(Money {
-            amount_minor: row.amount_minor,
-            currency: row.currency,
-        }),
+        amount,
         status: status.into(),
         decline_reason: row.decline_reason.unwrap_or_default(),
         updated_at: timestamp(row.updated_at),

@@ -1,10 +1,16 @@
 //! Which order event triggers which saga step.
 
-use shop_eventing::{Handler, HandlerError, InboundEvent};
+use shop_eventing::{Handler, HandlerError, InboundEvent, LockKey};
 use shop_proto::order::v1 as order_pb;
 use sqlx::PgConnection;
 
-use crate::app::{self, Events};
+use crate::adapters::postgres as db;
+use crate::app::{self, Events, StepError};
+
+/// The lock of one customer's account row, shared by every consumer of this database.
+fn account_lock(customer_id: &str) -> LockKey {
+    LockKey::new("payment.accounts", customer_id)
+}
 
 /// Consumes `order.events.v1`.
 #[derive(Clone, Debug)]
@@ -34,9 +40,57 @@ impl Handler for OrderEvents {
             app::capture(tx, &self.events, &requested).await?;
         } else if event.is::<order_pb::OrderCancelled>() {
             let cancelled: order_pb::OrderCancelled = event.decode()?;
-            app::refund(tx, &self.events, &cancelled.order_id).await?;
+            refund(self, tx, &cancelled.order_id, &cancelled.customer_id).await?;
+        } else if event.is::<order_pb::RefundRequested>() {
+            // A PaymentCaptured reached the order after it was cancelled: refund it the same way.
+            let requested: order_pb::RefundRequested = event.decode()?;
+            refund(self, tx, &requested.order_id, &requested.customer_id).await?;
         }
-        // Other order events (OrderPlaced, OrderConfirmed) are not payment's business.
+        // Other order events (OrderPlaced, OrderConfirmed, StockReleaseRequested) are not
+        // payment's business.
         Ok(())
     }
+
+    /// The account a saga step locks: the customer's for a capture, the account the payment
+    /// was taken from for a refund. The consumer takes them for its whole batch, in one order,
+    /// before applying it: two replicas' batches never lock two accounts in opposite orders.
+    async fn lock_keys(
+        &self,
+        tx: &mut PgConnection,
+        event: &InboundEvent,
+    ) -> Result<Vec<LockKey>, HandlerError> {
+        if event.is::<order_pb::PaymentRequested>() {
+            let requested: order_pb::PaymentRequested = event.decode()?;
+            Ok(vec![account_lock(&requested.customer_id)])
+        } else if event.is::<order_pb::OrderCancelled>() || event.is::<order_pb::RefundRequested>()
+        {
+            // Both refund what was captured, into the account it was taken from.
+            let order_id = if event.is::<order_pb::OrderCancelled>() {
+                event.decode::<order_pb::OrderCancelled>()?.order_id
+            } else {
+                event.decode::<order_pb::RefundRequested>()?.order_id
+            };
+            Ok(db::payment(tx, &order_id, false)
+                .await?
+                .map(|payment| account_lock(&payment.customer_id))
+                .into_iter()
+                .collect())
+        } else {
+            Ok(Vec::new())
+        }
+    }
+}
+
+async fn refund(
+    handler: &OrderEvents,
+    tx: &mut PgConnection,
+    order_id: &str,
+    customer_id: &str,
+) -> Result<(), HandlerError> {
+    app::refund(tx, &handler.events, order_id, customer_id)
+        .await
+        .map_err(|e| match e {
+            StepError::Database(db) => HandlerError::from(db),
+            impossible @ StepError::Impossible(_) => HandlerError::permanent(impossible),
+        })
 }

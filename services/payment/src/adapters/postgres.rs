@@ -43,6 +43,20 @@ pub struct NewPayment<'a> {
     pub decline_reason: Option<&'a str>,
 }
 
+impl<'a> NewPayment<'a> {
+    /// The tombstone of an order cancelled before any payment: no money, status `cancelled`.
+    pub fn tombstone(order_id: &'a str, customer_id: &'a str) -> Self {
+        Self {
+            order_id,
+            customer_id,
+            amount_minor: 0,
+            currency: "",
+            status: "cancelled",
+            decline_reason: None,
+        }
+    }
+}
+
 /// Opens an account with a zero balance; `None` if the customer already has one.
 #[tracing::instrument(
     name = "INSERT accounts",
