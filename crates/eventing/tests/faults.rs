@@ -734,7 +734,11 @@ async fn a_batch_takes_a_bounded_number_of_locks_and_the_rest_follows() {
     );
     let transactions = metric(&registry, "shop_consumer_batch_size_count", &[]).unwrap();
     assert_eq!(
-        metric(&registry, "shop_consumer_batch_size_bucket", &[("le", "2.0")]),
+        metric(
+            &registry,
+            "shop_consumer_batch_size_bucket",
+            &[("le", "2.0")]
+        ),
         Some(transactions),
         "ten records of 100 locks each: no transaction of more than two"
     );
