@@ -12,7 +12,7 @@ use shop_proto::order::v1 as order;
 use shop_proto::order::v1::order_service_client::OrderServiceClient;
 use shop_proto::payment::v1 as payment;
 use shop_testkit::{TestDb, TestKafka};
-use tonic::transport::Channel;
+use shop_testkit::Authed;
 
 use crate::audit::{AuditReport, Databases, audit};
 use crate::clients::Clients;
@@ -520,7 +520,7 @@ const CLIENT_PATIENCE: Duration = Duration::from_secs(60);
 /// Returns the order id and whether the cancellation was accepted (an order the saga already
 /// cancelled refuses it).
 async fn place_and_maybe_cancel(
-    mut client: OrderServiceClient<Channel>,
+    mut client: OrderServiceClient<Authed>,
     request: order::PlaceOrderRequest,
     cancel: bool,
 ) -> (String, bool) {

@@ -94,6 +94,14 @@ impl TokenIssuer {
         }
     }
 
+    /// Another key pair under this one's key id and names: what an attacker who read the public
+    /// JWKS would sign with. Its tokens must fail the signature check.
+    pub fn impostor(&self) -> Self {
+        let mut other = Self::generate(&self.issuer, &self.audience);
+        other.kid = self.kid.clone();
+        other
+    }
+
     /// The issuer whose private key is the PKCS#8 PEM file at `path` (as written by
     /// [`TokenIssuer::write_key_pair`] or `openssl genpkey -algorithm ed25519`); the key id is the
     /// one in the `.kid` file beside it, else derived from the file's name.
@@ -244,6 +252,25 @@ impl TestAuth {
         ]
     }
 
+    /// The private key as a PEM file (mode 0600), for the tools that mint their own tokens
+    /// (`SHOP_SIGNING_KEY` of the demo and the load generator).
+    ///
+    /// # Panics
+    /// When the file cannot be written.
+    pub fn signing_key_file(&self) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt as _;
+        static WRITTEN: OnceLock<()> = OnceLock::new();
+        let path = self.dir.join("signing-key.pem");
+        WRITTEN.get_or_init(|| {
+            write_atomically(&path, &self.issuer.private_key_pem()).expect("writing the key");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .expect("restricting the key file");
+            std::fs::write(self.dir.join("signing-key.kid"), self.issuer.kid())
+                .expect("writing the key id");
+        });
+        path
+    }
+
     /// A file holding a fresh token of the service `name` (a day), for its
     /// `<SERVICE>_SERVICE_TOKEN_FILE`.
     ///
@@ -280,7 +307,9 @@ impl TestAuth {
 /// # Errors
 /// When the file cannot be written.
 pub fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
     std::fs::write(&tmp, contents)?;
     std::fs::rename(&tmp, path)
 }
@@ -351,4 +380,13 @@ pub type Authed<T = Channel> = InterceptedService<T, Bearer>;
 /// `channel`, with `token` on every call.
 pub fn authed(channel: Channel, token: &str) -> Authed {
     InterceptedService::new(channel, Bearer::new(token))
+}
+
+/// Connects to `url` (`http://host:port`) with `token` on every call.
+///
+/// # Errors
+/// When the server cannot be reached.
+pub async fn connect_authed(url: &str, token: &str) -> anyhow::Result<Authed> {
+    let channel = Channel::from_shared(url.to_owned())?.connect().await?;
+    Ok(authed(channel, token))
 }

@@ -15,7 +15,7 @@ mod tcp_proxy;
 pub mod topology;
 
 pub use apache::ApacheKafka;
-pub use auth::{Authed, Bearer, TestAuth, TokenIssuer, authed, test_auth};
+pub use auth::{Authed, Bearer, TestAuth, TokenIssuer, authed, connect_authed, test_auth};
 pub use db::TestDb;
 pub use kafka::{PartitionOffsets, Record, TestKafka, test_broker_is_apache};
 pub use otlp::{OtlpReceiver, ReceivedSpan};

@@ -14,15 +14,14 @@ use shop_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use shop_proto::order::v1 as pb;
 use shop_proto::order::v1::order_service_client::OrderServiceClient;
 use shop_proto::payment::v1 as payment_pb;
-use shop_testkit::{Record, TestDb, TestKafka};
+use shop_testkit::{Authed, connect_authed, test_auth, Record, TestDb, TestKafka};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
-use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 struct TestApp {
-    orders: OrderServiceClient<Channel>,
-    inventory: InventoryServiceClient<Channel>,
+    orders: OrderServiceClient<Authed>,
+    inventory: InventoryServiceClient<Authed>,
     kafka: TestKafka,
     order_topic: String,
     inventory_topic: String,
@@ -74,6 +73,11 @@ async fn spawn_app_with(inventory_url: Option<&str>, tune: impl FnOnce(&mut Sett
             inventory_events_topic: inventory_topic.clone(),
             consumer_group: format!("inventory-{}", uuid::Uuid::new_v4().simple()),
             request_timeout: Duration::from_secs(10),
+            auth: shop_runtime::auth::AuthSettings::with_jwks_file(
+                shop_testkit::test_auth().jwks_file(),
+                shop_testkit::auth::ISSUER,
+                shop_testkit::auth::AUDIENCE,
+            ),
             session_timeout: Duration::from_secs(6),
         },
         &stop,
@@ -102,6 +106,12 @@ async fn spawn_app_with(inventory_url: Option<&str>, tune: impl FnOnce(&mut Sett
         saga_sweep_interval: Duration::from_millis(200),
         saga_sweep_batch: 100,
         request_timeout: Duration::from_secs(10),
+        service_token_file: Some(test_auth().service_token_file("order-service")),
+        auth: shop_runtime::auth::AuthSettings::with_jwks_file(
+            shop_testkit::test_auth().jwks_file(),
+            shop_testkit::auth::ISSUER,
+            shop_testkit::auth::AUDIENCE,
+        ),
         session_timeout: Duration::from_secs(6),
     };
     tune(&mut settings);
@@ -125,12 +135,16 @@ async fn spawn_app_with(inventory_url: Option<&str>, tune: impl FnOnce(&mut Sett
     tokio::spawn(async move { relay.run(relay_stop).await });
 
     TestApp {
-        orders: OrderServiceClient::connect(order_addr.clone())
-            .await
-            .unwrap(),
-        inventory: InventoryServiceClient::connect(inventory_addr)
-            .await
-            .unwrap(),
+        orders: OrderServiceClient::new(
+            connect_authed(&order_addr, &test_auth().operator())
+                .await
+                .unwrap(),
+        ),
+        inventory: InventoryServiceClient::new(
+            connect_authed(&inventory_addr, &test_auth().operator())
+                .await
+                .unwrap(),
+        ),
         kafka,
         order_topic,
         inventory_topic,
