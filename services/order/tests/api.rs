@@ -1206,3 +1206,43 @@ async fn orders_past_their_deadline_are_cancelled_once_by_any_replica() {
         .unwrap();
     assert_eq!(timeouts, 20.0);
 }
+
+#[tokio::test]
+async fn the_order_service_prices_with_its_own_token_not_the_callers() {
+    // The order service's token file holds a token inventory does not trust (signed by another
+    // key under the right key id). The caller's own token is good, and would be accepted by
+    // inventory too: if it were forwarded, pricing would work.
+    let dir = std::env::temp_dir().join(format!("shop-order-token-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let forged = dir.join("order-service.token");
+    std::fs::write(
+        &forged,
+        test_auth().issuer().impostor().service("order-service"),
+    )
+    .unwrap();
+    let mut app = spawn_app_with(None, |s| s.service_token_file = Some(forged.clone())).await;
+    app.product("BOOK", 1000, 5).await;
+    let status = app
+        .orders
+        .place_order(place("own-token", "erin", &[("BOOK", 1)]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("Unauthenticated"),
+        "inventory refused the order service's token: {}",
+        status.message()
+    );
+
+    // Without a token file the service does not start: it has no identity to call with.
+    let error = Application::build(
+        Settings {
+            service_token_file: None,
+            ..app.settings.clone()
+        },
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(error.to_string().contains("ORDER_SERVICE_TOKEN_FILE"), "{error}");
+}
