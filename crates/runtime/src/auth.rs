@@ -396,7 +396,10 @@ fn parse_key_set(json: &[u8]) -> anyhow::Result<Vec<Key>> {
     for jwk in &set.keys {
         let kid = jwk.common.key_id.clone();
         let Some(algorithm) = algorithm_of(jwk) else {
-            tracing::warn!(?kid, "Ignoring a JWKS key that is not an asymmetric signing key.");
+            tracing::warn!(
+                ?kid,
+                "Ignoring a JWKS key that is not an asymmetric signing key."
+            );
             continue;
         };
         match DecodingKey::from_jwk(jwk) {
@@ -548,9 +551,9 @@ impl Authenticator {
         validation.validate_nbf = true;
         validation.leeway = LEEWAY.as_secs();
         let keys = self.keys();
-        let candidates = keys.iter().filter(|k| {
-            k.algorithm == header.alg && (header.kid.is_none() || k.kid == header.kid)
-        });
+        let candidates = keys
+            .iter()
+            .filter(|k| k.algorithm == header.alg && (header.kid.is_none() || k.kid == header.kid));
         let mut last = None;
         for key in candidates {
             match jsonwebtoken::decode::<Claims>(token, &key.key, &validation) {
@@ -700,9 +703,10 @@ where
             }
             Err(reason) => {
                 tracing::debug!(%reason, path, "Call refused: unauthenticated.");
-                futures::future::Either::Right(std::future::ready(Ok(
-                    Status::unauthenticated(UNAUTHENTICATED_MESSAGE).into_http(),
-                )))
+                futures::future::Either::Right(std::future::ready(Ok(Status::unauthenticated(
+                    UNAUTHENTICATED_MESSAGE,
+                )
+                .into_http())))
             }
         }
     }
@@ -852,9 +856,15 @@ mod tests {
         assert_eq!(order.require_operator(), Err(Denied));
         assert!(!order.sees_customer("order-service"));
         assert!(!nobody.sees_customer("mallory"));
-        assert_eq!(nobody.require_any(&[Role::Customer, Role::Operator]), Err(Denied));
+        assert_eq!(
+            nobody.require_any(&[Role::Customer, Role::Operator]),
+            Err(Denied)
+        );
         // A subject that is a customer id only counts with the customer role.
-        assert_eq!(Caller::new("alice", [Role::Service]).require_customer("alice"), Err(Denied));
+        assert_eq!(
+            Caller::new("alice", [Role::Service]).require_customer("alice"),
+            Err(Denied)
+        );
 
         let denied: Status = Denied.into();
         assert_eq!(denied.code(), tonic::Code::PermissionDenied);
@@ -868,7 +878,10 @@ mod tests {
             {"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"enc","use":"enc"}
         ]}"#;
         let error = Authenticator::from_jwks(set, "shop", "shop").unwrap_err();
-        assert!(error.to_string().contains("no usable signing key"), "{error}");
+        assert!(
+            error.to_string().contains("no usable signing key"),
+            "{error}"
+        );
         let set = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"sig"}]}"#;
         assert!(Authenticator::from_jwks(set, "shop", "shop").is_ok());
     }
@@ -880,7 +893,10 @@ mod tests {
         assert!(matches!(auth.authenticate(None), Err(Rejected::Missing)));
         for header in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer ", "token"] {
             assert!(
-                matches!(auth.authenticate(Some(header.as_bytes())), Err(Rejected::NotBearer)),
+                matches!(
+                    auth.authenticate(Some(header.as_bytes())),
+                    Err(Rejected::NotBearer)
+                ),
                 "{header}"
             );
         }
@@ -893,7 +909,11 @@ mod tests {
         for header in [r#"{"alg":"none"}"#, r#"{"alg":"HS256","typ":"JWT"}"#] {
             use base64::Engine as _;
             let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-            let token = format!("Bearer {}.{}.", b64.encode(header), b64.encode(r#"{"sub":"x"}"#));
+            let token = format!(
+                "Bearer {}.{}.",
+                b64.encode(header),
+                b64.encode(r#"{"sub":"x"}"#)
+            );
             assert!(
                 matches!(
                     auth.authenticate(Some(token.as_bytes())),

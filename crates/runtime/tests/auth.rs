@@ -118,7 +118,10 @@ async fn shop_runtime_wait(url: &str) {
     .await;
 }
 
-async fn client(url: &str, bearer: Bearer) -> InventoryServiceClient<InterceptedService<Channel, Bearer>> {
+async fn client(
+    url: &str,
+    bearer: Bearer,
+) -> InventoryServiceClient<InterceptedService<Channel, Bearer>> {
     let channel = Channel::from_shared(url.to_owned())
         .unwrap()
         .connect()
@@ -142,7 +145,8 @@ fn refused() -> Result<String, (Code, String)> {
 }
 
 fn temp_dir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("shop-auth-test-{}", uuid::Uuid::new_v4().simple()));
+    let dir =
+        std::env::temp_dir().join(format!("shop-auth-test-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -168,7 +172,11 @@ async fn a_valid_token_names_its_caller_and_every_other_is_refused_alike() {
         Ok("alice customer".to_owned())
     );
     assert_eq!(
-        whoami(url, Bearer::new(&issuer.mint("olga", &["operator", "auditor"], Duration::from_secs(60)))).await,
+        whoami(
+            url,
+            Bearer::new(&issuer.mint("olga", &["operator", "auditor"], Duration::from_secs(60)))
+        )
+        .await,
         Ok("olga operator".to_owned()),
         "an unknown role grants nothing and is dropped"
     );
@@ -182,10 +190,19 @@ async fn a_valid_token_names_its_caller_and_every_other_is_refused_alike() {
         ("no token", Bearer::anonymous()),
         ("not Bearer", Bearer::raw("Basic YWxpY2U6c2VjcmV0")),
         ("not a JWT", Bearer::raw("Bearer not-a-jwt")),
-        ("signed by another key", Bearer::new(&TokenIssuer::generate(ISSUER, AUDIENCE).customer("alice"))),
-        ("signed by another key under the same kid", Bearer::new(&issuer.impostor().customer("alice"))),
+        (
+            "signed by another key",
+            Bearer::new(&TokenIssuer::generate(ISSUER, AUDIENCE).customer("alice")),
+        ),
+        (
+            "signed by another key under the same kid",
+            Bearer::new(&issuer.impostor().customer("alice")),
+        ),
         ("expired (beyond the leeway)", at(&|c| c.exp = c.iat - 120)),
-        ("not yet valid (beyond the leeway)", at(&|c| c.nbf = c.iat + 600)),
+        (
+            "not yet valid (beyond the leeway)",
+            at(&|c| c.nbf = c.iat + 600),
+        ),
         ("another issuer", at(&|c| c.iss = "someone-else".into())),
         ("another audience", at(&|c| c.aud = "another-shop".into())),
         ("no subject", at(&|c| c.sub = String::new())),
@@ -203,10 +220,17 @@ async fn a_valid_token_names_its_caller_and_every_other_is_refused_alike() {
         .await
         .unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied);
-    assert_eq!(denied.message(), shop_runtime::auth::PERMISSION_DENIED_MESSAGE);
+    assert_eq!(
+        denied.message(),
+        shop_runtime::auth::PERMISSION_DENIED_MESSAGE
+    );
 
     // Health needs no token.
-    let channel = Channel::from_shared(url.clone()).unwrap().connect().await.unwrap();
+    let channel = Channel::from_shared(url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let health = tonic_health::pb::health_client::HealthClient::new(channel)
         .check(tonic_health::pb::HealthCheckRequest::default())
         .await
@@ -230,19 +254,33 @@ async fn a_rotated_key_set_is_picked_up_without_a_restart() {
     let server = serve(auth).await;
     let url = server.url.clone();
 
-    assert!(whoami(&url, Bearer::new(&old.customer("alice"))).await.is_ok());
-    assert_eq!(whoami(&url, Bearer::new(&new.customer("alice"))).await, refused());
+    assert!(
+        whoami(&url, Bearer::new(&old.customer("alice")))
+            .await
+            .is_ok()
+    );
+    assert_eq!(
+        whoami(&url, Bearer::new(&new.customer("alice"))).await,
+        refused()
+    );
 
     // The new key published (the old one withdrawn): tokens of the new key work within a
     // refresh, the old key's stop working.
     write_atomically(&jwks, &new.jwks()).unwrap();
     let new_token = new.customer("alice");
-    eventually("the new key to be accepted", Duration::from_secs(10), || {
-        let (url, token) = (url.clone(), new_token.clone());
-        async move { whoami(&url, Bearer::new(&token)).await.ok() }
-    })
+    eventually(
+        "the new key to be accepted",
+        Duration::from_secs(10),
+        || {
+            let (url, token) = (url.clone(), new_token.clone());
+            async move { whoami(&url, Bearer::new(&token)).await.ok() }
+        },
+    )
     .await;
-    assert_eq!(whoami(&url, Bearer::new(&old.customer("alice"))).await, refused());
+    assert_eq!(
+        whoami(&url, Bearer::new(&old.customer("alice"))).await,
+        refused()
+    );
 
     // A broken file keeps the keys in use.
     std::fs::write(&jwks, "{ not json").unwrap();
@@ -257,7 +295,10 @@ async fn keys_come_from_an_issuers_jwks_url() {
     let issuer = TokenIssuer::generate(ISSUER, AUDIENCE);
     let jwks = issuer.jwks();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let jwks_url = format!("http://{}/.well-known/jwks.json", listener.local_addr().unwrap());
+    let jwks_url = format!(
+        "http://{}/.well-known/jwks.json",
+        listener.local_addr().unwrap()
+    );
     let app = axum::Router::new().route(
         "/.well-known/jwks.json",
         axum::routing::get(move || {
@@ -300,7 +341,11 @@ async fn a_service_token_renewed_in_its_file_is_sent_from_then_on() {
     write_atomically(&file, &issuer.sign(&stale)).unwrap();
     let token = ServiceToken::from_file(&file).await.unwrap();
     let stop = CancellationToken::new();
-    tokio::spawn(token.clone().keep_fresh(Duration::from_millis(100), stop.clone()));
+    tokio::spawn(
+        token
+            .clone()
+            .keep_fresh(Duration::from_millis(100), stop.clone()),
+    );
     let channel = Channel::from_shared(server.url.clone())
         .unwrap()
         .connect()
@@ -316,21 +361,29 @@ async fn a_service_token_renewed_in_its_file_is_sent_from_then_on() {
 
     // Renewed: the same client sends the new token.
     write_atomically(&file, &issuer.service("order-service")).unwrap();
-    let name = eventually("the renewed token to be sent", Duration::from_secs(10), || {
-        let mut client = client.clone();
-        async move {
-            client
-                .get_product(pb::GetProductRequest::default())
-                .await
-                .ok()
-                .map(|r| r.into_inner().product.unwrap().name)
-        }
-    })
+    let name = eventually(
+        "the renewed token to be sent",
+        Duration::from_secs(10),
+        || {
+            let mut client = client.clone();
+            async move {
+                client
+                    .get_product(pb::GetProductRequest::default())
+                    .await
+                    .ok()
+                    .map(|r| r.into_inner().product.unwrap().name)
+            }
+        },
+    )
     .await;
     assert_eq!(name, "order-service service");
 
     // A file that is not a token is refused at start-up.
     std::fs::write(dir.join("garbage.token"), "not a token").unwrap();
-    assert!(ServiceToken::from_file(dir.join("garbage.token")).await.is_err());
+    assert!(
+        ServiceToken::from_file(dir.join("garbage.token"))
+            .await
+            .is_err()
+    );
     stop.cancel();
 }

@@ -11,8 +11,8 @@ use shop_proto::inventory::v1 as inventory;
 use shop_proto::order::v1 as order;
 use shop_proto::order::v1::order_service_client::OrderServiceClient;
 use shop_proto::payment::v1 as payment;
-use shop_testkit::{TestDb, TestKafka};
 use shop_testkit::Authed;
+use shop_testkit::{TestDb, TestKafka};
 
 use crate::audit::{AuditReport, Databases, audit};
 use crate::clients::Clients;

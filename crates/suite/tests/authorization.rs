@@ -235,24 +235,114 @@ const ROWS: [Row; 16] = {
         }
     }
     [
-        row("shop.order.v1.OrderService/PlaceOrder", Ok, Denied, Ok, Denied),
-        row("shop.order.v1.OrderService/GetOrder", Ok, NotFound, Ok, Denied),
-        row("shop.order.v1.OrderService/ListOrders", Ok, Denied, Ok, Denied),
-        row("shop.order.v1.OrderService/CancelOrder", Ok, NotFound, Ok, Denied),
-        row("shop.inventory.v1.InventoryService/UpsertProduct", Denied, Denied, Ok, Denied),
-        row("shop.inventory.v1.InventoryService/GetProduct", Ok, Ok, Ok, Ok),
-        row("shop.inventory.v1.InventoryService/ListProducts", Ok, Ok, Ok, Ok),
-        row("shop.inventory.v1.InventoryService/AdjustStock", Denied, Denied, Ok, Denied),
-        row("shop.payment.v1.PaymentService/OpenAccount", Denied, Denied, Ok, Denied),
-        row("shop.payment.v1.PaymentService/Deposit", Denied, Denied, Ok, Denied),
-        row("shop.payment.v1.PaymentService/GetAccount", Ok, Denied, Ok, Denied),
-        row("shop.payment.v1.PaymentService/GetPayment", Ok, NotFound, Ok, Denied),
+        row(
+            "shop.order.v1.OrderService/PlaceOrder",
+            Ok,
+            Denied,
+            Ok,
+            Denied,
+        ),
+        row(
+            "shop.order.v1.OrderService/GetOrder",
+            Ok,
+            NotFound,
+            Ok,
+            Denied,
+        ),
+        row(
+            "shop.order.v1.OrderService/ListOrders",
+            Ok,
+            Denied,
+            Ok,
+            Denied,
+        ),
+        row(
+            "shop.order.v1.OrderService/CancelOrder",
+            Ok,
+            NotFound,
+            Ok,
+            Denied,
+        ),
+        row(
+            "shop.inventory.v1.InventoryService/UpsertProduct",
+            Denied,
+            Denied,
+            Ok,
+            Denied,
+        ),
+        row(
+            "shop.inventory.v1.InventoryService/GetProduct",
+            Ok,
+            Ok,
+            Ok,
+            Ok,
+        ),
+        row(
+            "shop.inventory.v1.InventoryService/ListProducts",
+            Ok,
+            Ok,
+            Ok,
+            Ok,
+        ),
+        row(
+            "shop.inventory.v1.InventoryService/AdjustStock",
+            Denied,
+            Denied,
+            Ok,
+            Denied,
+        ),
+        row(
+            "shop.payment.v1.PaymentService/OpenAccount",
+            Denied,
+            Denied,
+            Ok,
+            Denied,
+        ),
+        row(
+            "shop.payment.v1.PaymentService/Deposit",
+            Denied,
+            Denied,
+            Ok,
+            Denied,
+        ),
+        row(
+            "shop.payment.v1.PaymentService/GetAccount",
+            Ok,
+            Denied,
+            Ok,
+            Denied,
+        ),
+        row(
+            "shop.payment.v1.PaymentService/GetPayment",
+            Ok,
+            NotFound,
+            Ok,
+            Denied,
+        ),
         // By customer id, and by order id (another's order: an empty page, checked below).
-        row("shop.notification.v1.NotificationService/ListNotifications", Ok, Denied, Ok, Denied),
-        row("shop.notification.v1.NotificationService/ListNotifications#order", Ok, Ok, Ok, Denied),
+        row(
+            "shop.notification.v1.NotificationService/ListNotifications",
+            Ok,
+            Denied,
+            Ok,
+            Denied,
+        ),
+        row(
+            "shop.notification.v1.NotificationService/ListNotifications#order",
+            Ok,
+            Ok,
+            Ok,
+            Denied,
+        ),
         // Health and reflection are open to everyone (checked separately below).
         row("grpc.health.v1.Health/Check", Ok, Ok, Ok, Ok),
-        row("grpc.reflection.v1.ServerReflection/ServerReflectionInfo", Ok, Ok, Ok, Ok),
+        row(
+            "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            Ok,
+            Ok,
+            Ok,
+            Ok,
+        ),
     ]
 };
 
@@ -434,16 +524,17 @@ async fn call(world: &World, method: &str, who: Who, effects: &mut Effects) -> A
                 .await,
         ),
         "grpc.health.v1.Health/Check" => {
-            let url = world.suite.processes.url(shop_suite::processes::Service::Order, 0);
+            let url = world
+                .suite
+                .processes
+                .url(shop_suite::processes::Service::Order, 0);
             let channel = tonic::transport::Channel::from_shared(url)
                 .unwrap()
                 .connect()
                 .await
                 .unwrap();
-            let channel = tonic::service::interceptor::InterceptedService::new(
-                channel,
-                world.token(who),
-            );
+            let channel =
+                tonic::service::interceptor::InterceptedService::new(channel, world.token(who));
             answer(
                 tonic_health::pb::health_client::HealthClient::new(channel)
                     .check(tonic_health::pb::HealthCheckRequest::default())
@@ -453,7 +544,10 @@ async fn call(world: &World, method: &str, who: Who, effects: &mut Effects) -> A
         "grpc.reflection.v1.ServerReflection/ServerReflectionInfo" => {
             // Reflection asks for no token (grpcurl list/describe work anonymously): whatever a
             // caller sends, the service list comes back.
-            let url = world.suite.processes.url(shop_suite::processes::Service::Order, 0);
+            let url = world
+                .suite
+                .processes
+                .url(shop_suite::processes::Service::Order, 0);
             match shop_testkit::reflected_services(&url).await {
                 Ok((v1, _)) if v1.contains(&"shop.order.v1.OrderService".to_owned()) => Answer {
                     code: Code::Ok,
@@ -591,7 +685,11 @@ async fn every_method_answers_every_kind_of_caller_as_its_policy_says() {
             })
             .await
             .is_ok();
-        assert_eq!(exists, *who == Who::Operator, "account {customer_id} of {who:?}");
+        assert_eq!(
+            exists,
+            *who == Who::Operator,
+            "account {customer_id} of {who:?}"
+        );
     }
     let orders_of_alice = operator
         .order
@@ -626,7 +724,10 @@ async fn health_and_reflection_answer_without_a_token_on_every_service() {
             service.name(),
             service.name()[..1].to_uppercase() + &service.name()[1..]
         );
-        assert!(v1.contains(&own) && v1alpha.contains(&own), "{v1:?} {v1alpha:?}");
+        assert!(
+            v1.contains(&own) && v1alpha.contains(&own),
+            "{v1:?} {v1alpha:?}"
+        );
     }
 }
 

@@ -11,7 +11,7 @@ use shop_proto::common::v1::Money;
 use shop_proto::inventory::v1 as pb;
 use shop_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use shop_proto::order::v1 as order_pb;
-use shop_testkit::{Authed, connect_authed, test_auth, Record, TestDb, TestKafka};
+use shop_testkit::{Authed, Record, TestDb, TestKafka, connect_authed, test_auth};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::Channel;

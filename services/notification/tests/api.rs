@@ -16,7 +16,7 @@ use shop_proto::common::v1::Money;
 use shop_proto::notification::v1 as pb;
 use shop_proto::notification::v1::notification_service_client::NotificationServiceClient;
 use shop_proto::order::v1 as order_pb;
-use shop_testkit::{Authed, connect_authed, test_auth, TestDb, TestKafka};
+use shop_testkit::{Authed, TestDb, TestKafka, connect_authed, test_auth};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::{Code, Status};

@@ -14,7 +14,7 @@ use shop_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use shop_proto::order::v1 as pb;
 use shop_proto::order::v1::order_service_client::OrderServiceClient;
 use shop_proto::payment::v1 as payment_pb;
-use shop_testkit::{Authed, connect_authed, test_auth, Record, TestDb, TestKafka};
+use shop_testkit::{Authed, Record, TestDb, TestKafka, connect_authed, test_auth};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -1212,7 +1212,10 @@ async fn the_order_service_prices_with_its_own_token_not_the_callers() {
     // The order service's token file holds a token inventory does not trust (signed by another
     // key under the right key id). The caller's own token is good, and would be accepted by
     // inventory too: if it were forwarded, pricing would work.
-    let dir = std::env::temp_dir().join(format!("shop-order-token-{}", uuid::Uuid::new_v4().simple()));
+    let dir = std::env::temp_dir().join(format!(
+        "shop-order-token-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let forged = dir.join("order-service.token");
     std::fs::write(
@@ -1244,5 +1247,8 @@ async fn the_order_service_prices_with_its_own_token_not_the_callers() {
     )
     .await
     .unwrap_err();
-    assert!(error.to_string().contains("ORDER_SERVICE_TOKEN_FILE"), "{error}");
+    assert!(
+        error.to_string().contains("ORDER_SERVICE_TOKEN_FILE"),
+        "{error}"
+    );
 }

@@ -14,7 +14,7 @@ use shop_proto::common::v1::Money;
 use shop_proto::order::v1 as order_pb;
 use shop_proto::payment::v1 as pb;
 use shop_proto::payment::v1::payment_service_client::PaymentServiceClient;
-use shop_testkit::{Authed, connect_authed, test_auth, Record, TestDb, TestKafka};
+use shop_testkit::{Authed, Record, TestDb, TestKafka, connect_authed, test_auth};
 use sqlx::postgres::PgPoolOptions;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use shop_proto::inventory::v1::ListProductsRequest;
 use shop_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
-use shop_telemetry::grpc::{GrpcClientLayer, GrpcMetrics, Observed};
 use shop_runtime::auth::BearerInterceptor;
+use shop_telemetry::grpc::{GrpcClientLayer, GrpcMetrics, Observed};
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
@@ -91,7 +91,10 @@ impl InventoryCatalog {
             }
             Ok(Err(status)) => {
                 admission.failure();
-                if matches!(status.code(), Code::Unauthenticated | Code::PermissionDenied) {
+                if matches!(
+                    status.code(),
+                    Code::Unauthenticated | Code::PermissionDenied
+                ) {
                     // Not the customer's doing: this service's own token is missing its renewal
                     // or lacks the rights. Loud, as no retry by the customer can fix it.
                     tracing::error!(code = ?status.code(), "Inventory refused the order service's own token (ORDER_SERVICE_TOKEN_FILE).");
