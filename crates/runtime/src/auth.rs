@@ -551,9 +551,15 @@ impl Authenticator {
         validation.validate_nbf = true;
         validation.leeway = LEEWAY.as_secs();
         let keys = self.keys();
-        let candidates = keys
-            .iter()
-            .filter(|k| k.algorithm == header.alg && (header.kid.is_none() || k.kid == header.kid));
+        // A token naming its key is checked with that key only (a key of the set without an
+        // id may be any); one naming none, with every key of its algorithm.
+        let candidates = keys.iter().filter(|k| {
+            k.algorithm == header.alg
+                && match (&header.kid, &k.kid) {
+                    (Some(wanted), Some(kid)) => wanted == kid,
+                    _ => true,
+                }
+        });
         let mut last = None;
         for key in candidates {
             match jsonwebtoken::decode::<Claims>(token, &key.key, &validation) {

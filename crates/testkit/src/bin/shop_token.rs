@@ -55,6 +55,21 @@ fn main() -> anyhow::Result<()> {
     let audience = options
         .remove("audience")
         .unwrap_or_else(|| env_or("AUTH_AUDIENCE", AUDIENCE));
+    let allowed: &[&str] = match command.as_str() {
+        "keygen" => &["dir"],
+        "mint" => &[
+            "key",
+            "ttl-seconds",
+            "customer",
+            "operator",
+            "service",
+            "out",
+        ],
+        _ => &[],
+    };
+    if let Some(unknown) = options.keys().find(|k| !allowed.contains(&k.as_str())) {
+        anyhow::bail!("--{unknown} does not apply to {command}\n{USAGE}");
+    }
     match command.as_str() {
         "keygen" => {
             let dir = PathBuf::from(
@@ -104,9 +119,6 @@ fn main() -> anyhow::Result<()> {
             }
         }
         other => anyhow::bail!("unknown command {other}\n{USAGE}"),
-    }
-    if let Some(unused) = options.keys().next() {
-        anyhow::bail!("--{unused} does not apply to {command}");
     }
     Ok(())
 }
