@@ -387,3 +387,17 @@ async fn a_service_token_renewed_in_its_file_is_sent_from_then_on() {
     );
     stop.cancel();
 }
+
+#[test]
+fn a_key_set_without_key_ids_checks_every_token_with_its_keys() {
+    let issuer = TokenIssuer::generate(ISSUER, AUDIENCE);
+    let mut set: serde_json::Value = serde_json::from_str(&issuer.jwks()).unwrap();
+    set["keys"][0].as_object_mut().unwrap().remove("kid");
+    let auth = Authenticator::from_jwks(&set.to_string(), ISSUER, AUDIENCE).unwrap();
+    let token = format!("Bearer {}", issuer.customer("alice"));
+    let caller = auth.authenticate(Some(token.as_bytes())).unwrap();
+    assert_eq!(caller.subject(), "alice");
+    // ...but a signature by another key still fails.
+    let forged = format!("Bearer {}", issuer.impostor().customer("alice"));
+    assert!(auth.authenticate(Some(forged.as_bytes())).is_err());
+}
