@@ -86,7 +86,15 @@ mint() { "$bin/shop-token" mint --key "$SHOP_SIGNING_KEY" "$@"; }
 # renewed every half hour into the file the service reads again every 30 s (as a platform's
 # issuer renews a mounted token before it expires).
 mint --service order-service --ttl-seconds 3600 --out "$auth/order-service.token"
-(while sleep 1800; do mint --service order-service --ttl-seconds 3600 --out "$auth/order-service.token"; done) &
+(
+  # Its sleep ends with it, so nothing is left behind when the script stops.
+  trap 'kill "$nap" 2>/dev/null; exit 0' TERM
+  while true; do
+    sleep 1800 & nap=$!
+    wait "$nap"
+    mint --service order-service --ttl-seconds 3600 --out "$auth/order-service.token"
+  done
+) &
 shop_on_exit "kill $! 2>/dev/null"
 
 if [ -n "${OTEL_EXPORTER_OTLP_ENDPOINT:-}" ]; then
