@@ -15,7 +15,8 @@
 # 2. No Kubernetes Secret with literal data/stringData in a tracked manifest, no secretGenerator,
 #    and none in what `kubectl kustomize` renders of each overlay; no password, token or key as
 #    a literal in a ConfigMap (k8s/**/config.env) or a container's env, nor a URL with a password.
-# 3. docker-compose.yml takes such settings from the environment (${VAR}, with a local default).
+# 3. docker-compose.yml takes such settings from the environment (${VAR}); a default there
+#    (${VAR:-dev}) is a finding like those of 1, to be listed audited in the baseline.
 # 4. The Dockerfile has no secret build argument or ENV (they stay in the image's history), its
 #    runtime stage copies only what a build stage made, and .dockerignore starts from nothing.
 #

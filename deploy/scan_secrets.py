@@ -8,9 +8,11 @@ LIST holds the tracked files (`git ls-files -z`), each scanned as it is in the w
 holds each overlay of k8s/overlays rendered by `kubectl kustomize` (<overlay>.yaml).
 
 check prints every problem as `path:line: what` and exits 1 when there is one:
-  1. detect-secrets finds something in a tracked file that .secrets.baseline does not list;
+  1. detect-secrets finds something in a tracked file that .secrets.baseline does not list, or
+     docker-compose.yml gives a secret a default (`${DB_PASSWORD:-dev}`) it does not list;
   2. .secrets.baseline lists an entry not audited as a non-secret (`"is_secret": false` and a
-     `"why"`), one no longer found, or was written with other settings than SETTINGS below;
+     `"why"`), one no longer found, or was written with other settings than PLUGINS and
+     FILTERS below;
   3. a Kubernetes Secret with literal values is committed (a manifest, a secretGenerator, or
      anything an overlay renders), or a sensitive setting is a literal in a ConfigMap, a
      container's env, docker-compose.yml or the Dockerfile, or a URL carries a password.
@@ -18,8 +20,9 @@ update rescans and rewrites .secrets.baseline, keeping the audit of entries stil
 
 detect-secrets' settings are fixed here, not read from the baseline, so that editing the
 baseline cannot switch a detector off. Results are cached per (path, content) in FILE, so an
-unchanged tree is scanned in about a second (a cold scan of the tree takes ~35 s, most of it the
-vendored CRD schemas); the cache holds only hashes of findings, like the baseline.
+unchanged tree is scanned in a second or two (a cold scan of the tree takes ~35 s of CPU, most
+of it the vendored CRD schemas); the cache holds only hashes of findings, like the baseline.
+(detect-secrets skips the baseline itself: it holds hashes, not secrets.)
 """
 
 import argparse
@@ -38,6 +41,9 @@ from detect_secrets.core.potential_secret import PotentialSecret
 from detect_secrets.settings import configure_settings_from_baseline, get_settings
 
 BASELINE = ".secrets.baseline"
+
+# libyaml's parser when PyYAML has it (the PyPI wheels do): the pure-Python one takes seconds.
+LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 # Every detector detect-secrets has, with its default settings.
 PLUGINS = sorted(
@@ -82,10 +88,10 @@ How to fix:
     history); the code reads it from the environment, Kubernetes from a Secret made by an
     operator or by you (kubectl create secret, External Secrets), compose from `${VAR}`, a
     build from `RUN --mount=type=secret`. See docs/deploy.md#secrets.
-  - Not a secret (a test fixture, a documented local default) found by detect-secrets:
-    run deploy/scan-secrets.sh --update, then give its entry in .secrets.baseline
-    "is_secret": false and a "why" saying what it is; commit both. The Kubernetes, compose and
-    Dockerfile rules allow no exceptions."""
+  - Not a secret (a test fixture, a documented local default), reported "not in
+    .secrets.baseline": run deploy/scan-secrets.sh --update, then give its entry in
+    .secrets.baseline "is_secret": false and a "why" saying what it is; commit both. The other
+    rules allow no exceptions."""
 
 
 def configure():
@@ -209,7 +215,7 @@ def check_baseline(found, problems, notes):
             if ident not in listed:
                 problems.append((
                     f"{path}:{item.get('line_number', '?')}",
-                    f"{item['type']} (detect-secrets), not in {BASELINE}",
+                    f"{item['type']}, not in {BASELINE}",
                 ))
             elif listed[ident].get("line_number") != item.get("line_number"):
                 moved += 1
@@ -264,7 +270,8 @@ def update_baseline(found):
 _WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z0-9]+(?![a-z])")
 _SECRET_LAST_WORDS = {"PASSWORD", "PASSWD", "PASSPHRASE", "SECRET", "TOKEN", "CREDENTIALS", "APIKEY"}
 _SECRET_KEY_QUALIFIERS = {"API", "PRIVATE", "SECRET", "ACCESS", "SIGNING"}
-# scheme://user:password@ ; the password group is allowed only as a reference to the environment.
+# A URL whose userinfo has a password (user, colon, password, at sign); the password is allowed
+# only as a reference to the environment.
 _URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s/@:'\"]*:([^\s/@'\"]+)@")
 
 
@@ -278,9 +285,13 @@ def sensitive_name(name):
     return len(words) > 1 and words[-1] == "KEY" and words[-2] in _SECRET_KEY_QUALIFIERS
 
 
+_REFERENCE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(:?[-?][^}]*)?\}|\$\([A-Za-z_][A-Za-z0-9_]*\)")
+
+
 def is_reference(value):
-    """${VAR}, ${VAR:-default} (compose), $(VAR) (Kubernetes), taken from the environment."""
-    return value.startswith("${") or value.startswith("$(")
+    """${VAR}, ${VAR:-default} (compose), $(VAR) (Kubernetes): taken from the environment. (A
+    compose default is a literal too: compose_defaults makes it a finding to audit.)"""
+    return _REFERENCE.fullmatch(value.strip()) is not None
 
 
 def url_password(value):
@@ -324,7 +335,7 @@ def check_manifests(path, problems):
     """A tracked YAML file: no Secret with values, no secretGenerator, compose without literals."""
     try:
         with open(path) as f:
-            docs = list(yaml.compose_all(f, Loader=yaml.SafeLoader))
+            docs = list(yaml.compose_all(f, Loader=LOADER))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         problems.append((path, f"not YAML the secret checks can read: {e}".splitlines()[0]))
         return
@@ -350,29 +361,77 @@ def check_manifests(path, problems):
                     f"{path}:{_line(key)}",
                     "secretGenerator: it builds a Secret from literals or files in the repository",
                 ))
-    if re.match(r"^(docker-)?compose([.-].*)?\.ya?ml$", base):
-        for doc in docs:
-            _check_compose_node(path, doc, problems)
+    if is_compose_file(path):
+        for name, value, line in compose_settings(docs):
+            why = literal_problem(name, value)
+            if why:
+                problems.append((f"{path}:{line}", f"{why}: compose takes it from the environment, ${{VAR}}"))
 
 
-def _check_compose_node(path, node, problems):
-    """Every `KEY: value` and `- KEY=value` of a compose file (the environment entries, the
-    x- anchors merged into them, anything else)."""
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            if isinstance(k, yaml.ScalarNode) and isinstance(v, yaml.ScalarNode):
-                why = literal_problem(k.value, v.value)
-                if why:
-                    problems.append((f"{path}:{_line(k)}", f"{why}: compose takes it from the environment, ${{VAR}}"))
-            _check_compose_node(path, v, problems)
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            if isinstance(item, yaml.ScalarNode) and re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", item.value):
-                name, value = item.value.split("=", 1)
-                why = literal_problem(name, value)
-                if why:
-                    problems.append((f"{path}:{_line(item)}", f"{why}: compose takes it from the environment, ${{VAR}}"))
-            _check_compose_node(path, item, problems)
+def is_compose_file(path):
+    return re.match(r"^(docker-)?compose([.-].*)?\.ya?ml$", os.path.basename(path)) is not None
+
+
+def compose_settings(docs):
+    """(name, value, line) of every `KEY: value` and `- KEY=value` of a compose file: the
+    environment entries, the x- anchors merged into them, anything else; an anchored node once."""
+    out, seen, stack = [], set(), list(reversed(docs))
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if isinstance(k, yaml.ScalarNode) and isinstance(v, yaml.ScalarNode):
+                    out.append((k.value, v.value, _line(k)))
+            stack.extend(reversed([v for _, v in node.value]))
+        elif isinstance(node, yaml.SequenceNode):
+            for item in node.value:
+                if isinstance(item, yaml.ScalarNode) and re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", item.value):
+                    name, value = item.value.split("=", 1)
+                    out.append((name, value, _line(item)))
+            stack.extend(reversed(node.value))
+    return out
+
+
+COMPOSE_DEFAULT = "Compose default of a secret"
+_DEFAULTED = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*:?-([^}]*)\}$")
+
+
+def compose_defaults(files):
+    """The defaults `${VAR:-default}` a compose file gives a secret (a sensitive variable, or the
+    password of a URL): a literal in the repository after all. They are findings like
+    detect-secrets' own, allowed only by an audited baseline entry (the local development
+    passwords)."""
+    found = {}
+    for path in files:
+        if not is_compose_file(path) or not os.path.isfile(path):
+            continue
+        try:
+            with open(path) as f:
+                docs = list(yaml.compose_all(f, Loader=LOADER))
+        except (yaml.YAMLError, UnicodeDecodeError):
+            continue  # check_manifests reports it
+        items = {}
+        for name, value, line in compose_settings(docs):
+            candidates = [m.group(1) for m in _URL_PASSWORD.finditer(value)]
+            if sensitive_name(name):
+                candidates.append(value)
+            for candidate in candidates:
+                m = _DEFAULTED.match(candidate.strip())
+                if m and m.group(1):
+                    item = {
+                        "type": COMPOSE_DEFAULT,
+                        "filename": path,
+                        "hashed_secret": PotentialSecret.hash_secret(m.group(1)),
+                        "is_verified": False,
+                        "line_number": line,
+                    }
+                    items.setdefault(_identity(path, item), item)  # the first line it is on
+        if items:
+            found[path] = sorted(items.values(), key=lambda i: i["line_number"])
+    return found
 
 
 def check_env_file(path, problems):
@@ -403,7 +462,7 @@ def check_rendered(rendered_dir, problems):
             continue
         overlay = file[: -len(".yaml")]
         with open(os.path.join(rendered_dir, file)) as f:
-            docs = [d for d in yaml.safe_load_all(f) if isinstance(d, dict)]
+            docs = [d for d in yaml.load_all(f, Loader=LOADER) if isinstance(d, dict)]
         for doc in docs:
             kind = doc.get("kind")
             name = (doc.get("metadata") or {}).get("name", "?")
@@ -468,7 +527,10 @@ def _dockerfile_instructions(path):
     return out
 
 
-def check_dockerfile(path, problems):
+def check_dockerfile(path, files, problems):
+    ignore = os.path.join(os.path.dirname(path), ".dockerignore")
+    if os.path.normpath(ignore) not in files:
+        problems.append((path, f"no {os.path.normpath(ignore)}: the whole directory would be the build context"))
     instructions = _dockerfile_instructions(path)
     last_from = max((i for i, (_, word, _) in enumerate(instructions) if word == "FROM"), default=-1)
     for index, (line, word, rest) in enumerate(instructions):
@@ -525,7 +587,7 @@ def check_deployment_files(files, rendered_dir, problems):
         if base in LOCK_FILES:
             check_lock_files(path, problems)
         if base == "Dockerfile" or base.endswith(".Dockerfile") or base.startswith("Dockerfile."):
-            check_dockerfile(path, problems)
+            check_dockerfile(path, files, problems)
         if base == ".dockerignore":
             check_dockerignore(path, problems)
     if rendered_dir:
@@ -547,6 +609,8 @@ def main():
         files = sorted(p.decode() for p in f.read().split(b"\0") if p)
     configure()
     found = scan(files, args.cache)
+    for path, items in compose_defaults(files).items():
+        found[path] = found.get(path, []) + items
     scanned = sum(1 for p in files if os.path.isfile(p) and not os.path.islink(p))
 
     if args.mode == "update":
