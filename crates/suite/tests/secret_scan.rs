@@ -319,72 +319,87 @@ fn secrets_in_manifests_compose_or_the_image_fail_the_scan() {
 #[test]
 fn a_finding_is_allowed_only_by_an_audited_baseline_entry_and_only_while_it_is_there() {
     let tree = Tree::copy_of_repository();
-    let fixture = "crates/testkit/src/fixture_password.rs";
-    tree.write(
-        fixture,
-        &format!(
-            "// A fixture.\npub fn login() {{\n    let password = \"{}\";\n    let _ = password;\n}}\n",
-            made_up(20)
-        ),
-    );
-    let found = format!("{fixture}:3: Secret Keyword");
+    // Three made-up fixtures: one audited with its reason, one marked a non-secret without
+    // saying why, one left as --update lists it.
+    let [audited, no_why, unaudited] = [
+        "crates/testkit/src/fixture_login.rs",
+        "crates/testkit/src/fixture_admin.rs",
+        "crates/testkit/src/fixture_replica.rs",
+    ];
+    for fixture in [audited, no_why, unaudited] {
+        tree.write(
+            fixture,
+            &format!(
+                "// A fixture.\npub fn login() {{\n    let password = \"{}\";\n    let _ = password;\n}}\n",
+                made_up(20)
+            ),
+        );
+    }
+    let found = |fixture: &str| format!("{fixture}:3: Secret Keyword");
 
     let verdict = tree.scan(&[]);
-    assert!(!verdict.passed, "a new finding passed:\n{}", verdict.output);
-    verdict.assert_names(&format!("{found}, not in .secrets.baseline"));
+    assert!(!verdict.passed, "new findings passed:\n{}", verdict.output);
+    for fixture in [audited, no_why, unaudited] {
+        verdict.assert_names(&format!("{}, not in .secrets.baseline", found(fixture)));
+    }
 
-    // --update lists it, unaudited: still a failure.
     let update = tree.scan(&["--update"]);
     assert!(update.passed, "--update failed:\n{}", update.output);
     update.assert_names("to audit");
-    update.assert_names(&found);
-    let verdict = tree.scan(&[]);
-    assert!(
-        !verdict.passed,
-        "an unaudited entry passed:\n{}",
-        verdict.output
-    );
-    verdict.assert_names(&format!("{found}: not audited"));
+    update.assert_names(&found(audited));
 
-    // Audited as a non-secret, but without a reason: still a failure. (Each detector that
-    // fires on the line has its own entry: the keyword one, and the entropy one for hex.)
+    // Each detector that fires on a line has its own entry (the keyword one, and the entropy
+    // one for hex): all of a fixture's entries are audited alike.
     let mut baseline: serde_json::Value =
         serde_json::from_str(&tree.read(".secrets.baseline")).expect("the baseline is JSON");
-    let audit = |baseline: &mut serde_json::Value, field: &str, value: serde_json::Value| {
+    let mut audit = |fixture: &str, field: &str, value: serde_json::Value| {
         let entries = baseline["results"][fixture]
             .as_array_mut()
-            .expect("the fixture's entries");
+            .unwrap_or_else(|| panic!("--update lists {fixture}"));
         for entry in entries {
             entry[field] = value.clone();
         }
     };
-    audit(&mut baseline, "is_secret", false.into());
+    audit(audited, "is_secret", false.into());
+    audit(audited, "why", "a made-up password of a test".into());
+    audit(no_why, "is_secret", false.into());
     tree.write(".secrets.baseline", &baseline.to_string());
     let verdict = tree.scan(&[]);
     assert!(
         !verdict.passed,
-        "an entry without a why passed:\n{}",
+        "entries without an audit passed:\n{}",
         verdict.output
     );
     verdict.assert_names(&format!(
-        "{found}: its .secrets.baseline entry says no \"why\""
+        "{}: its .secrets.baseline entry says no \"why\"",
+        found(no_why)
     ));
+    verdict.assert_names(&format!("{}: not audited", found(unaudited)));
+    assert!(
+        !verdict.output.contains(&found(audited)),
+        "the audited entry is reported:\n{}",
+        verdict.output
+    );
 
-    // With its reason: allowed.
-    audit(&mut baseline, "why", "a made-up password of a test".into());
-    tree.write(".secrets.baseline", &baseline.to_string());
+    // The other two fixtures gone, their entries are stale: the baseline must say what is
+    // really there.
+    git(&tree.dir, &["rm", "-q", "-f", "--", no_why, unaudited]);
+    let verdict = tree.scan(&[]);
+    assert!(!verdict.passed, "stale entries passed:\n{}", verdict.output);
+    for fixture in [no_why, unaudited] {
+        verdict.assert_names(&format!(
+            "{}: listed in .secrets.baseline but no longer found",
+            found(fixture)
+        ));
+    }
+
+    // --update drops them and keeps the audit of the one still there: the tree passes.
+    let update = tree.scan(&["--update"]);
+    assert!(update.passed, "--update failed:\n{}", update.output);
     let verdict = tree.scan(&[]);
     assert!(
         verdict.passed,
-        "an audited entry failed:\n{}",
+        "the audited entry failed after --update:\n{}",
         verdict.output
     );
-
-    // The fixture gone, its entry is stale: the baseline must say what is really there.
-    git(&tree.dir, &["rm", "-q", "-f", "--", fixture]);
-    let verdict = tree.scan(&[]);
-    assert!(!verdict.passed, "a stale entry passed:\n{}", verdict.output);
-    verdict.assert_names(&format!(
-        "{found}: listed in .secrets.baseline but no longer found"
-    ));
 }
