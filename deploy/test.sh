@@ -8,9 +8,9 @@
 #                                   # and a 60 s chaos run on Apache Kafka
 #
 # PostgreSQL: DATABASE_URL if set, else the server on 127.0.0.1:5432, else a private cluster
-# started from the installed binaries (see deploy/lib.sh). Tools (buf, the deployment checks')
-# are installed into .local/ on first use. Each test creates its own database and topics, so
-# tests run in parallel.
+# started from the installed binaries (see deploy/lib.sh). Tools (buf, the deployment checks',
+# detect-secrets) are installed into .local/ on first use. Each test creates its own database
+# and topics, so tests run in parallel.
 set -euo pipefail
 # shellcheck source=deploy/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -48,6 +48,8 @@ case "$broker" in
     unset KAFKA_BOOTSTRAP_SERVERS
     ensure_tools
     step "rustfmt" cargo fmt --all --check
+    step "secrets: detect-secrets over the tracked files (.secrets.baseline), none in k8s/, compose, Dockerfile" \
+      deploy/scan-secrets.sh
     step "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
     step "buf lint" buf lint
     step "buf format" buf format --diff --exit-code

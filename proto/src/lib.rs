@@ -41,6 +41,9 @@ pub mod notification {
     }
 }
 
+pub mod untrusted;
+pub use untrusted::Untrusted;
+
 /// The encoded `FileDescriptorSet` of every file above and its imports, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/shop_descriptor.bin"));

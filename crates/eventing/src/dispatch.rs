@@ -72,7 +72,7 @@ type KeyRoute<S> = for<'a> fn(&'a S, &'a mut PgConnection, &'a InboundEvent) -> 
 fn route<'a, S, E>(state: &'a S, tx: &'a mut PgConnection, event: &'a InboundEvent) -> Outcome<'a>
 where
     S: On<E>,
-    E: prost::Message + prost::Name + Default + Send + 'static,
+    E: prost::Message + prost::Name + Default + shop_proto::Untrusted + Send + 'static,
 {
     Box::pin(async move {
         let decoded: E = event.decode()?;
@@ -84,7 +84,7 @@ where
 fn key_route<'a, S, E>(state: &'a S, tx: &'a mut PgConnection, event: &'a InboundEvent) -> Keys<'a>
 where
     S: On<E>,
-    E: prost::Message + prost::Name + Default + Send + Sync + 'static,
+    E: prost::Message + prost::Name + Default + shop_proto::Untrusted + Send + Sync + 'static,
 {
     Box::pin(async move {
         let decoded: E = event.decode()?;
@@ -158,7 +158,7 @@ impl<S: Send + Sync + 'static> Dispatcher<S> {
     pub fn on<E>(mut self) -> Self
     where
         S: On<E>,
-        E: prost::Message + prost::Name + Default + Send + Sync + 'static,
+        E: prost::Message + prost::Name + Default + shop_proto::Untrusted + Send + Sync + 'static,
     {
         let previous = self
             .routes

@@ -201,10 +201,18 @@ impl InboundEvent {
     /// }
     /// ```
     ///
+    /// The decoded message is checked before it is returned ([`shop_proto::Untrusted`]): every
+    /// string at most 1 KiB and free of control characters, every repeated field bounded. A
+    /// record on the topic may come from any client that could write there, so none of its
+    /// text reaches SQL or a log line unchecked.
+    ///
     /// # Errors
-    /// A permanent [`HandlerError`] when `ce_type` is not `T` or the payload does not decode:
-    /// retrying cannot fix a malformed record, so it goes to the dead-letter topic.
-    pub fn decode<T: prost::Message + prost::Name + Default>(&self) -> Result<T, HandlerError> {
+    /// A permanent [`HandlerError`] when `ce_type` is not `T`, the payload does not decode, or a
+    /// field breaks those rules (the error names the field, never its value): retrying cannot
+    /// fix a malformed record, so it goes to the dead-letter topic.
+    pub fn decode<T: prost::Message + prost::Name + Default + shop_proto::Untrusted>(
+        &self,
+    ) -> Result<T, HandlerError> {
         if !self.is::<T>() {
             return Err(HandlerError::permanent(anyhow::anyhow!(
                 "expected event type {}, got {:?}",
@@ -212,11 +220,18 @@ impl InboundEvent {
                 self.event_type
             )));
         }
-        T::decode(self.payload.as_slice()).map_err(|e| {
+        let decoded = T::decode(self.payload.as_slice()).map_err(|e| {
             HandlerError::permanent(
                 anyhow::Error::new(e).context(format!("malformed {} payload", T::full_name())),
             )
-        })
+        })?;
+        decoded.check_text().map_err(|violation| {
+            HandlerError::permanent(
+                anyhow::Error::new(violation)
+                    .context(format!("untrusted {} payload refused", T::full_name())),
+            )
+        })?;
+        Ok(decoded)
     }
 }
 

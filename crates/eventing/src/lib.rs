@@ -93,7 +93,8 @@
 //! ```
 //!
 //! What comes for free, per record: the protobuf payload decoded into the type its `ce_type`
-//! names (a malformed payload is dead-lettered, other event types are skipped); deduplication by
+//! names (a malformed payload, or one whose text breaks `shop_proto::Untrusted`'s rules, is
+//! dead-lettered; other event types are skipped); deduplication by
 //! `ce_id` in the inbox, in the same transaction as the handler's writes; retries of
 //! [`HandlerError::Transient`] failures with jittered exponential backoff ([`RetryPolicy`]);
 //! dead letters to `<name>.dlq` with the error and the record's origin in `dlq_*` headers

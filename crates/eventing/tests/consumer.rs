@@ -270,6 +270,75 @@ async fn a_malformed_protobuf_payload_is_dead_lettered() {
     );
 }
 
+/// A record that decodes, but whose text no column, log line or terminal should take: written
+/// by a client that could write to the topic, not by the suite's own producer.
+#[tokio::test]
+async fn a_payload_with_hostile_text_is_dead_lettered_before_the_handler_sees_it() {
+    let env = setup().await;
+    let topic = env.topic("consumer-hostile", 1).await;
+    let config = consumer_config("hostile", &topic);
+    env.kafka.create_topic(&config.dead_letter_topic, 1).await;
+    let dlq = config.dead_letter_topic.clone();
+    let captured = |order_id: &str, currency: &str| {
+        NewEvent::new(
+            &topic,
+            "order-1",
+            &shop_proto::payment::v1::PaymentCaptured {
+                order_id: order_id.into(),
+                amount: Some(shop_proto::common::v1::Money {
+                    amount_minor: 100,
+                    currency: currency.into(),
+                }),
+                ..Default::default()
+            },
+        )
+    };
+    let forged_log_line = captured("order-1\n{\"level\":\"INFO\",\"msg\":\"refund ok\"}", "EUR");
+    let terminal_escape = captured("order-2", "\u{1b}[2J");
+    let oversized = captured(&"x".repeat(4096), "EUR");
+    let valid = captured("order-3", "EUR");
+    let valid_id = valid.id.to_string();
+    env.commit(vec![forged_log_line, terminal_escape, oversized, valid])
+        .await;
+    let (stop_relay, relay) = env.spawn_relay(RelayConfig::default());
+    let (stop, consumer) = env.spawn_consumer(config, Typed);
+    env.applied(&valid_id).await;
+    let dead = env.read(&dlq, 3).await;
+    stop.cancel();
+    consumer.await.unwrap();
+    stop_relay.cancel();
+    relay.await.unwrap().unwrap();
+
+    let errors: Vec<&str> = dead
+        .iter()
+        .map(|d| d.header("dlq_error").unwrap())
+        .collect();
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert!(
+        errors[0].contains("field order_id: contains a control character"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[1].contains("field amount.currency: contains a control character"),
+        "{}",
+        errors[1]
+    );
+    assert!(
+        errors[2].contains("field order_id: longer than 1024 bytes"),
+        "{}",
+        errors[2]
+    );
+    assert!(
+        errors
+            .iter()
+            .all(|e| !e.contains("refund ok") && !e.contains("xxxx")),
+        "the hostile values are not repeated: {errors:?}"
+    );
+    // Only the valid record reached the handler.
+    assert_eq!(count(&env.db.pool, "SELECT count(*) FROM effects").await, 1);
+}
+
 #[tokio::test]
 async fn shutdown_drains_and_commits_offsets_before_leaving_the_group() {
     let env = setup().await;

@@ -14,7 +14,7 @@ use shop_proto::payment::v1 as payment;
 use shop_testkit::Authed;
 use shop_testkit::{TestDb, TestKafka};
 
-use crate::audit::{AuditReport, Databases, audit};
+use crate::audit::{AuditReport, Databases, ExpectedDeadLetter, audit, audit_expecting};
 use crate::clients::Clients;
 use crate::processes::{Service, SuiteConfig, SuiteProcesses};
 
@@ -351,6 +351,19 @@ impl ProcessSuite {
     /// # Errors
     /// When it has not settled in time, with what was left and the audit's violations.
     pub async fn settle(&self, patience: Duration) -> anyhow::Result<(Duration, AuditReport)> {
+        self.settle_expecting(patience, &[]).await
+    }
+
+    /// [`settle`](Self::settle), for a test that made consumers give up on records on purpose:
+    /// the audit accepts exactly those dead letters ([`audit_expecting`]).
+    ///
+    /// # Errors
+    /// When it has not settled in time, with what was left and the audit's violations.
+    pub async fn settle_expecting(
+        &self,
+        patience: Duration,
+        expected: &[ExpectedDeadLetter],
+    ) -> anyhow::Result<(Duration, AuditReport)> {
         let started = Instant::now();
         loop {
             let mut outboxes = 0;
@@ -360,7 +373,7 @@ impl ProcessSuite {
                     .await?;
                 outboxes += rows;
             }
-            let report = self.audit().await?;
+            let report = audit_expecting(&self.dbs, expected).await?;
             if outboxes == 0 && report.violations.is_empty() {
                 return Ok((started.elapsed(), report));
             }

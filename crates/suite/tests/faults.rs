@@ -33,7 +33,7 @@ use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::message::{Headers as _, Message as _};
 use shop_eventing::headers;
 use shop_proto::order::v1 as order_pb;
-use shop_suite::audit::AuditReport;
+use shop_suite::audit::{AuditReport, ExpectedDeadLetter};
 use shop_suite::harness::{PRICE, ProcessSuite, Shop, ShopSpec, StreamReport, eur};
 use shop_suite::processes::{Service, free_port};
 use shop_suite::scrape::Scrape;
@@ -397,6 +397,26 @@ async fn replicas_killed_during_a_rebalance() {
 
 // --- Hostile and replayed records ------------------------------------------------------------
 
+/// The dead letters of `event_type` that `count` records make in the `database` consumers.
+fn dead_letters(
+    database: &'static str,
+    event_type: &'static str,
+    count: usize,
+) -> Vec<ExpectedDeadLetter> {
+    vec![
+        ExpectedDeadLetter {
+            database,
+            event_type,
+        };
+        count
+    ]
+}
+
+/// The payment dead letters of [`order_dead_lettered_at_payment`]'s orders.
+fn payment_dead_letters(count: usize) -> Vec<ExpectedDeadLetter> {
+    dead_letters("payment", "shop.order.v1.PaymentRequested", count)
+}
+
 /// CloudEvents headers of a record any client could produce.
 fn ce_headers(id: &[u8], event_type: &str, key: &str) -> Vec<(String, Vec<u8>)> {
     vec![
@@ -450,7 +470,12 @@ async fn poison_records_amid_valid_orders_stop_nothing() {
     }
     let placed = stream.await.unwrap();
     let after_stream = Instant::now();
-    let (_, report) = suite.settle(SETTLE).await.unwrap();
+    // Each consumer of the order topic dead-letters both, and nothing else.
+    let poisoned: Vec<ExpectedDeadLetter> = ["inventory", "payment", "notification"]
+        .into_iter()
+        .flat_map(|database| dead_letters(database, "shop.order.v1.OrderCancelled", 2))
+        .collect();
+    let (_, report) = suite.settle_expecting(SETTLE, &poisoned).await.unwrap();
     let caught_up = suite.wait_caught_up(Duration::from_secs(30)).await.unwrap();
     figures(
         "two poison records on the order topic",
@@ -520,23 +545,30 @@ async fn order_dead_lettered_at_payment(
     shop: &Shop,
     customer: &str,
 ) -> String {
-    let order = suite
-        .clients
-        .order
-        .place_order(order_pb::PlaceOrderRequest {
-            idempotency_key: format!("{customer}-order"),
-            customer_id: customer.into(),
-            lines: vec![order_pb::LineRequest {
-                sku: shop.plentiful[0].clone(),
-                quantity: 1,
-            }],
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap()
-        .order_id;
+    // As a client does: UNAVAILABLE (inventory slow on a loaded machine) is retried under the
+    // same idempotency key, which makes the retry safe.
+    let mut tries = 0;
+    let order = loop {
+        let placed = suite
+            .clients
+            .order
+            .place_order(order_pb::PlaceOrderRequest {
+                idempotency_key: format!("{customer}-order"),
+                customer_id: customer.into(),
+                lines: vec![order_pb::LineRequest {
+                    sku: shop.plentiful[0].clone(),
+                    quantity: 1,
+                }],
+            })
+            .await;
+        match placed {
+            Err(status) if status.code() == tonic::Code::Unavailable && tries < 20 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            placed => break placed.unwrap().into_inner().order.unwrap().order_id,
+        }
+    };
     shop_testkit::eventually("the PaymentRequested dead-lettered", Duration::from_secs(60), || {
         let (pool, customer) = (suite.dbs.payment.clone(), customer.to_owned());
         async move {
@@ -647,7 +679,10 @@ async fn a_whole_topic_replay_applies_nothing_twice() {
         .await
         .unwrap();
     let placed = stream.await.unwrap();
-    let (_, report) = suite.settle(SETTLE).await.unwrap();
+    let (_, report) = suite
+        .settle_expecting(SETTLE, &payment_dead_letters(1))
+        .await
+        .unwrap();
     report.assert_clean();
     let before = snapshot(&suite).await;
     // The operator fixes the cause, and (the dead-letter row still there) replays every topic.
@@ -685,7 +720,11 @@ async fn a_whole_topic_replay_applies_nothing_twice() {
         .wait_caught_up(Duration::from_secs(120))
         .await
         .unwrap();
-    let (_, report) = suite.settle(SETTLE).await.unwrap();
+    // The dead-lettered record is skipped on replay: its dead letter stays the only one.
+    let (_, report) = suite
+        .settle_expecting(SETTLE, &payment_dead_letters(1))
+        .await
+        .unwrap();
     say!(
         "[faults] replay: {} orders, {lag} records read again, caught up in {:.1} s, settled {:.1} s after the restart",
         placed.orders.len() + 1,
@@ -730,7 +769,10 @@ async fn a_dead_letter_re_driven_after_the_customer_cancelled_takes_no_money() {
             .unwrap();
     }
     let placed = stream.await.unwrap();
-    suite.settle(SETTLE).await.unwrap();
+    suite
+        .settle_expecting(SETTLE, &payment_dead_letters(2))
+        .await
+        .unwrap();
 
     // The operator fixes the cause and re-drives the dead letters onto the topic with their
     // original headers: one with its dead-letter row still there (as the review reproduced),
@@ -775,7 +817,11 @@ async fn a_dead_letter_re_driven_after_the_customer_cancelled_takes_no_money() {
     assert_eq!(redriven, 2, "both dead letters found on {dlq}: {dead:?}");
     let redriven_at = Instant::now();
     suite.wait_caught_up(Duration::from_secs(60)).await.unwrap();
-    let (_, report) = suite.settle(SETTLE).await.unwrap();
+    // The re-driven record whose dead-letter row was kept is skipped again; the other applies.
+    let (_, report) = suite
+        .settle_expecting(SETTLE, &payment_dead_letters(1))
+        .await
+        .unwrap();
     figures(
         "dead letters re-driven after the customers cancelled",
         &placed,
