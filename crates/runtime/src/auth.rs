@@ -877,25 +877,31 @@ mod tests {
         assert_eq!(denied.message(), PERMISSION_DENIED_MESSAGE);
     }
 
+    /// A JWKS of one freshly generated Ed25519 key, as JSON to edit.
+    fn key_set() -> serde_json::Value {
+        let issuer = shop_testkit::TokenIssuer::generate("shop", "shop");
+        serde_json::from_str(&issuer.jwks()).unwrap()
+    }
+
     #[test]
     fn symmetric_and_encryption_keys_are_never_used() {
-        let set = r#"{"keys":[
-            {"kty":"oct","k":"c2VjcmV0","kid":"hmac","alg":"HS256"},
-            {"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"enc","use":"enc"}
-        ]}"#;
-        let error = Authenticator::from_jwks(set, "shop", "shop").unwrap_err();
+        let mut encryption = key_set();
+        encryption["keys"][0]["use"] = "enc".into();
+        let hmac =
+            serde_json::json!({"kty": "oct", "k": "c2VjcmV0", "kid": "hmac", "alg": "HS256"});
+        let set = serde_json::json!({"keys": [hmac, encryption["keys"][0].clone()]}).to_string();
+        let error = Authenticator::from_jwks(&set, "shop", "shop").unwrap_err();
         assert!(
             error.to_string().contains("no usable signing key"),
             "{error}"
         );
-        let set = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"sig"}]}"#;
-        assert!(Authenticator::from_jwks(set, "shop", "shop").is_ok());
+        assert!(Authenticator::from_jwks(&key_set().to_string(), "shop", "shop").is_ok());
     }
 
     #[test]
     fn a_header_that_is_not_a_bearer_token_is_rejected_before_any_key_is_tried() {
-        let set = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
-        let auth = Authenticator::from_jwks(set, "shop", "shop").unwrap();
+        let set = key_set().to_string();
+        let auth = Authenticator::from_jwks(&set, "shop", "shop").unwrap();
         assert!(matches!(auth.authenticate(None), Err(Rejected::Missing)));
         for header in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer ", "token"] {
             assert!(
