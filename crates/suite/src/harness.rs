@@ -526,8 +526,9 @@ pub struct StreamReport {
     pub cancelled_by_customer: usize,
 }
 
-/// How long a client keeps retrying a call that fails.
-const CLIENT_PATIENCE: Duration = Duration::from_secs(60);
+/// How long a client keeps retrying a call that fails (a service killed over and over on a
+/// loaded machine can take a minute to answer again).
+const CLIENT_PATIENCE: Duration = Duration::from_secs(120);
 
 /// Places `request` (retrying with the same key) and, if `cancel`, cancels it a moment later.
 /// Returns the order id and whether the cancellation was accepted (an order the saga already
