@@ -537,7 +537,7 @@ const CLIENT_PATIENCE: Duration = Duration::from_secs(120);
 /// # Panics
 /// When the order service refuses the order, or never answers within the patience.
 pub async fn place(
-    client: &mut OrderServiceClient<Channel>,
+    client: &mut OrderServiceClient<Authed>,
     request: &order::PlaceOrderRequest,
 ) -> String {
     let deadline = Instant::now() + CLIENT_PATIENCE;
