@@ -11,8 +11,8 @@ use shop_proto::inventory::v1 as inventory;
 use shop_proto::order::v1 as order;
 use shop_proto::order::v1::order_service_client::OrderServiceClient;
 use shop_proto::payment::v1 as payment;
+use shop_testkit::Authed;
 use shop_testkit::{TestDb, TestKafka};
-use tonic::transport::Channel;
 
 use crate::audit::{AuditReport, Databases, ExpectedDeadLetter, audit, audit_expecting};
 use crate::clients::Clients;
@@ -537,7 +537,7 @@ const CLIENT_PATIENCE: Duration = Duration::from_secs(120);
 /// # Panics
 /// When the order service refuses the order, or never answers within the patience.
 pub async fn place(
-    client: &mut OrderServiceClient<Channel>,
+    client: &mut OrderServiceClient<Authed>,
     request: &order::PlaceOrderRequest,
 ) -> String {
     let deadline = Instant::now() + CLIENT_PATIENCE;
@@ -562,7 +562,7 @@ pub async fn place(
 /// Returns the order id and whether the cancellation was accepted (an order the saga already
 /// cancelled refuses it).
 async fn place_and_maybe_cancel(
-    mut client: OrderServiceClient<Channel>,
+    mut client: OrderServiceClient<Authed>,
     request: order::PlaceOrderRequest,
     cancel: bool,
 ) -> (String, bool) {
