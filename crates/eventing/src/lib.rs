@@ -99,8 +99,9 @@
 //! [`HandlerError::Transient`] failures with jittered exponential backoff ([`RetryPolicy`]);
 //! dead letters to `<name>.dlq` with the error and the record's origin in `dlq_*` headers
 //! ([`headers`]); a `process <topic>` span that continues the producer's trace; the
-//! `shop_consumer_*` metrics and the group's lag ([`EventingMetrics`]); offsets committed only
-//! after the effect. A handler that needs the raw record implements [`Handler`] directly.
+//! `shop_consumer_*` metrics ([`EventingMetrics`]) and the group's lag, measured from the broker
+//! by a task apart from the consumer's loop, so a stuck or dead consumer shows a growing lag
+//! ([`group_lag`]); offsets committed only after the effect. A handler that needs the raw record implements [`Handler`] directly.
 //!
 //! # When things go wrong
 //!
@@ -158,6 +159,7 @@ mod failpoint;
 pub mod headers;
 mod inbound;
 mod kafka;
+mod lag;
 mod lease;
 mod metrics;
 mod migrate;
@@ -172,6 +174,7 @@ pub use dispatch::{Dispatcher, On};
 pub use failpoint::{FailpointAction, Failpoints};
 pub use inbound::InboundEvent;
 pub use kafka::KafkaConfig;
+pub use lag::{PartitionLag, group_lag};
 pub use metrics::EventingMetrics;
 pub use migrate::migrate;
 pub use outbox::{NewEvent, Outbox};

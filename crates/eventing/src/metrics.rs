@@ -18,7 +18,9 @@
 //! | `shop_consumer_process_duration_seconds{group,topic}` | a record's fetch to its commit |
 //! | `shop_consumer_event_delay_seconds{group,topic}` | the event's `ce_time` (its append) to its commit here: one saga hop |
 //! | `shop_consumer_batch_size{group}` | records applied per database transaction |
-//! | `shop_consumer_lag{group,topic,partition}` | records behind the partition's end (from librdkafka statistics) |
+//! | `shop_consumer_lag{group,topic,partition}` | records of the partition the group has not committed yet: its committed offset against the partition's end, read from the broker by the consumer's lag monitor, apart from its poll loop (see [`group_lag`](crate::group_lag)); every partition of the subscribed topics, whichever member has it |
+//! | `shop_consumer_committed_offset{group,topic,partition}` | the group's committed offset (the next record it reads; the oldest retained one while it has committed none): flat while the group applies nothing |
+//! | `shop_consumer_lag_errors_total{group}` | lag measurements that failed (the broker did not answer); the lag gauges keep their last values |
 //! | `shop_dead_letters_total{group,topic,dead_letter_topic}` | records sent to a dead-letter topic |
 //! | `shop_consumer_retrying_records{group,topic}` | partitions whose next record failed transiently and waits for its next try (the others flow) |
 //! | `shop_consumer_retrying_seconds{group,topic}` | how long the longest-waiting of them has been failing (0 when none waits) |
@@ -110,6 +112,8 @@ pub struct EventingMetrics {
     pub(crate) event_delay: HistogramFamily<GroupTopicLabels>,
     pub(crate) batch_size: Family<GroupLabels, Histogram, fn() -> Histogram>,
     pub(crate) lag: Family<PartitionLabels, Gauge>,
+    pub(crate) committed: Family<PartitionLabels, Gauge>,
+    pub(crate) lag_errors: Family<GroupLabels, Counter>,
     pub(crate) dead_letters: Family<DeadLetterLabels, Counter>,
     pub(crate) retrying: Family<GroupTopicLabels, Gauge>,
     pub(crate) retrying_for: Family<GroupTopicLabels, FloatGauge>,
@@ -137,6 +141,8 @@ impl Default for EventingMetrics {
             event_delay: latency_family(),
             batch_size: Family::new_with_constructor(batch_size_histogram),
             lag: Family::default(),
+            committed: Family::default(),
+            lag_errors: Family::default(),
             dead_letters: Family::default(),
             retrying: Family::default(),
             retrying_for: Family::default(),
@@ -232,8 +238,18 @@ impl EventingMetrics {
         );
         registry.register(
             "shop_consumer_lag",
-            "Records between the group's position and the end of the partition",
+            "Records of the partition the consumer group has not committed yet (its committed offset against the partition's end, read from the broker)",
             m.lag.clone(),
+        );
+        registry.register(
+            "shop_consumer_committed_offset",
+            "The consumer group's committed offset on the partition (the next record it reads; the oldest retained one while it has committed none)",
+            m.committed.clone(),
+        );
+        registry.register(
+            "shop_consumer_lag_errors",
+            "Lag measurements of the consumer group that failed (the broker did not answer); the lag keeps its last value",
+            m.lag_errors.clone(),
         );
         registry.register(
             "shop_dead_letters",
@@ -294,6 +310,9 @@ impl EventingMetrics {
             let _ = self.retrying.get_or_create(&labels);
             let _ = self.retrying_for.get_or_create(&labels);
         }
+        let _ = self.lag_errors.get_or_create(&GroupLabels {
+            group: group.to_owned(),
+        });
         for kind in ["assigned", "revoked"] {
             let _ = self.rebalances.get_or_create(&RebalanceLabels {
                 group: group.to_owned(),

@@ -271,7 +271,7 @@ async fn hostile_headers_are_dead_lettered_and_the_records_after_them_apply() {
     let topic = env.topic("faults-hostile", 1).await;
     let mut registry = prometheus_client::registry::Registry::default();
     let mut config = consumer_config("hostile", &topic);
-    config.statistics_interval = Duration::from_millis(500);
+    config.lag_interval = Duration::from_millis(500);
     config.metrics = shop_eventing::EventingMetrics::new(&mut registry);
     let dlq = config.dead_letter_topic.clone();
     env.kafka.create_topic(&dlq, 1).await;

@@ -119,9 +119,10 @@ def consumer_panels(job):
         ),
         panel(
             "Lag",
-            [(f"sum by (group, topic) (shop_consumer_lag{{{sel}}})", "{{group}} {{topic}}")],
+            [(f"sum by (group, topic) (max by (group, topic, partition) (shop_consumer_lag{{{sel}}}))", "{{group}} {{topic}}")],
             "short",
             8,
+            description="Records not committed yet, read from the broker (every replica reports every partition: the max counts each once). Grows while the group applies nothing (alert ShopConsumerNoProgress).",
         ),
         panel(
             "Fetch to commit p99, append to commit p99",
@@ -334,9 +335,10 @@ def overview():
         ),
         panel(
             "Consumer lag by group",
-            [("sum by (group, topic) (shop_consumer_lag)", "{{group}} {{topic}}")],
+            [("sum by (group, topic) (max by (group, topic, partition) (shop_consumer_lag))", "{{group}} {{topic}}")],
             "short",
             8,
+            description="Records not committed yet, read from the broker. Grows while a group applies nothing (alert ShopConsumerNoProgress).",
         ),
         panel(
             "Dead letters",

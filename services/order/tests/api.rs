@@ -1104,6 +1104,54 @@ async fn metric(addr: std::net::SocketAddr, series: &str) -> Option<f64> {
 }
 
 #[tokio::test]
+async fn the_oldest_pending_orders_age_rises_while_its_saga_waits() {
+    // Payment never answers (the test plays payment and stays silent): the order stays PENDING,
+    // and the saga-age gauge, read by the sweeper every 100 ms, rises with the time it waits.
+    let mut app = spawn_app_with(None, |s| {
+        s.saga_deadline = Duration::from_secs(600);
+        s.saga_sweep_interval = Duration::from_millis(100);
+    })
+    .await;
+    app.product("BOOK", 1000, 10).await;
+    let addr = app.metrics_addr;
+    let age = move || metric(addr, "shop_orders_pending_oldest_age_seconds");
+    assert_eq!(age().await, Some(0.0), "no order yet");
+    let placed = Instant::now();
+    let id = app
+        .orders
+        .place_order(place("age-1", "erin", &[("BOOK", 1)]))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap()
+        .order_id;
+    let first =
+        shop_testkit::eventually("a pending order's age", Duration::from_secs(10), || async {
+            age().await.filter(|age| *age > 0.0)
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let later = age().await.unwrap();
+    assert!(
+        later >= first + 1.0 && later <= placed.elapsed().as_secs_f64() + 1.0,
+        "the age rises with the wait: {first} s, then {later} s, {:?} after placing",
+        placed.elapsed()
+    );
+    assert_eq!(
+        metric(addr, "shop_orders_pending_overdue").await,
+        Some(0.0),
+        "not past the deadline"
+    );
+    // The saga ends (the customer cancels): nothing is pending, the age is back to 0.
+    app.cancel(&id).await.unwrap();
+    shop_testkit::eventually("no pending order", Duration::from_secs(10), || async {
+        (age().await == Some(0.0)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn orders_past_their_deadline_are_cancelled_once_by_any_replica() {
     // Payment never answers here (the test plays payment and stays silent): every order waits
     // for its capture until the deadline. Two replicas sweep the same database, in small

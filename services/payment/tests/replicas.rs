@@ -81,7 +81,7 @@ async fn replica(
     let mut registry = Registry::default();
     let mut config = ConsumerConfig::new(group, [order_topic]);
     config.session_timeout = Duration::from_secs(6);
-    config.statistics_interval = Duration::from_millis(500);
+    config.lag_interval = Duration::from_millis(500);
     config.metrics = EventingMetrics::new(&mut registry);
     let handler = OrderEvents {
         events: Events {

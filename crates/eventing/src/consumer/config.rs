@@ -75,8 +75,11 @@ pub struct ConsumerConfig {
     /// per partition leader per this interval while idle); brokers that hold fetches for the
     /// whole wait (librdkafka's mock cluster, tansu) add up to this much latency per hop.
     pub max_fetch_wait: Duration,
-    /// How often librdkafka reports statistics, from which `shop_consumer_lag` is read.
-    pub statistics_interval: Duration,
+    /// How often the consumer's lag monitor reads the group's committed offsets and the
+    /// partitions' ends from the broker (`shop_consumer_lag`, `shop_consumer_committed_offset`).
+    /// Each time costs one metadata request per topic, one offset fetch from the group
+    /// coordinator and one offset listing per partition leader.
+    pub lag_interval: Duration,
     /// Longest the consumer tries to publish one dead letter. When the dead-letter topic
     /// cannot be written in that time (missing, not authorised, record too large), the dead
     /// letter is kept in `eventing_dead_letter` only (payload, key and headers included, for a
@@ -120,7 +123,7 @@ impl ConsumerConfig {
             // project's 2-core machine with `cargo run -p shop-testkit --example idle_fetch --
             // 20 100 500`); a deployment with many idle groups on Kafka can raise it.
             max_fetch_wait: Duration::from_millis(20),
-            statistics_interval: Duration::from_secs(5),
+            lag_interval: Duration::from_secs(5),
             dead_letter_timeout: Duration::from_secs(10),
             metrics: EventingMetrics::default(),
             failpoints: Failpoints::from_env(),
@@ -173,7 +176,7 @@ const OWNED: &[(&str, &str)] = &[
     ),
     (
         "statistics.interval.ms",
-        "set it with ConsumerConfig::statistics_interval",
+        "the lag is read from the broker every ConsumerConfig::lag_interval, not from statistics",
     ),
 ];
 
@@ -222,7 +225,8 @@ pub(super) fn client_config(
         )
         .set("max.poll.interval.ms", millis(config.max_poll_interval))
         .set("fetch.wait.max.ms", millis(config.max_fetch_wait))
-        .set("statistics.interval.ms", millis(config.statistics_interval))
+        // Statistics would only cost: nothing reads them (see `lag_interval`).
+        .set("statistics.interval.ms", "0")
         .set(
             "auto.offset.reset",
             match config.start {

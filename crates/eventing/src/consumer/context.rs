@@ -1,4 +1,4 @@
-//! librdkafka's callbacks into the consumer: statistics (the lag) and rebalances.
+//! librdkafka's callbacks into the consumer: rebalances.
 
 use std::sync::{Arc, Mutex};
 
@@ -6,48 +6,22 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, Rebalance};
 
 use crate::EventingMetrics;
-use crate::metrics::{PartitionLabels, RebalanceLabels};
+use crate::metrics::RebalanceLabels;
 
 /// Partitions taken from this member since the loop last looked, as `(topic, partition)`.
 pub(super) type Revoked = Arc<Mutex<Vec<(String, i32)>>>;
 
-/// Reads each partition's lag from librdkafka's statistics into `shop_consumer_lag`, and
-/// tells the loop which partitions a rebalance took away.
+/// Counts rebalances and tells the loop which partitions a rebalance took away.
 pub(super) struct Events {
     pub(super) group: String,
     pub(super) metrics: EventingMetrics,
     pub(super) revoked: Revoked,
 }
 
-impl ClientContext for Events {
-    fn stats(&self, statistics: rdkafka::Statistics) {
-        for (topic, stats) in statistics.topics {
-            for (partition, p) in stats.partitions {
-                // -1 is librdkafka's internal "unassigned" partition.
-                if partition < 0 {
-                    continue;
-                }
-                let labels = PartitionLabels {
-                    group: self.group.clone(),
-                    topic: topic.clone(),
-                    partition: partition.to_string(),
-                };
-                // Lag behind the stored offset: what this consumer has applied (offsets are
-                // stored only after the database commit). -1 when the partition is not ours.
-                let lag = if p.consumer_lag_stored >= 0 {
-                    p.consumer_lag_stored
-                } else {
-                    p.consumer_lag
-                };
-                if lag >= 0 {
-                    self.metrics.lag.get_or_create(&labels).set(lag);
-                } else {
-                    self.metrics.lag.remove(&labels);
-                }
-            }
-        }
-    }
-}
+/// No statistics callback: the lag is measured from the broker by the consumer's
+/// [`LagMonitor`](crate::lag::LagMonitor), not from librdkafka's statistics, which are served
+/// from the poll loop and stop with it.
+impl ClientContext for Events {}
 
 impl ConsumerContext for Events {
     /// Runs inside the loop's poll, before librdkafka (incrementally, with cooperative-sticky)

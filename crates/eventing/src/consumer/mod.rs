@@ -8,7 +8,9 @@
 //! - [`apply`]: one transaction per batch (inbox rows, locks, handlers, after-commit effects);
 //! - [`waiting`]: partitions paused until their failed record's next try;
 //! - [`dead_letter`]: the dead-letter topic, and the database when the topic is unwritable;
-//! - [`context`]: librdkafka's callbacks (lag statistics, rebalances).
+//! - [`context`]: librdkafka's callbacks (rebalances).
+//!
+//! The group's lag is measured apart, by [`crate::lag`].
 
 mod apply;
 mod config;
@@ -39,6 +41,7 @@ use self::apply::{Outcome, Unsettled};
 use self::dead_letter::NotSetAside;
 use self::waiting::{Partition, Waitlist};
 use crate::failpoint::Crashed;
+use crate::lag::{LagMonitor, LagProbe};
 use crate::metrics::{ErrorLabels, GroupTopicLabels, OutcomeLabels};
 use crate::{InboundEvent, KafkaConfig};
 
@@ -69,6 +72,8 @@ pub struct Consumer<H> {
     unsettled: Unsettled,
     /// Until when the dead-letter topic is taken to be unwritable.
     dead_letter_topic_down: DeadLetterTopicDown,
+    /// Started by [`Consumer::run`] as a task of its own.
+    lag: Option<LagMonitor>,
 }
 
 /// The Kafka consumer, closed off the async runtime's threads when dropped.
@@ -178,6 +183,14 @@ impl<H: Handler> Consumer<H> {
         config
             .metrics
             .start_consumer(&config.group_id, &config.topics, &config.dead_letter_topic);
+        let lag = LagMonitor {
+            probe: LagProbe::new(kafka, &config.group_id)?,
+            group: config.group_id.clone(),
+            topics: config.topics.clone(),
+            start: config.start,
+            interval: config.lag_interval,
+            metrics: config.metrics.clone(),
+        };
         Ok(Self {
             pool,
             consumer: Closing(Some(consumer)),
@@ -187,6 +200,7 @@ impl<H: Handler> Consumer<H> {
             revoked,
             unsettled: Unsettled::default(),
             dead_letter_topic_down: DeadLetterTopicDown::default(),
+            lag: Some(lag),
         })
     }
 
@@ -196,8 +210,17 @@ impl<H: Handler> Consumer<H> {
     /// # Errors
     /// Only when a crash failpoint fires (tests); the group is then left without committing,
     /// as a dead process would.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Crashed> {
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), Crashed> {
         tracing::info!(consumer = %self.config.name, topics = ?self.config.topics, "Consuming.");
+        // The lag is measured by a task of its own, from the broker: whatever holds this loop
+        // up (a handler that never returns, a partition that stays paused) cannot hold up the
+        // measurement, and the lag it shows grows. It stops with this loop, however that ends
+        // (the guard cancels it when `run` returns or its future is dropped).
+        let lag_stop = CancellationToken::new();
+        let _lag_guard = lag_stop.clone().drop_guard();
+        if let Some(monitor) = self.lag.take() {
+            tokio::spawn(monitor.run(lag_stop));
+        }
         let mut waitlist = Waitlist::new(&self.config.group_id, &self.config.metrics);
         loop {
             self.forget_revoked(&mut waitlist);
