@@ -48,6 +48,42 @@ pub use untrusted::Untrusted;
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/shop_descriptor.bin"));
 
+/// The methods of gRPC service `service` (fully qualified, e.g. `shop.order.v1.OrderService`)
+/// as `package.Service/Method`, from [`FILE_DESCRIPTOR_SET`]: what a server serving it
+/// recognises (its spans name any other path `_OTHER`). Empty for a service it does not describe.
+///
+/// ```
+/// let methods = shop_proto::grpc_methods("shop.order.v1.OrderService");
+/// assert!(methods.contains(&"shop.order.v1.OrderService/PlaceOrder".to_owned()));
+/// assert!(shop_proto::grpc_methods("shop.nothing.v1.Nothing").is_empty());
+/// ```
+///
+/// # Panics
+/// Never with the compiled-in descriptor set.
+pub fn grpc_methods(service: &str) -> Vec<String> {
+    use prost::Message;
+    let set = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET)
+        .expect("the compiled-in descriptor set decodes");
+    let mut methods = Vec::new();
+    for file in &set.file {
+        for described in &file.service {
+            let full = match file.package() {
+                "" => described.name().to_owned(),
+                package => format!("{package}.{}", described.name()),
+            };
+            if full == service {
+                methods.extend(
+                    described
+                        .method
+                        .iter()
+                        .map(|m| format!("{full}/{}", m.name())),
+                );
+            }
+        }
+    }
+    methods
+}
+
 /// Kafka topics and the event types each carries. One place, so producers, consumers, the
 /// catalog check and the deployment manifests agree.
 pub mod topics {

@@ -257,6 +257,12 @@ impl OutboxRow {
 
     /// The `send <topic>` span of this event: a producer span, child of the span that appended
     /// the event (whatever request or consumer that was), so a trace runs through the outbox.
+    /// It is the "Send span (producer)" of the OpenTelemetry conventions for Kafka (v1.44.0):
+    /// its context goes out with the record as the message's creation context. The partition
+    /// (a string) and offset are recorded once Kafka acknowledged the record; a failure sets
+    /// `error.type` to its reason (`FAILURE_REASONS`, as in `shop_outbox_publish_failures`).
+    /// No `server.address`: the relay's producer talks to whichever broker leads the
+    /// partition, which librdkafka does not report per delivery.
     fn send_span(&self) -> tracing::Span {
         let span = tracing::info_span!(
             parent: None,
@@ -264,6 +270,7 @@ impl OutboxRow {
             otel.name = %format!("send {}", self.topic),
             otel.kind = "producer",
             otel.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
             messaging.system = "kafka",
             messaging.operation.type = "send",
             messaging.operation.name = "send",
@@ -386,6 +393,12 @@ fn classify(error: &KafkaError) -> (&'static str, bool) {
         Some(E::PurgeQueue | E::PurgeInflight) => ("purged", false),
         _ => ("other", true),
     }
+}
+
+/// Marks a `send` span failed, with the failure's reason as its `error.type`.
+fn failed(span: &tracing::Span, error: &KafkaError) {
+    span.record("error.type", classify(error).0);
+    span.record("otel.status_code", "ERROR");
 }
 
 /// When the leader last made progress, for its stall detection.
@@ -845,7 +858,7 @@ impl Relay {
         match producer.send_result(record) {
             Ok(delivery) => Ok((delivery, span)),
             Err((error, _)) => {
-                span.record("otel.status_code", "ERROR");
+                failed(&span, &error);
                 Err(error)
             }
         }
@@ -860,7 +873,10 @@ impl Relay {
     ) -> Result<(), KafkaError> {
         match delivery {
             Ok(Ok(delivery)) => {
-                span.record("messaging.destination.partition.id", delivery.partition);
+                span.record(
+                    "messaging.destination.partition.id",
+                    delivery.partition.to_string(),
+                );
                 span.record("messaging.kafka.offset", delivery.offset);
                 let metrics = &self.config.metrics;
                 metrics
@@ -874,11 +890,11 @@ impl Relay {
                 Ok(())
             }
             Ok(Err((error, _))) => {
-                span.record("otel.status_code", "ERROR");
+                failed(span, &error);
                 Err(error)
             }
             Err(_) => {
-                span.record("otel.status_code", "ERROR");
+                failed(span, &KafkaError::Canceled);
                 Err(KafkaError::Canceled)
             }
         }

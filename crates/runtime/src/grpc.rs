@@ -132,10 +132,15 @@ pub async fn serve(
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
     };
+    // The methods this port serves, for the spans' `rpc.method` (any other path is `_OTHER`).
+    let recognized: Vec<String> = names_for_reflection
+        .iter()
+        .flat_map(|service| shop_proto::grpc_methods(service))
+        .collect();
     tonic::transport::Server::builder()
         .timeout(request_timeout)
         // Outside the authentication, so refused calls are traced and counted (UNAUTHENTICATED).
-        .layer(shop_telemetry::grpc::GrpcServerLayer::new(metrics))
+        .layer(shop_telemetry::grpc::GrpcServerLayer::new(metrics).recognizing(recognized))
         .layer(auth.layer())
         .add_routes(add_reflection(routes, &names_for_reflection))
         .serve_with_incoming_shutdown(incoming, lifecycle)

@@ -1,18 +1,32 @@
 //! gRPC middleware (tower layers over tonic's HTTP services) that gives every call a span and RED
 //! metrics, on both sides of the wire:
 //!
-//! - [`GrpcServerLayer`]: a `SERVER` span named `package.Service/Method`, the child of the caller's
-//!   `traceparent` metadata; `grpc_server_started_total`, `grpc_server_handled_total{grpc_code}`
-//!   and `grpc_server_handling_seconds`.
+//! - [`GrpcServerLayer`]: a `SERVER` span, the child of the caller's `traceparent` metadata;
+//!   `grpc_server_started_total`, `grpc_server_handled_total{grpc_code}` and
+//!   `grpc_server_handling_seconds`.
 //! - [`GrpcClientLayer`]: a `CLIENT` span whose context is sent as `traceparent`, so the server's
 //!   span continues the caller's trace; the same metrics with `grpc_client_` names.
+//!
+//! The spans follow the OpenTelemetry semantic conventions for gRPC, v1.44.0
+//! (`docs/rpc/grpc.md`): named after `rpc.method`, the fully-qualified `package.Service/Method`
+//! (on a server, `_OTHER` for a path it does not serve, the span then named `grpc` and the path
+//! kept in `rpc.method_original`); `rpc.system.name` = `grpc`; `rpc.response.status_code`, the
+//! code's name (`OK`, `NOT_FOUND`, ...); `error.type` and an ERROR status when the code is an
+//! error, which for a client is any code but `OK` and for a server only `UNKNOWN`,
+//! `DEADLINE_EXCEEDED`, `UNIMPLEMENTED`, `INTERNAL`, `UNAVAILABLE` and `DATA_LOSS` (the others
+//! are the caller's doing); `server.address` and `server.port`: the client's target, and on the
+//! server the `:authority` the client called. The reported errors are gRPC codes only: a call
+//! whose transport fails before any status is recorded as `UNAVAILABLE` (as tonic reports it),
+//! one whose body ends without a status as `UNKNOWN`, one dropped by the peer as `CANCELLED`.
 //!
 //! A call's status code is read where gRPC puts it: the response headers for a "trailers-only"
 //! answer (most errors), else the trailers at the end of the body. The call is recorded when the
 //! code is known, or as `CANCELLED` when the body is dropped before (the peer went away).
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
@@ -112,6 +126,49 @@ fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
+/// The code as `rpc.response.status_code` and `error.type` carry it: its name in gRPC's
+/// status code list.
+fn code_text(code: tonic::Code) -> &'static str {
+    use tonic::Code::{
+        Aborted, AlreadyExists, Cancelled, DataLoss, DeadlineExceeded, FailedPrecondition,
+        Internal, InvalidArgument, NotFound, Ok, OutOfRange, PermissionDenied, ResourceExhausted,
+        Unauthenticated, Unavailable, Unimplemented, Unknown,
+    };
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// Whether `code` makes the call's span an error on `side` (see the module docs).
+fn is_error(side: Side, code: tonic::Code) -> bool {
+    use tonic::Code::{
+        DataLoss, DeadlineExceeded, Internal, Ok, Unavailable, Unimplemented, Unknown,
+    };
+    match side {
+        Side::Client => code != Ok,
+        Side::Server => matches!(
+            code,
+            Unknown | DeadlineExceeded | Unimplemented | Internal | Unavailable | DataLoss
+        ),
+    }
+}
+
 fn status_in(headers: &http::HeaderMap) -> Option<tonic::Code> {
     headers
         .get("grpc-status")
@@ -140,6 +197,7 @@ enum Side {
 
 /// One call in flight: finished (metrics, span status) once its code is known.
 struct Call {
+    side: Side,
     metrics: GrpcMetrics,
     labels: MethodLabels,
     started: Instant,
@@ -166,8 +224,10 @@ impl Call {
             .handling
             .get_or_create(&self.labels)
             .observe(self.started.elapsed().as_secs_f64());
-        self.span.record("rpc.grpc.status_code", code as i32);
-        if code != tonic::Code::Ok {
+        self.span
+            .record("rpc.response.status_code", code_text(code));
+        if is_error(self.side, code) {
+            self.span.record("error.type", code_text(code));
             self.span.record("otel.status_code", "ERROR");
         }
     }
@@ -227,12 +287,26 @@ impl<B: Body> Body for ObservedBody<B> {
 #[derive(Clone, Debug)]
 pub struct GrpcServerLayer {
     metrics: GrpcMetrics,
+    recognized: Arc<HashSet<String>>,
 }
 
 impl GrpcServerLayer {
-    /// A layer recording into `metrics` (from [`GrpcMetrics::server`]).
+    /// A layer recording into `metrics` (from [`GrpcMetrics::server`]). Its spans name every
+    /// method `_OTHER` until told which the server serves ([`Self::recognizing`]).
     pub fn new(metrics: GrpcMetrics) -> Self {
-        Self { metrics }
+        Self {
+            metrics,
+            recognized: Arc::default(),
+        }
+    }
+
+    /// The methods the server serves, as `package.Service/Method` (see
+    /// `shop_proto::grpc_methods`). A call to any other path is named `_OTHER` in its span, so
+    /// that what a client sends cannot make up span names.
+    #[must_use]
+    pub fn recognizing(mut self, methods: impl IntoIterator<Item = String>) -> Self {
+        self.recognized = Arc::new(methods.into_iter().collect());
+        self
     }
 }
 
@@ -243,6 +317,8 @@ impl<S> tower_layer::Layer<S> for GrpcServerLayer {
             inner,
             metrics: self.metrics.clone(),
             side: Side::Server,
+            recognized: Arc::clone(&self.recognized),
+            target: None,
         }
     }
 }
@@ -251,12 +327,58 @@ impl<S> tower_layer::Layer<S> for GrpcServerLayer {
 #[derive(Clone, Debug)]
 pub struct GrpcClientLayer {
     metrics: GrpcMetrics,
+    target: Option<Target>,
+}
+
+/// The server a client calls, as its spans name it (`server.address`, `server.port`).
+#[derive(Clone, Debug)]
+struct Target {
+    address: String,
+    port: Option<u16>,
+}
+
+impl Target {
+    /// From a URI such as `http://inventory:50052`; the port defaults by scheme.
+    fn from_uri(uri: &http::Uri) -> Option<Self> {
+        let address = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+        let port = uri.port_u16().or(match uri.scheme_str() {
+            Some("http") => Some(80),
+            Some("https") => Some(443),
+            _ => None,
+        });
+        Some(Self {
+            address: address.to_owned(),
+            port,
+        })
+    }
 }
 
 impl GrpcClientLayer {
     /// A layer recording into `metrics` (from [`GrpcMetrics::client`]).
     pub fn new(metrics: GrpcMetrics) -> Self {
-        Self { metrics }
+        Self {
+            metrics,
+            target: None,
+        }
+    }
+
+    /// The server the channel was configured with (e.g. `http://inventory:50052`), which the
+    /// spans name as `server.address` and `server.port`. A target that is not a URI with a host
+    /// is named as a whole, without a port.
+    #[must_use]
+    pub fn with_target(mut self, target: &str) -> Self {
+        self.target = Some(
+            target
+                .parse::<http::Uri>()
+                .ok()
+                .as_ref()
+                .and_then(Target::from_uri)
+                .unwrap_or_else(|| Target {
+                    address: target.to_owned(),
+                    port: None,
+                }),
+        );
+        self
     }
 }
 
@@ -267,6 +389,8 @@ impl<S> tower_layer::Layer<S> for GrpcClientLayer {
             inner,
             metrics: self.metrics.clone(),
             side: Side::Client,
+            recognized: Arc::default(),
+            target: self.target.clone(),
         }
     }
 }
@@ -277,27 +401,39 @@ pub struct Observed<S> {
     inner: S,
     metrics: GrpcMetrics,
     side: Side,
+    /// The server's methods (servers only).
+    recognized: Arc<HashSet<String>>,
+    /// The server called (clients only).
+    target: Option<Target>,
 }
 
 impl<S> Observed<S> {
-    fn span(&self, labels: &MethodLabels) -> tracing::Span {
+    fn span<B>(&self, request: &http::Request<B>, labels: &MethodLabels) -> tracing::Span {
         if !traced(&labels.grpc_service) {
             return tracing::Span::none();
         }
-        let name = format!("{}/{}", labels.grpc_service, labels.grpc_method);
-        let kind = match self.side {
-            Side::Server => "server",
-            Side::Client => "client",
+        let path = format!("{}/{}", labels.grpc_service, labels.grpc_method);
+        // A client calls through generated stubs, so it calls only methods it knows.
+        let recognized = match self.side {
+            Side::Client => true,
+            Side::Server => self.recognized.contains(&path),
+        };
+        let (kind, server) = match self.side {
+            Side::Server => ("server", Target::from_uri(request.uri())),
+            Side::Client => ("client", self.target.clone()),
         };
         tracing::info_span!(
             "grpc",
-            otel.name = %name,
+            otel.name = if recognized { path.as_str() } else { "grpc" },
             otel.kind = kind,
             otel.status_code = tracing::field::Empty,
-            rpc.system = "grpc",
-            rpc.service = %labels.grpc_service,
-            rpc.method = %labels.grpc_method,
-            rpc.grpc.status_code = tracing::field::Empty,
+            rpc.system.name = "grpc",
+            rpc.method = if recognized { path.as_str() } else { "_OTHER" },
+            rpc.method_original = (!recognized).then_some(path.as_str()),
+            rpc.response.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+            server.address = server.as_ref().map(|s| s.address.as_str()),
+            server.port = server.as_ref().and_then(|s| s.port).map(i64::from),
         )
     }
 }
@@ -325,7 +461,7 @@ where
             grpc_service,
             grpc_method,
         };
-        let span = self.span(&labels);
+        let span = self.span(&request, &labels);
         match self.side {
             Side::Server => crate::set_parent_from_headers(
                 &span,
@@ -347,6 +483,7 @@ where
         }
         self.metrics.started.get_or_create(&labels).inc();
         let mut call = Call {
+            side: self.side,
             metrics: self.metrics.clone(),
             labels,
             started: Instant::now(),
@@ -392,5 +529,34 @@ mod tests {
         assert_eq!(code_name(tonic::Code::Ok), "OK");
         assert_eq!(code_name(tonic::Code::InvalidArgument), "InvalidArgument");
         assert_eq!(code_name(tonic::Code::Unavailable), "Unavailable");
+        assert_eq!(code_text(tonic::Code::InvalidArgument), "INVALID_ARGUMENT");
+        assert_eq!(code_text(tonic::Code::Cancelled), "CANCELLED");
+    }
+
+    #[test]
+    fn a_server_counts_only_its_own_failures_as_errors() {
+        assert!(!is_error(Side::Server, tonic::Code::NotFound));
+        assert!(!is_error(Side::Server, tonic::Code::Unauthenticated));
+        assert!(is_error(Side::Server, tonic::Code::Internal));
+        assert!(is_error(Side::Client, tonic::Code::NotFound));
+        assert!(!is_error(Side::Client, tonic::Code::Ok));
+    }
+
+    #[test]
+    fn targets_name_their_host_and_port() {
+        let layer = GrpcClientLayer::new(GrpcMetrics::unregistered());
+        let target = layer
+            .clone()
+            .with_target("http://inventory:50052")
+            .target
+            .unwrap();
+        assert_eq!(
+            (target.address.as_str(), target.port),
+            ("inventory", Some(50052))
+        );
+        let target = layer.clone().with_target("https://[::1]").target.unwrap();
+        assert_eq!((target.address.as_str(), target.port), ("::1", Some(443)));
+        let target = layer.with_target("unix:/run/x.sock").target.unwrap();
+        assert_eq!(target.address, "unix:/run/x.sock");
     }
 }

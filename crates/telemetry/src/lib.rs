@@ -19,7 +19,8 @@
 //! - [`current_trace_headers`] renders the current span's context as `traceparent` (and
 //!   `tracestate`) for an outbox row or a gRPC request;
 //! - [`set_parent_from_headers`] makes a span the child of a context received in Kafka headers or
-//!   gRPC metadata;
+//!   gRPC metadata; [`continue_message_trace`] also links a consumer's span to the record's
+//!   creation context;
 //! - [`grpc`] does both for gRPC calls, with RED metrics, as tower layers.
 //!
 //! Metrics are Prometheus families in a per-process [`metrics::Registry`].
@@ -192,6 +193,32 @@ pub fn set_parent_from_headers<'a>(
     let cx = TraceContextPropagator::new().extract(&carrier);
     // Fails only when the span was already started elsewhere; the span then keeps its parent.
     let _ = span.set_parent(cx);
+}
+
+/// Makes `span` the child of the message creation context found in `headers` (a consumed
+/// record's `traceparent`), and links it to that context: what the messaging conventions ask
+/// of a "process" span (it SHOULD link to the creation context; for a single message it MAY
+/// also be its child, which keeps an order's saga one trace). Headers without a valid
+/// `traceparent` leave the span as it is.
+pub fn continue_message_trace<'a>(
+    span: &tracing::Span,
+    headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+) {
+    use opentelemetry::trace::TraceContextExt;
+    let carrier = HeaderCarrier(
+        headers
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned()))
+            .collect(),
+    );
+    if !carrier.0.contains_key(TRACEPARENT) {
+        return;
+    }
+    let cx = TraceContextPropagator::new().extract(&carrier);
+    let creation = cx.span().span_context().clone();
+    // Fails only when the span was already started elsewhere; the span then keeps its parent.
+    let _ = span.set_parent(cx);
+    span.add_link(creation);
 }
 
 /// The trace id (32 hex digits) of the current span, if it has a valid context.

@@ -11,6 +11,7 @@ mod kafka;
 pub mod otlp;
 mod postgres;
 mod reflection;
+pub mod semconv;
 mod tcp_proxy;
 pub mod topology;
 

@@ -31,6 +31,11 @@ pub struct ReceivedSpan {
     /// 16 hex digits, empty for a root span.
     pub parent_span_id: String,
     pub attributes: BTreeMap<String, String>,
+    /// Each attribute's OTLP value type: `string`, `int`, `bool`, `double` or `other` (the
+    /// conventions fix the type of many, e.g. a partition id is a string).
+    pub attribute_types: BTreeMap<String, &'static str>,
+    /// The spans this span links to, as `(trace_id, span_id)`.
+    pub links: Vec<(String, String)>,
     pub start_unix_nanos: u64,
     pub end_unix_nanos: u64,
     /// The span's status is ERROR.
@@ -65,6 +70,22 @@ fn text(value: Option<&AnyValue>) -> String {
         Some(other) => format!("{other:?}"),
         None => String::new(),
     }
+}
+
+fn value_type(value: Option<&AnyValue>) -> &'static str {
+    match value.and_then(|v| v.value.as_ref()) {
+        Some(any_value::Value::StringValue(_)) => "string",
+        Some(any_value::Value::BoolValue(_)) => "bool",
+        Some(any_value::Value::IntValue(_)) => "int",
+        Some(any_value::Value::DoubleValue(_)) => "double",
+        _ => "other",
+    }
+}
+
+fn attribute_types(kvs: &[KeyValue]) -> BTreeMap<String, &'static str> {
+    kvs.iter()
+        .map(|kv| (kv.key.clone(), value_type(kv.value.as_ref())))
+        .collect()
 }
 
 fn attributes(kvs: &[KeyValue]) -> BTreeMap<String, String> {
@@ -108,6 +129,12 @@ impl TraceService for Store {
                         span_id: hex(&span.span_id),
                         parent_span_id: hex(&span.parent_span_id),
                         attributes: attributes(&span.attributes),
+                        attribute_types: attribute_types(&span.attributes),
+                        links: span
+                            .links
+                            .iter()
+                            .map(|l| (hex(&l.trace_id), hex(&l.span_id)))
+                            .collect(),
                         start_unix_nanos: span.start_time_unix_nano,
                         end_unix_nanos: span.end_time_unix_nano,
                         error: span.status.is_some_and(|s| s.code == 2),

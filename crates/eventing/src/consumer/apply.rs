@@ -288,28 +288,40 @@ impl<H: Handler> Consumer<H> {
         event: &InboundEvent,
         known: Option<Known>,
     ) -> Result<Result<Applied, HandlerError>, sqlx::Error> {
+        // The "Process" span of the OpenTelemetry conventions for Kafka (v1.44.0): the group
+        // is the Kafka group id (not the inbox name, which a replay under a new group keeps),
+        // the partition id a string; `error.type` says how the record failed: `transient`,
+        // `permanent` (the handler's verdict, or a record that cannot be applied) or
+        // `database` (the database itself failed).
         let span = tracing::info_span!(
             "process",
             otel.name = %format!("process {}", event.topic),
             otel.kind = "consumer",
+            otel.status_code = tracing::field::Empty,
             messaging.system = "kafka",
             messaging.operation.type = "process",
+            messaging.operation.name = "process",
             messaging.destination.name = %event.topic,
-            messaging.consumer.group.name = %self.config.name,
-            messaging.destination.partition.id = event.partition,
+            messaging.consumer.group.name = %self.config.group_id,
+            messaging.destination.partition.id = %event.partition,
             messaging.kafka.offset = event.offset,
             messaging.message.id = %event.id,
+            messaging.kafka.message.key = event.key.as_deref(),
+            error.type = tracing::field::Empty,
             event.type = event.event_type.as_deref().unwrap_or(""),
             duplicate = tracing::field::Empty,
         );
-        shop_telemetry::set_parent_from_headers(
+        // The child of the record's creation context (the producer's `send` span), and linked
+        // to it.
+        shop_telemetry::continue_message_trace(
             &span,
             event
                 .headers
                 .iter()
                 .filter_map(|(k, v)| Some((k.as_str(), std::str::from_utf8(v).ok()?))),
         );
-        async {
+        let failed = span.clone();
+        let result = async {
             match known {
                 Some(Known::Applied) => {
                     tracing::Span::current().record("duplicate", true);
@@ -368,6 +380,16 @@ impl<H: Handler> Consumer<H> {
             }))
         }
         .instrument(span)
-        .await
+        .await;
+        let error_type = match &result {
+            Ok(Ok(_)) => None,
+            Ok(Err(failure)) => Some(failure.kind()),
+            Err(_) => Some("database"),
+        };
+        if let Some(error_type) = error_type {
+            failed.record("error.type", error_type);
+            failed.record("otel.status_code", "ERROR");
+        }
+        result
     }
 }

@@ -52,7 +52,8 @@ impl InventoryCatalog {
             .connect_timeout(deadline)
             .connect_lazy();
         let channel = InterceptedService::new(channel, token);
-        let channel = tower_layer::Layer::layer(&GrpcClientLayer::new(metrics), channel);
+        let channel =
+            tower_layer::Layer::layer(&GrpcClientLayer::new(metrics).with_target(url), channel);
         Ok(Self {
             client: InventoryServiceClient::new(channel),
             deadline,
