@@ -138,7 +138,10 @@
 //! cause, take the record (from the dead-letter topic or, when the row's `published` is false,
 //! from its `payload`, `record_key` and `header_names`/`header_values`), delete the row
 //! (`DELETE FROM eventing_dead_letter WHERE consumer = $1 AND event_id = $2`) and deliver the
-//! record again (a replay, or produced back to its source topic).
+//! record again (a replay, or produced back to its source topic). Or, without deleting
+//! anything, `shopctl dlq replay` ([`admin`]): the record goes back to its source topic with
+//! replay headers naming the consumer, which applies it despite the row and deletes the row in
+//! the same transaction (or, failing again, counts the replay on it).
 //!
 //! - **New group, same name** (no downtime): run a second consumer with
 //!   [`ConsumerConfig::group_id`] set to a new group, `name` unchanged and
@@ -151,6 +154,7 @@
 //! Changing `name` instead starts a new inbox: every retained event is applied again, which is
 //! what a *new* subscriber wants and what an existing one must not do.
 
+pub mod admin;
 mod commit;
 mod consumer;
 mod dispatch;

@@ -75,9 +75,10 @@ struct Needs {
     topics: Vec<Setting>,
     /// Its consumer group, whose dead letters go to `<group>.dlq`.
     group: Setting,
-    /// Its gRPC and metrics listen addresses.
+    /// Its gRPC, metrics and admin API listen addresses.
     grpc_addr: Setting,
     metrics_addr: Setting,
+    admin_addr: Setting,
 }
 
 impl Needs {
@@ -133,6 +134,7 @@ fn services() -> Vec<Needs> {
             group: Setting::new("ORDER_CONSUMER_GROUP", &order.consumer_group),
             grpc_addr: Setting::new("ORDER_GRPC_ADDR", order.grpc_addr),
             metrics_addr: Setting::new("ORDER_METRICS_ADDR", order.metrics_addr),
+            admin_addr: Setting::new("ORDER_ADMIN_ADDR", order.admin_addr),
         },
         Needs {
             name: "inventory",
@@ -145,6 +147,7 @@ fn services() -> Vec<Needs> {
             group: Setting::new("INVENTORY_CONSUMER_GROUP", &inventory.consumer_group),
             grpc_addr: Setting::new("INVENTORY_GRPC_ADDR", inventory.grpc_addr),
             metrics_addr: Setting::new("INVENTORY_METRICS_ADDR", inventory.metrics_addr),
+            admin_addr: Setting::new("INVENTORY_ADMIN_ADDR", inventory.admin_addr),
         },
         Needs {
             name: "payment",
@@ -157,6 +160,7 @@ fn services() -> Vec<Needs> {
             group: Setting::new("PAYMENT_CONSUMER_GROUP", &payment.consumer_group),
             grpc_addr: Setting::new("PAYMENT_GRPC_ADDR", payment.grpc_addr),
             metrics_addr: Setting::new("PAYMENT_METRICS_ADDR", payment.metrics_addr),
+            admin_addr: Setting::new("PAYMENT_ADMIN_ADDR", payment.admin_addr),
         },
         Needs {
             name: "notification",
@@ -169,6 +173,7 @@ fn services() -> Vec<Needs> {
             group: Setting::new("NOTIFICATION_CONSUMER_GROUP", &notification.consumer_group),
             grpc_addr: Setting::new("NOTIFICATION_GRPC_ADDR", notification.grpc_addr),
             metrics_addr: Setting::new("NOTIFICATION_METRICS_ADDR", notification.metrics_addr),
+            admin_addr: Setting::new("NOTIFICATION_ADMIN_ADDR", notification.admin_addr),
         },
     ]
 }
@@ -674,6 +679,48 @@ fn check_k8s_ports(needs: &[Needs], k8s: &K8s) -> Vec<String> {
                     ));
                 }
             }
+            // The admin API: its container port, on a Service of its own (`<name>-admin`), never
+            // on the public one.
+            match port_of(&service.admin_addr.value_in(env)) {
+                None => problems.push(format!(
+                    "{}: {} is not host:port",
+                    env.what, service.admin_addr.var
+                )),
+                Some(port) => {
+                    if container.ports.get("admin") != Some(&port) {
+                        problems.push(format!(
+                            "{}: the container port named admin is {}, but {} serves its admin API on {port} ({})",
+                            env.what,
+                            shown_port(container.ports.get("admin")),
+                            service.binary,
+                            service.admin_addr.var
+                        ));
+                    }
+                    let admin = format!("{}-admin", service.name);
+                    match k8s.services.get(&admin) {
+                        None => problems.push(format!(
+                            "{}: no Service {admin} in k8s/base (its admin API)",
+                            service.binary
+                        )),
+                        Some((ports, file)) => {
+                            if ports.get("admin") != Some(&port) || ports.len() != 1 {
+                                problems.push(format!(
+                                    "the Service {admin} ({file}) has ports {ports:?}: only admin, {port} ({} of {})",
+                                    service.admin_addr.var, service.binary
+                                ));
+                            }
+                        }
+                    }
+                    if let Some((ports, file)) = k8s.services.get(service.name)
+                        && (ports.contains_key("admin") || ports.values().any(|p| *p == port))
+                    {
+                        problems.push(format!(
+                            "the public Service {} ({file}) exposes the admin API (port {port}): it belongs on {admin} only",
+                            service.name
+                        ));
+                    }
+                }
+            }
             let grpc = port_of(&service.grpc_addr.value_in(env));
             for (probe, port) in &container.probe_ports {
                 if Some(*port) != grpc {
@@ -848,6 +895,11 @@ fn check_topology(
                 "metrics port",
                 port_of(&service.metrics_addr.value_in(&no_env)),
                 Some(spec.metrics_port),
+            ),
+            (
+                "admin port",
+                port_of(&service.admin_addr.value_in(&no_env)),
+                spec.admin_port,
             ),
         ];
         for (what, code, declared) in defaults {

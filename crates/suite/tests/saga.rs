@@ -121,6 +121,7 @@ impl Suite {
         let mut inventory = Launch::Inventory(inventory_service::config::Settings {
             grpc_addr: any,
             metrics_addr: any,
+            admin_addr: any,
             database_url: inventory_db.url(),
             db_max_connections: 10,
             kafka_bootstrap_servers: bootstrap.clone(),
@@ -147,6 +148,7 @@ impl Suite {
                 Launch::Order(order_service::config::Settings {
                     grpc_addr: any,
                     metrics_addr: any,
+                    admin_addr: any,
                     database_url: order_db.url(),
                     db_max_connections: 10,
                     inventory_url: format!("http://{inventory_addr}"),
@@ -178,6 +180,7 @@ impl Suite {
                 Launch::Payment(payment_service::config::Settings {
                     grpc_addr: any,
                     metrics_addr: any,
+                    admin_addr: any,
                     database_url: payment_db.url(),
                     db_max_connections: 10,
                     kafka_bootstrap_servers: bootstrap.clone(),
@@ -198,6 +201,7 @@ impl Suite {
                 Launch::Notification(notification_service::config::Settings {
                     grpc_addr: any,
                     metrics_addr: any,
+                    admin_addr: any,
                     database_url: notification_db.url(),
                     db_max_connections: 10,
                     kafka_bootstrap_servers: bootstrap.clone(),

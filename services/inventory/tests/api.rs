@@ -43,6 +43,7 @@ async fn spawn_app() -> TestApp {
     let settings = Settings {
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
         metrics_addr: "127.0.0.1:0".parse().unwrap(),
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
         database_url: db.url(),
         db_max_connections: 10,
         kafka_bootstrap_servers: kafka.bootstrap_servers().to_owned(),

@@ -12,6 +12,7 @@ use shop_runtime::config::{self, ConfigError};
 /// | --- | --- |
 /// | `NOTIFICATION_GRPC_ADDR` | gRPC listen address [`0.0.0.0:50054`] |
 /// | `NOTIFICATION_METRICS_ADDR` | Prometheus `/metrics` listen address [`0.0.0.0:9104`] |
+/// | `NOTIFICATION_ADMIN_ADDR` | admin gRPC API listen address, operators only (`shopctl`; never exposed to ordinary clients) [`0.0.0.0:50064`] |
 /// | `NOTIFICATION_DATABASE_URL` or `DATABASE_URL` | its own database [`postgres://postgres@127.0.0.1:5432/notification`] |
 /// | `NOTIFICATION_DB_MAX_CONNECTIONS` | pool size [`10`] |
 /// | `KAFKA_BOOTSTRAP_SERVERS` | Kafka [`127.0.0.1:9092`] |
@@ -32,6 +33,8 @@ pub struct Settings {
     pub grpc_addr: SocketAddr,
     /// Where Prometheus scrapes `/metrics`.
     pub metrics_addr: SocketAddr,
+    /// Where the admin API (`shop.admin.v1.AdminService`) listens.
+    pub admin_addr: SocketAddr,
     pub database_url: String,
     pub db_max_connections: u32,
     pub kafka_bootstrap_servers: String,
@@ -61,6 +64,7 @@ impl Settings {
         Ok(Self {
             grpc_addr: config::listen_addr("NOTIFICATION_GRPC_ADDR", 50054)?,
             metrics_addr: config::listen_addr("NOTIFICATION_METRICS_ADDR", 9104)?,
+            admin_addr: config::listen_addr("NOTIFICATION_ADMIN_ADDR", 50064)?,
             database_url,
             db_max_connections: config::parse("NOTIFICATION_DB_MAX_CONNECTIONS", 10)?,
             kafka_bootstrap_servers: config::string("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),

@@ -125,6 +125,7 @@ async fn spawn_app(webhook: Option<Behaviour>, tune: impl FnOnce(&mut Settings))
     let mut settings = Settings {
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
         metrics_addr: "127.0.0.1:0".parse().unwrap(),
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
         database_url: db.url(),
         db_max_connections: 10,
         kafka_bootstrap_servers: kafka.bootstrap_servers().to_owned(),

@@ -11,6 +11,7 @@ use shop_runtime::config::{self, ConfigError};
 /// | --- | --- |
 /// | `ORDER_GRPC_ADDR` | gRPC listen address [`0.0.0.0:50051`] |
 /// | `ORDER_METRICS_ADDR` | Prometheus `/metrics` listen address [`0.0.0.0:9101`] |
+/// | `ORDER_ADMIN_ADDR` | admin gRPC API listen address, operators only (`shopctl`; never exposed to ordinary clients) [`0.0.0.0:50061`] |
 /// | `ORDER_DATABASE_URL` or `DATABASE_URL` | its own database [`postgres://postgres@127.0.0.1:5432/orders`] |
 /// | `ORDER_DB_MAX_CONNECTIONS` | pool size [`10`] |
 /// | `INVENTORY_GRPC_URL` | inventory's gRPC endpoint, for prices [`http://127.0.0.1:50052`] |
@@ -33,6 +34,8 @@ pub struct Settings {
     pub grpc_addr: SocketAddr,
     /// Where Prometheus scrapes `/metrics`.
     pub metrics_addr: SocketAddr,
+    /// Where the admin API (`shop.admin.v1.AdminService`) listens.
+    pub admin_addr: SocketAddr,
     pub database_url: String,
     pub db_max_connections: u32,
     pub inventory_url: String,
@@ -81,6 +84,7 @@ impl Settings {
         Ok(Self {
             grpc_addr: config::listen_addr("ORDER_GRPC_ADDR", 50051)?,
             metrics_addr: config::listen_addr("ORDER_METRICS_ADDR", 9101)?,
+            admin_addr: config::listen_addr("ORDER_ADMIN_ADDR", 50061)?,
             database_url,
             db_max_connections: config::parse("ORDER_DB_MAX_CONNECTIONS", 10)?,
             inventory_url: config::string("INVENTORY_GRPC_URL", "http://127.0.0.1:50052"),

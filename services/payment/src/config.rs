@@ -10,6 +10,7 @@ use shop_runtime::config::{self, ConfigError};
 /// | --- | --- |
 /// | `PAYMENT_GRPC_ADDR` | gRPC listen address [`0.0.0.0:50053`] |
 /// | `PAYMENT_METRICS_ADDR` | Prometheus `/metrics` listen address [`0.0.0.0:9103`] |
+/// | `PAYMENT_ADMIN_ADDR` | admin gRPC API listen address, operators only (`shopctl`; never exposed to ordinary clients) [`0.0.0.0:50063`] |
 /// | `PAYMENT_DATABASE_URL` or `DATABASE_URL` | its own database [`postgres://postgres@127.0.0.1:5432/payment`] |
 /// | `KAFKA_BOOTSTRAP_SERVERS` | Kafka [`127.0.0.1:9092`] |
 /// | `ORDER_EVENTS_TOPIC` | consumed [`order.events.v1`] |
@@ -24,6 +25,8 @@ pub struct Settings {
     pub grpc_addr: SocketAddr,
     /// Where Prometheus scrapes `/metrics`.
     pub metrics_addr: SocketAddr,
+    /// Where the admin API (`shop.admin.v1.AdminService`) listens.
+    pub admin_addr: SocketAddr,
     pub database_url: String,
     pub db_max_connections: u32,
     pub kafka_bootstrap_servers: String,
@@ -47,6 +50,7 @@ impl Settings {
         Ok(Self {
             grpc_addr: config::listen_addr("PAYMENT_GRPC_ADDR", 50053)?,
             metrics_addr: config::listen_addr("PAYMENT_METRICS_ADDR", 9103)?,
+            admin_addr: config::listen_addr("PAYMENT_ADMIN_ADDR", 50063)?,
             database_url,
             db_max_connections: config::parse("PAYMENT_DB_MAX_CONNECTIONS", 10)?,
             kafka_bootstrap_servers: config::string("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
