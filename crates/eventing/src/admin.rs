@@ -220,7 +220,9 @@ pub async fn purge_dead_letters(
     dry_run: bool,
 ) -> Result<Vec<DeadLetter>, sqlx::Error> {
     let sql = if dry_run {
-        format!("SELECT {LISTED} FROM eventing_dead_letter WHERE {MATCHING} ORDER BY failed_at DESC, event_id")
+        format!(
+            "SELECT {LISTED} FROM eventing_dead_letter WHERE {MATCHING} ORDER BY failed_at DESC, event_id"
+        )
     } else {
         format!("DELETE FROM eventing_dead_letter WHERE {MATCHING} RETURNING {LISTED}")
     };
@@ -418,11 +420,12 @@ pub async fn republish(
             .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
             .collect();
         let appended = if dry_run {
-            let queued: bool =
-                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM eventing_outbox WHERE event_id = $1)")
-                    .bind(record.event_id)
-                    .fetch_one(&mut *conn)
-                    .await?;
+            let queued: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM eventing_outbox WHERE event_id = $1)",
+            )
+            .bind(record.event_id)
+            .fetch_one(&mut *conn)
+            .await?;
             !queued
         } else {
             sqlx::query(

@@ -48,15 +48,21 @@ async fn replay(
         ..DeadLetterFilter::default()
     };
     let mut tx = env.db.pool.begin().await.unwrap();
-    let decisions = admin::prepare_replay(&mut tx, &filter, max_replays, force, "test-operator", false)
-        .await
-        .unwrap();
+    let decisions =
+        admin::prepare_replay(&mut tx, &filter, max_replays, force, "test-operator", false)
+            .await
+            .unwrap();
     assert_eq!(decisions.len(), 1, "{decisions:?}");
     let decision = decisions.into_iter().next().unwrap();
     let record = decision.outcome?;
-    let done = admin::republish(&mut tx, std::slice::from_ref(&record), "test-operator", false)
-        .await
-        .unwrap();
+    let done = admin::republish(
+        &mut tx,
+        std::slice::from_ref(&record),
+        "test-operator",
+        false,
+    )
+    .await
+    .unwrap();
     assert_eq!(done.appended, 1);
     tx.commit().await.unwrap();
     Ok((decision.replay, record))

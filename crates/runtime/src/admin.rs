@@ -229,7 +229,8 @@ fn parked_selection<'a>(
         violations.add("selection", "required: all, a topic or ids");
         return ParkedEvents::Ids(&[]);
     };
-    let chosen = usize::from(s.all) + usize::from(!s.topic.is_empty()) + usize::from(!s.ids.is_empty());
+    let chosen =
+        usize::from(s.all) + usize::from(!s.topic.is_empty()) + usize::from(!s.ids.is_empty());
     if chosen != 1 {
         violations.add("selection", "exactly one of all, topic and ids");
     }

@@ -22,10 +22,15 @@ pub(crate) const SERVICES: [&str; 4] = ["order", "inventory", "payment", "notifi
 pub(crate) struct Bearer(Option<MetadataValue<Ascii>>);
 
 impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         match &self.0 {
             Some(value) => {
-                request.metadata_mut().insert("authorization", value.clone());
+                request
+                    .metadata_mut()
+                    .insert("authorization", value.clone());
                 Ok(request)
             }
             None => Err(tonic::Status::unauthenticated(
@@ -148,7 +153,10 @@ pub(crate) fn failed(service: &str, what: &str, status: &tonic::Status) -> anyho
     }
     if let Some(pre) = details.precondition_failure() {
         for v in &pre.violations {
-            text.push_str(&format!("\n  {} {}: {}", v.r#type, v.subject, v.description));
+            text.push_str(&format!(
+                "\n  {} {}: {}",
+                v.r#type, v.subject, v.description
+            ));
         }
     }
     anyhow::anyhow!(text)

@@ -9,9 +9,9 @@ use serde_json::{Map, Value as Json};
 pub(crate) fn payload(event_type: &str, payload: &[u8]) -> Result<Json, String> {
     let pool = DescriptorPool::decode(shop_proto::FILE_DESCRIPTOR_SET)
         .map_err(|e| format!("the compiled-in descriptors do not decode: {e}"))?;
-    let descriptor = pool.get_message_by_name(event_type).ok_or_else(|| {
-        format!("{event_type:?} is not a message of the published contracts")
-    })?;
+    let descriptor = pool
+        .get_message_by_name(event_type)
+        .ok_or_else(|| format!("{event_type:?} is not a message of the published contracts"))?;
     let message = DynamicMessage::decode(descriptor, payload)
         .map_err(|e| format!("the payload is not a {event_type}: {e}"))?;
     Ok(message_json(&message))
@@ -60,10 +60,12 @@ fn value_json(value: &Value, kind: &prost_reflect::Kind) -> Json {
 /// Bytes as lower-case hex.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// A header value for people: the text when it is printable UTF-8, else `0x` and hex.

@@ -235,7 +235,13 @@ async fn list(ctx: &Context, args: &ListArgs) -> anyhow::Result<ExitCode> {
         })),
         Format::Table => {
             let mut table = Table::new(&[
-                "FAILED AT", "CONSUMER", "EVENT TYPE", "ORDER", "EVENT ID", "SOURCE", "REPLAYS",
+                "FAILED AT",
+                "CONSUMER",
+                "EVENT TYPE",
+                "ORDER",
+                "EVENT ID",
+                "SOURCE",
+                "REPLAYS",
                 "ERROR",
             ]);
             for (_, d) in &all {
@@ -323,15 +329,25 @@ async fn show(ctx: &Context, args: &ShowArgs) -> anyhow::Result<ExitCode> {
                 println!("Dead letter {} of {} ({service})", d.event_id, d.consumer);
                 println!("  type:         {}", d.event_type);
                 println!("  order (key):  {}", d.key);
-                println!("  read from:    {} partition {} offset {}", d.topic, d.partition, d.offset);
+                println!(
+                    "  read from:    {} partition {} offset {}",
+                    d.topic, d.partition, d.offset
+                );
                 println!(
                     "  dead-lettered {} after {} attempt(s), to {}{}",
                     output::time(d.failed_at.as_ref()),
                     d.attempts,
                     d.dead_letter_topic,
-                    if d.published { "" } else { " (not published: the database has the only copy)" }
+                    if d.published {
+                        ""
+                    } else {
+                        " (not published: the database has the only copy)"
+                    }
                 );
-                println!("  replays:      {} (dead-lettered again after each)", d.replays);
+                println!(
+                    "  replays:      {} (dead-lettered again after each)",
+                    d.replays
+                );
                 if let Some(trace) = trace_id(d) {
                     println!("  trace id:     {trace}");
                 }
@@ -345,7 +361,10 @@ async fn show(ctx: &Context, args: &ShowArgs) -> anyhow::Result<ExitCode> {
                         "  payload ({}, {} bytes):\n{}",
                         d.event_type,
                         d.payload.len(),
-                        indent(&serde_json::to_string_pretty(&decoded).unwrap_or_default(), 4)
+                        indent(
+                            &serde_json::to_string_pretty(&decoded).unwrap_or_default(),
+                            4
+                        )
                     ),
                     Err(why) => println!(
                         "  payload ({} bytes, undecodable: {why}):\n    {}",
@@ -354,7 +373,10 @@ async fn show(ctx: &Context, args: &ShowArgs) -> anyhow::Result<ExitCode> {
                     ),
                 }
                 if !d.record_kept {
-                    println!("  (the record was not kept with the dead letter: read it from {})", d.dead_letter_topic);
+                    println!(
+                        "  (the record was not kept with the dead letter: read it from {})",
+                        d.dead_letter_topic
+                    );
                 }
             }
         }
@@ -375,7 +397,12 @@ async fn topic_owners(ctx: &Context) -> anyhow::Result<BTreeMap<String, &'static
     for service in SERVICES {
         // A service that does not answer owns nothing this time: the records of its topics are
         // reported as not replayed, the others go.
-        match ctx.clients.admin(service)?.describe(pb::DescribeRequest {}).await {
+        match ctx
+            .clients
+            .admin(service)?
+            .describe(pb::DescribeRequest {})
+            .await
+        {
             Ok(described) => {
                 for topic in described.into_inner().produces {
                     owners.insert(topic, service);
@@ -399,7 +426,9 @@ struct Replayed {
 
 async fn replay(ctx: &Context, args: &ReplayArgs) -> anyhow::Result<ExitCode> {
     if args.filter.is_empty() && !args.all {
-        bail!("select what to replay (--consumer, --event-type, --order-id, --since, --event-id, ...) or pass --all");
+        bail!(
+            "select what to replay (--consumer, --event-type, --order-id, --since, --event-id, ...) or pass --all"
+        );
     }
     let owners = topic_owners(ctx).await?;
     let mut lines: Vec<Replayed> = Vec::new();
@@ -456,9 +485,16 @@ async fn replay(ctx: &Context, args: &ReplayArgs) -> anyhow::Result<ExitCode> {
         let outcome = match answer {
             Ok(done) => {
                 let done = done.into_inner();
-                let how = if args.dry_run { "would be republished" } else { "republished" };
+                let how = if args.dry_run {
+                    "would be republished"
+                } else {
+                    "republished"
+                };
                 if done.already_queued > 0 {
-                    format!("{how} through the {owner} outbox ({} of this batch already waiting there)", done.already_queued)
+                    format!(
+                        "{how} through the {owner} outbox ({} of this batch already waiting there)",
+                        done.already_queued
+                    )
                 } else {
                     format!("{how} through the {owner} outbox")
                 }
@@ -473,7 +509,10 @@ async fn replay(ctx: &Context, args: &ReplayArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let held = lines.iter().filter(|l| l.decision.record.is_none()).count();
-    let failed = lines.iter().filter(|l| l.outcome.starts_with("not replayed")).count();
+    let failed = lines
+        .iter()
+        .filter(|l| l.outcome.starts_with("not replayed"))
+        .count();
     match ctx.format {
         Format::Json => output::print_json(&json!({
             "dry_run": args.dry_run,
@@ -527,7 +566,9 @@ async fn replay(ctx: &Context, args: &ReplayArgs) -> anyhow::Result<ExitCode> {
 
 async fn purge(ctx: &Context, args: &PurgeArgs) -> anyhow::Result<ExitCode> {
     if args.filter.is_empty() && !args.all {
-        bail!("select what to purge (--consumer, --event-type, --order-id, --since, --event-id, ...) or pass --all");
+        bail!(
+            "select what to purge (--consumer, --event-type, --order-id, --since, --event-id, ...) or pass --all"
+        );
     }
     let mut purged = Vec::new();
     for service in args.filter.services()? {
@@ -565,7 +606,11 @@ async fn purge(ctx: &Context, args: &PurgeArgs) -> anyhow::Result<ExitCode> {
                 println!(
                     "{} dead letter(s) {}.",
                     purged.len(),
-                    if args.dry_run { "would be purged (dry run: nothing changed)" } else { "purged" }
+                    if args.dry_run {
+                        "would be purged (dry run: nothing changed)"
+                    } else {
+                        "purged"
+                    }
                 );
             }
         }
@@ -587,7 +632,13 @@ pub(crate) async fn audit(ctx: &Context, args: &AuditArgs) -> anyhow::Result<Exi
             .list_audit_records(pb::ListAuditRecordsRequest { limit: args.limit })
             .await
             .map_err(|s| api::failed(service, "reading the audit", &s))?;
-        records.extend(answer.into_inner().records.into_iter().map(|r| (service, r)));
+        records.extend(
+            answer
+                .into_inner()
+                .records
+                .into_iter()
+                .map(|r| (service, r)),
+        );
     }
     records.sort_by(|(_, a), (_, b)| {
         let at = |r: &pb::AuditRecord| r.at.map(|t| (t.seconds, t.nanos));
@@ -606,7 +657,9 @@ pub(crate) async fn audit(ctx: &Context, args: &AuditArgs) -> anyhow::Result<Exi
             })).collect::<Vec<_>>(),
         })),
         Format::Table => {
-            let mut table = Table::new(&["AT", "SERVICE", "ACTOR", "ACTION", "CONSUMER", "EVENT ID", "DETAIL"]);
+            let mut table = Table::new(&[
+                "AT", "SERVICE", "ACTOR", "ACTION", "CONSUMER", "EVENT ID", "DETAIL",
+            ]);
             for (s, r) in &records {
                 table.row(vec![
                     output::time(r.at.as_ref()),

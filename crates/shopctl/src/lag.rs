@@ -59,7 +59,11 @@ fn client(bootstrap: &str) -> ClientConfig {
         let Some(rest) = name.strip_prefix("KAFKA_") else {
             continue;
         };
-        if value.is_empty() || !["SECURITY_", "SASL_", "SSL_"].iter().any(|p| rest.starts_with(p)) {
+        if value.is_empty()
+            || !["SECURITY_", "SASL_", "SSL_"]
+                .iter()
+                .any(|p| rest.starts_with(p))
+        {
             continue;
         }
         config.set(rest.to_lowercase().replace('_', "."), value);
@@ -140,7 +144,10 @@ fn measure(
     for group in groups {
         // Its topics: as the service describes them, else every topic it committed on.
         let (candidates, known): (Vec<&String>, bool) = match described.get(&group) {
-            Some(own) => (own.iter().filter(|t| topics.contains_key(*t)).collect(), true),
+            Some(own) => (
+                own.iter().filter(|t| topics.contains_key(*t)).collect(),
+                true,
+            ),
             None => (topics.keys().collect(), false),
         };
         if candidates.is_empty() {
@@ -166,7 +173,8 @@ fn measure(
             let (low, high) = match watermarks.get(&key) {
                 Some(w) => *w,
                 None => {
-                    let w = admin.fetch_watermarks(element.topic(), element.partition(), timeout)?;
+                    let w =
+                        admin.fetch_watermarks(element.topic(), element.partition(), timeout)?;
                     watermarks.insert(key.clone(), w);
                     w
                 }
@@ -224,7 +232,14 @@ pub(crate) async fn run(ctx: &Context, args: &LagArgs) -> anyhow::Result<ExitCod
         })),
         Format::Table => {
             let mut table = Table::new(&[
-                "GROUP", "STATE", "MEMBERS", "TOPIC", "PARTITION", "COMMITTED", "HIGH", "LAG",
+                "GROUP",
+                "STATE",
+                "MEMBERS",
+                "TOPIC",
+                "PARTITION",
+                "COMMITTED",
+                "HIGH",
+                "LAG",
             ]);
             for l in &lags {
                 let state = states.get(&l.group).cloned().unwrap_or_default();

@@ -47,32 +47,77 @@ struct Global {
     #[arg(long, short = 'o', value_enum, default_value_t = Format::Table, global = true)]
     output: Format,
     /// The order service's admin API.
-    #[arg(long, env = "ORDER_ADMIN_URL", default_value = "http://127.0.0.1:50061", global = true)]
+    #[arg(
+        long,
+        env = "ORDER_ADMIN_URL",
+        default_value = "http://127.0.0.1:50061",
+        global = true
+    )]
     order_admin: String,
     /// The inventory service's admin API.
-    #[arg(long, env = "INVENTORY_ADMIN_URL", default_value = "http://127.0.0.1:50062", global = true)]
+    #[arg(
+        long,
+        env = "INVENTORY_ADMIN_URL",
+        default_value = "http://127.0.0.1:50062",
+        global = true
+    )]
     inventory_admin: String,
     /// The payment service's admin API.
-    #[arg(long, env = "PAYMENT_ADMIN_URL", default_value = "http://127.0.0.1:50063", global = true)]
+    #[arg(
+        long,
+        env = "PAYMENT_ADMIN_URL",
+        default_value = "http://127.0.0.1:50063",
+        global = true
+    )]
     payment_admin: String,
     /// The notification service's admin API.
-    #[arg(long, env = "NOTIFICATION_ADMIN_URL", default_value = "http://127.0.0.1:50064", global = true)]
+    #[arg(
+        long,
+        env = "NOTIFICATION_ADMIN_URL",
+        default_value = "http://127.0.0.1:50064",
+        global = true
+    )]
     notification_admin: String,
     /// The order service's public API (for `order`).
-    #[arg(long, env = "ORDER_URL", default_value = "http://127.0.0.1:50051", global = true)]
+    #[arg(
+        long,
+        env = "ORDER_URL",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
     order_url: String,
     /// The inventory service's public API (for `order`).
-    #[arg(long, env = "INVENTORY_URL", default_value = "http://127.0.0.1:50052", global = true)]
+    #[arg(
+        long,
+        env = "INVENTORY_URL",
+        default_value = "http://127.0.0.1:50052",
+        global = true
+    )]
     inventory_url: String,
     /// The payment service's public API (for `order`).
-    #[arg(long, env = "PAYMENT_URL", default_value = "http://127.0.0.1:50053", global = true)]
+    #[arg(
+        long,
+        env = "PAYMENT_URL",
+        default_value = "http://127.0.0.1:50053",
+        global = true
+    )]
     payment_url: String,
     /// The notification service's public API (for `order`).
-    #[arg(long, env = "NOTIFICATION_URL", default_value = "http://127.0.0.1:50054", global = true)]
+    #[arg(
+        long,
+        env = "NOTIFICATION_URL",
+        default_value = "http://127.0.0.1:50054",
+        global = true
+    )]
     notification_url: String,
     /// Kafka (for `lag`); the security properties come from KAFKA_SECURITY_*, KAFKA_SASL_* and
     /// KAFKA_SSL_* as for the services.
-    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "127.0.0.1:9092", global = true)]
+    #[arg(
+        long,
+        env = "KAFKA_BOOTSTRAP_SERVERS",
+        default_value = "127.0.0.1:9092",
+        global = true
+    )]
     kafka: String,
     /// Longest wait for any one call, in seconds.
     #[arg(long, default_value_t = 10, global = true)]
@@ -159,10 +204,7 @@ mod tests {
         let mut command = super::Cli::command();
         command.build();
         fn walk(command: &clap::Command, path: &str) {
-            assert!(
-                command.get_about().is_some(),
-                "`{path}` has no help text"
-            );
+            assert!(command.get_about().is_some(), "`{path}` has no help text");
             for sub in command.get_subcommands() {
                 if sub.get_name() != "help" {
                     walk(sub, &format!("{path} {}", sub.get_name()));

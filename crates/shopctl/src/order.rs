@@ -36,19 +36,31 @@ struct Step {
 
 fn status_name(status: i32) -> String {
     order_pb::OrderStatus::try_from(status)
-        .map(|s| s.as_str_name().trim_start_matches("ORDER_STATUS_").to_owned())
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("ORDER_STATUS_")
+                .to_owned()
+        })
         .unwrap_or_else(|_| status.to_string())
 }
 
 fn payment_status_name(status: i32) -> String {
     payment_pb::PaymentStatus::try_from(status)
-        .map(|s| s.as_str_name().trim_start_matches("PAYMENT_STATUS_").to_owned())
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("PAYMENT_STATUS_")
+                .to_owned()
+        })
         .unwrap_or_else(|_| status.to_string())
 }
 
 fn delivery_name(status: i32) -> String {
     notification_pb::DeliveryStatus::try_from(status)
-        .map(|s| s.as_str_name().trim_start_matches("DELIVERY_STATUS_").to_owned())
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("DELIVERY_STATUS_")
+                .to_owned()
+        })
         .unwrap_or_else(|_| status.to_string())
 }
 
@@ -173,7 +185,13 @@ pub(crate) async fn run(ctx: &Context, args: &OrderArgs) -> anyhow::Result<ExitC
         steps.push(Step {
             at: at(n.created_at.as_ref()),
             service: "notification",
-            what: format!("{} notification by {} ({}, {} attempt(s))", n.kind, n.channel, delivery_name(n.status), n.attempts),
+            what: format!(
+                "{} notification by {} ({}, {} attempt(s))",
+                n.kind,
+                n.channel,
+                delivery_name(n.status),
+                n.attempts
+            ),
         });
         if let Some(delivered) = at(n.delivered_at.as_ref()) {
             steps.push(Step {
@@ -189,7 +207,14 @@ pub(crate) async fn run(ctx: &Context, args: &OrderArgs) -> anyhow::Result<ExitC
             service: *service,
             what: format!(
                 "DEAD-LETTERED {} at {} ({}/{}@{}, {} attempt(s), {} replay(s)): {}",
-                d.event_type, d.consumer, d.topic, d.partition, d.offset, d.attempts, d.replays, d.error
+                d.event_type,
+                d.consumer,
+                d.topic,
+                d.partition,
+                d.offset,
+                d.attempts,
+                d.replays,
+                d.error
             ),
         });
     }
@@ -201,7 +226,13 @@ pub(crate) async fn run(ctx: &Context, args: &OrderArgs) -> anyhow::Result<ExitC
         .find(|t| !t.is_empty())
         .or_else(|| dead_letters.iter().find_map(|(_, d)| dlq::trace_id(d)));
     let status = status_name(order.status);
-    let diagnosis = diagnose(&status, reservation.as_ref(), payment.as_ref(), &dead_letters, &id);
+    let diagnosis = diagnose(
+        &status,
+        reservation.as_ref(),
+        payment.as_ref(),
+        &dead_letters,
+        &id,
+    );
 
     match ctx.format {
         Format::Json => output::print_json(&json!({
@@ -232,7 +263,10 @@ pub(crate) async fn run(ctx: &Context, args: &OrderArgs) -> anyhow::Result<ExitC
             "diagnosis": diagnosis,
         })),
         Format::Table => {
-            println!("Order {} of {}: {status}", order.order_id, order.customer_id);
+            println!(
+                "Order {} of {}: {status}",
+                order.order_id, order.customer_id
+            );
             if let Some(trace) = &trace_id {
                 println!("Trace: {trace}");
             }

@@ -114,7 +114,14 @@ async fn status(ctx: &Context, args: &StatusArgs) -> anyhow::Result<ExitCode> {
             }
             print!("{}", table.render());
             let mut parked = Table::new(&[
-                "SERVICE", "ID", "TOPIC", "KEY", "EVENT TYPE", "ATTEMPTS", "PARKED AT", "BEHIND",
+                "SERVICE",
+                "ID",
+                "TOPIC",
+                "KEY",
+                "EVENT TYPE",
+                "ATTEMPTS",
+                "PARKED AT",
+                "BEHIND",
                 "LAST ERROR",
             ]);
             for (service, s) in &all {
@@ -133,7 +140,9 @@ async fn status(ctx: &Context, args: &StatusArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             if !parked.is_empty() {
-                println!("\nParked rows (fix the cause, then `shopctl outbox retry --service S --id ID`; or `shopctl outbox drop` for rows that must never be published):");
+                println!(
+                    "\nParked rows (fix the cause, then `shopctl outbox retry --service S --id ID`; or `shopctl outbox drop` for rows that must never be published):"
+                );
                 print!("{}", parked.render());
             }
         }

@@ -110,7 +110,10 @@ pub(crate) fn parse_when(when: &str) -> Result<DateTime<Utc>, String> {
     if let Ok(at) = DateTime::parse_from_rfc3339(when) {
         return Ok(at.with_timezone(&Utc));
     }
-    let (number, unit) = when.split_at(when.find(|c: char| !c.is_ascii_digit()).unwrap_or(when.len()));
+    let (number, unit) = when.split_at(
+        when.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(when.len()),
+    );
     let n: i64 = number
         .parse()
         .map_err(|_| format!("{when:?} is neither an RFC 3339 time nor an age like 15m"))?;

@@ -47,7 +47,9 @@ fn every_command_the_runbooks_name_exists() {
         // The command words: up to the first option or placeholder.
         let words: Vec<&str> = rest
             .split_whitespace()
-            .take_while(|w| w.chars().all(|c| c.is_ascii_lowercase() || c == '-') && !w.starts_with('-'))
+            .take_while(|w| {
+                w.chars().all(|c| c.is_ascii_lowercase() || c == '-') && !w.starts_with('-')
+            })
             .take(2)
             .collect();
         if !words.is_empty() {

@@ -299,16 +299,76 @@ const ROWS: [Row; 27] = {
             Denied,
         ),
         // The admin API (its own port): operators only, whatever the call.
-        row("shop.admin.v1.AdminService/Describe", Denied, Denied, Ok, Denied),
-        row("shop.admin.v1.AdminService/ListDeadLetters", Denied, Denied, Ok, Denied),
-        row("shop.admin.v1.AdminService/GetDeadLetter", Denied, Denied, NotFound, Denied),
-        row("shop.admin.v1.AdminService/ReplayDeadLetters", Denied, Denied, Ok, Denied),
-        row("shop.admin.v1.AdminService/RepublishRecords", Denied, Denied, Ok, Denied),
-        row("shop.admin.v1.AdminService/PurgeDeadLetters", Denied, Denied, Ok, Denied),
-        row("shop.admin.v1.AdminService/GetOutboxStatus", Denied, Denied, Ok, Denied),
-        row("shop.admin.v1.AdminService/RetryParked", Denied, Denied, Ok, Denied),
-        row("shop.admin.v1.AdminService/DropParked", Denied, Denied, Ok, Denied),
-        row("shop.admin.v1.AdminService/ListAuditRecords", Denied, Denied, Ok, Denied),
+        row(
+            "shop.admin.v1.AdminService/Describe",
+            Denied,
+            Denied,
+            Ok,
+            Denied,
+        ),
+        row(
+            "shop.admin.v1.AdminService/ListDeadLetters",
+            Denied,
+            Denied,
+            Ok,
+            Denied,
+        ),
+        row(
+            "shop.admin.v1.AdminService/GetDeadLetter",
+            Denied,
+            Denied,
+            NotFound,
+            Denied,
+        ),
+        row(
+            "shop.admin.v1.AdminService/ReplayDeadLetters",
+            Denied,
+            Denied,
+            Ok,
+            Denied,
+        ),
+        row(
+            "shop.admin.v1.AdminService/RepublishRecords",
+            Denied,
+            Denied,
+            Ok,
+            Denied,
+        ),
+        row(
+            "shop.admin.v1.AdminService/PurgeDeadLetters",
+            Denied,
+            Denied,
+            Ok,
+            Denied,
+        ),
+        row(
+            "shop.admin.v1.AdminService/GetOutboxStatus",
+            Denied,
+            Denied,
+            Ok,
+            Denied,
+        ),
+        row(
+            "shop.admin.v1.AdminService/RetryParked",
+            Denied,
+            Denied,
+            Ok,
+            Denied,
+        ),
+        row(
+            "shop.admin.v1.AdminService/DropParked",
+            Denied,
+            Denied,
+            Ok,
+            Denied,
+        ),
+        row(
+            "shop.admin.v1.AdminService/ListAuditRecords",
+            Denied,
+            Denied,
+            Ok,
+            Denied,
+        ),
         row(
             "shop.payment.v1.PaymentService/OpenAccount",
             Denied,
@@ -436,7 +496,9 @@ async fn call_admin(world: &World, method: &str, who: Who) -> Answer {
         })
     };
     match method {
-        "shop.admin.v1.AdminService/Describe" => answer(c.describe(admin::DescribeRequest {}).await),
+        "shop.admin.v1.AdminService/Describe" => {
+            answer(c.describe(admin::DescribeRequest {}).await)
+        }
         "shop.admin.v1.AdminService/ListDeadLetters" => answer(
             c.list_dead_letters(admin::ListDeadLettersRequest::default())
                 .await,

@@ -228,7 +228,11 @@ async fn shopctl_diagnoses_and_re_drives_a_dead_letter_and_runs_every_command() 
             &suite.config.order_events_topic,
             Some("poison-shopctl"),
             &[0xff; 12],
-            &ce_headers(&poison, &order_pb::OrderCancelled::full_name(), "poison-shopctl"),
+            &ce_headers(
+                &poison,
+                &order_pb::OrderCancelled::full_name(),
+                "poison-shopctl",
+            ),
         )
         .await
         .unwrap();
@@ -243,12 +247,18 @@ async fn shopctl_diagnoses_and_re_drives_a_dead_letter_and_runs_every_command() 
     .await;
     for consumer in [&inventory_group, &payment_group, &notification_group] {
         assert!(
-            dead_letters.iter().any(|(c, id, _)| c == consumer && *id == poison),
+            dead_letters
+                .iter()
+                .any(|(c, id, _)| c == consumer && *id == poison),
             "{consumer} dead-lettered the poison record: {dead_letters:?}"
         );
     }
     let victims: Vec<_> = listed(&suite, &["--order-id", &order_id]);
-    assert_eq!(victims.len(), 1, "one dead letter about the order: {victims:?}");
+    assert_eq!(
+        victims.len(),
+        1,
+        "one dead letter about the order: {victims:?}"
+    );
     let (consumer, payment_requested, _) = victims[0].clone();
     assert_eq!(consumer, payment_group);
     let table = ok(&suite, &["dlq", "list", "--order-id", &order_id]);
@@ -261,7 +271,10 @@ async fn shopctl_diagnoses_and_re_drives_a_dead_letter_and_runs_every_command() 
     );
     assert_eq!(listed(&suite, &["--consumer", &payment_group]).len(), 2);
     assert!(listed(&suite, &["--until", "1h"]).is_empty());
-    assert_eq!(listed(&suite, &["--since", "1h", "--service", "payment"]).len(), 2);
+    assert_eq!(
+        listed(&suite, &["--since", "1h", "--service", "payment"]).len(),
+        2
+    );
 
     // show: the error, the source position, the headers and the payload decoded.
     let shown = ok(&suite, &["dlq", "show", &payment_requested]);
@@ -275,7 +288,10 @@ async fn shopctl_diagnoses_and_re_drives_a_dead_letter_and_runs_every_command() 
         &format!("\"order_id\": \"{order_id}\""),
         &format!("\"customer_id\": \"{victim}\""),
     ] {
-        assert!(shown.contains(expected), "show lacks {expected:?}:\n{shown}");
+        assert!(
+            shown.contains(expected),
+            "show lacks {expected:?}:\n{shown}"
+        );
     }
     let shown = json(&suite, &["dlq", "show", &poison]);
     let shown = shown["dead_letters"].as_array().unwrap();
@@ -286,19 +302,41 @@ async fn shopctl_diagnoses_and_re_drives_a_dead_letter_and_runs_every_command() 
     let explained = ok(&suite, &["order", &order_id]);
     show(&format!("shopctl order {order_id}"), &explained);
     assert!(explained.contains(": PENDING"), "{explained}");
-    assert!(explained.contains("STUCK") && explained.contains(&payment_group), "{explained}");
+    assert!(
+        explained.contains("STUCK") && explained.contains(&payment_group),
+        "{explained}"
+    );
     assert!(explained.contains("reservation reserved"), "{explained}");
     let explained = json(&suite, &["order", &order_id]);
     assert_eq!(explained["status"], "PENDING");
     assert_eq!(explained["dead_letters"].as_array().unwrap().len(), 1);
-    assert!(explained["trace_id"].as_str().is_some_and(|t| t.len() == 32), "{explained}");
+    assert!(
+        explained["trace_id"]
+            .as_str()
+            .is_some_and(|t| t.len() == 32),
+        "{explained}"
+    );
 
     // A dry run changes nothing.
     let before = balance(&suite.dbs.payment, victim).await;
-    let dry = ok(&suite, &["dlq", "replay", "--order-id", &order_id, "--dry-run"]);
-    show(&format!("shopctl dlq replay --order-id {order_id} --dry-run"), &dry);
-    assert!(dry.contains("would be republished through the order outbox"), "{dry}");
-    assert!(json(&suite, &["audit"])["audit"].as_array().unwrap().is_empty());
+    let dry = ok(
+        &suite,
+        &["dlq", "replay", "--order-id", &order_id, "--dry-run"],
+    );
+    show(
+        &format!("shopctl dlq replay --order-id {order_id} --dry-run"),
+        &dry,
+    );
+    assert!(
+        dry.contains("would be republished through the order outbox"),
+        "{dry}"
+    );
+    assert!(
+        json(&suite, &["audit"])["audit"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
     // Refused without a selection.
     let refused = shopctl(&suite, &["dlq", "replay"]);
     assert!(!refused.status.success());
@@ -306,8 +344,14 @@ async fn shopctl_diagnoses_and_re_drives_a_dead_letter_and_runs_every_command() 
     // The fix, then the replay: applied once.
     fix_the_cause(&suite.dbs.payment).await;
     let replayed = ok(&suite, &["dlq", "replay", "--order-id", &order_id]);
-    show(&format!("shopctl dlq replay --order-id {order_id}   # after the fix"), &replayed);
-    assert!(replayed.contains("republished through the order outbox"), "{replayed}");
+    show(
+        &format!("shopctl dlq replay --order-id {order_id}   # after the fix"),
+        &replayed,
+    );
+    assert!(
+        replayed.contains("republished through the order outbox"),
+        "{replayed}"
+    );
     shop_testkit::eventually("the replayed order confirmed", SETTLE, || {
         let (order, id) = (suite.clients.order.clone(), order_id.clone());
         async move {
@@ -323,10 +367,19 @@ async fn shopctl_diagnoses_and_re_drives_a_dead_letter_and_runs_every_command() 
         }
     })
     .await;
-    assert!(listed(&suite, &["--order-id", &order_id]).is_empty(), "the dead letter is gone once applied");
+    assert!(
+        listed(&suite, &["--order-id", &order_id]).is_empty(),
+        "the dead letter is gone once applied"
+    );
     let explained = ok(&suite, &["order", &order_id]);
-    show(&format!("shopctl order {order_id}   # after the replay"), &explained);
-    assert!(explained.contains(": CONFIRMED") && explained.contains("payment CAPTURED"), "{explained}");
+    show(
+        &format!("shopctl order {order_id}   # after the replay"),
+        &explained,
+    );
+    assert!(
+        explained.contains(": CONFIRMED") && explained.contains("payment CAPTURED"),
+        "{explained}"
+    );
 
     // Once: replaying again selects nothing, and the record published twice more by hand (a
     // duplicate of the replay) changes nothing.
@@ -335,9 +388,21 @@ async fn shopctl_diagnoses_and_re_drives_a_dead_letter_and_runs_every_command() 
     assert_eq!(balance(&suite.dbs.payment, victim).await, before - PRICE);
 
     // The poison, replayed for inventory only, fails again and is counted there.
-    let guard = ["dlq", "replay", "--consumer", &inventory_group, "--event-id", &poison, "--max-replays", "1"];
+    let guard = [
+        "dlq",
+        "replay",
+        "--consumer",
+        &inventory_group,
+        "--event-id",
+        &poison,
+        "--max-replays",
+        "1",
+    ];
     let first = ok(&suite, &guard);
-    show("shopctl dlq replay --consumer INVENTORY --event-id POISON --max-replays 1", &first);
+    show(
+        "shopctl dlq replay --consumer INVENTORY --event-id POISON --max-replays 1",
+        &first,
+    );
     shop_testkit::eventually("the poison's replay dead-lettered again", SETTLE, || {
         let found = listed(&suite, &["--event-id", &poison]);
         let inventory_group = inventory_group.clone();
@@ -351,21 +416,33 @@ async fn shopctl_diagnoses_and_re_drives_a_dead_letter_and_runs_every_command() 
     .await;
     for (consumer, _, replays) in listed(&suite, &["--event-id", &poison]) {
         if consumer != inventory_group {
-            assert_eq!(replays, 0, "the replay was for inventory only, not {consumer}");
+            assert_eq!(
+                replays, 0,
+                "the replay was for inventory only, not {consumer}"
+            );
         }
     }
     // Its limit reached, it is held back (exit status 3), unless forced (dry run here).
     let held = shopctl(&suite, &guard);
     let held_out = String::from_utf8_lossy(&held.stdout);
-    show("shopctl dlq replay ... --max-replays 1   # again", &held_out);
+    show(
+        "shopctl dlq replay ... --max-replays 1   # again",
+        &held_out,
+    );
     assert_eq!(held.status.code(), Some(3), "{held_out}");
-    assert!(held_out.contains("held back: replayed 1 times"), "{held_out}");
+    assert!(
+        held_out.contains("held back: replayed 1 times"),
+        "{held_out}"
+    );
     let mut forced = guard.to_vec();
     forced.extend(["--force", "--dry-run"]);
     assert!(ok(&suite, &forced).contains("would be republished"));
 
     // Purge: a dry run, then for real.
-    let dry = json(&suite, &["dlq", "purge", "--event-id", &poison, "--dry-run"]);
+    let dry = json(
+        &suite,
+        &["dlq", "purge", "--event-id", &poison, "--dry-run"],
+    );
     assert_eq!(dry["purged"].as_array().unwrap().len(), 3);
     assert_eq!(listed(&suite, &["--event-id", &poison]).len(), 3);
     let purged = ok(&suite, &["dlq", "purge", "--event-id", &poison]);
@@ -384,17 +461,68 @@ async fn shopctl_diagnoses_and_re_drives_a_dead_letter_and_runs_every_command() 
     let status = json(&suite, &["outbox", "status", "--service", "order"]);
     let parked = status["outboxes"][0]["parked"].as_array().unwrap();
     assert_eq!(parked.len(), 2, "{status}");
-    assert!(ok(&suite, &["outbox", "drop", "--service", "order", "--id", &dropped.to_string(), "--dry-run"]).contains("would be dropped"));
-    assert_eq!(json(&suite, &["outbox", "status", "--service", "order"])["outboxes"][0]["parked"].as_array().unwrap().len(), 2);
-    ok(&suite, &["outbox", "drop", "--service", "order", "--id", &dropped.to_string()]);
-    let retry = ok(&suite, &["outbox", "retry", "--service", "order", "--id", &retried.to_string()]);
-    assert!(retry.contains("1 parked row(s) handed back to the relay"), "{retry}");
+    assert!(
+        ok(
+            &suite,
+            &[
+                "outbox",
+                "drop",
+                "--service",
+                "order",
+                "--id",
+                &dropped.to_string(),
+                "--dry-run"
+            ]
+        )
+        .contains("would be dropped")
+    );
+    assert_eq!(
+        json(&suite, &["outbox", "status", "--service", "order"])["outboxes"][0]["parked"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    ok(
+        &suite,
+        &[
+            "outbox",
+            "drop",
+            "--service",
+            "order",
+            "--id",
+            &dropped.to_string(),
+        ],
+    );
+    let retry = ok(
+        &suite,
+        &[
+            "outbox",
+            "retry",
+            "--service",
+            "order",
+            "--id",
+            &retried.to_string(),
+        ],
+    );
+    assert!(
+        retry.contains("1 parked row(s) handed back to the relay"),
+        "{retry}"
+    );
     let published = suite
         .kafka
-        .read_all(&parked_topic, 1, Duration::from_secs(30), Duration::from_secs(2))
+        .read_all(
+            &parked_topic,
+            1,
+            Duration::from_secs(30),
+            Duration::from_secs(2),
+        )
         .await;
     assert_eq!(
-        published.iter().map(|r| r.key.clone().unwrap_or_default()).collect::<Vec<_>>(),
+        published
+            .iter()
+            .map(|r| r.key.clone().unwrap_or_default())
+            .collect::<Vec<_>>(),
         ["parked-retried"],
         "the retried row published, the dropped one never"
     );
@@ -405,11 +533,24 @@ async fn shopctl_diagnoses_and_re_drives_a_dead_letter_and_runs_every_command() 
         .as_array()
         .unwrap()
         .iter()
-        .map(|a| (a["action"].as_str().unwrap().to_owned(), a["actor"].as_str().unwrap().to_owned()))
+        .map(|a| {
+            (
+                a["action"].as_str().unwrap().to_owned(),
+                a["actor"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
-    for action in ["dlq.replay", "outbox.republish", "dlq.purge", "outbox.retry", "outbox.drop"] {
+    for action in [
+        "dlq.replay",
+        "outbox.republish",
+        "dlq.purge",
+        "outbox.retry",
+        "outbox.drop",
+    ] {
         assert!(
-            actions.iter().any(|(a, who)| a == action && who == "test-operator"),
+            actions
+                .iter()
+                .any(|(a, who)| a == action && who == "test-operator"),
             "{action} by test-operator in the audit: {actions:?}"
         );
     }
@@ -432,8 +573,20 @@ async fn shopctl_diagnoses_and_re_drives_a_dead_letter_and_runs_every_command() 
         }
     })
     .await;
-    assert!(lag["groups"].as_array().unwrap().iter().all(|g| g["partitions"].is_array()));
-    show("shopctl lag --group PAYMENT", &ok(&suite, &["lag", "--group", &payment_group]));
-    assert_eq!(order_status(&mut suite, &order_id).await, order_pb::OrderStatus::Confirmed as i32);
+    assert!(
+        lag["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|g| g["partitions"].is_array())
+    );
+    show(
+        "shopctl lag --group PAYMENT",
+        &ok(&suite, &["lag", "--group", &payment_group]),
+    );
+    assert_eq!(
+        order_status(&mut suite, &order_id).await,
+        order_pb::OrderStatus::Confirmed as i32
+    );
     assert_eq!(balance(&suite.dbs.payment, victim).await, before - PRICE);
 }

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use shop_eventing::Consumer;
 use shop_proto::notification::v1::notification_service_server::NotificationServiceServer;
+use shop_runtime::admin::AdminApi;
 use shop_runtime::auth::Authenticator;
 use shop_runtime::observability::Observability;
-use shop_runtime::admin::AdminApi;
 use shop_runtime::service::{Bound, Ports, ServiceRunner};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
@@ -171,7 +171,7 @@ impl Application {
         let worker_shutdown = runner.shutdown().clone();
         runner
             .admin(admin_listener, admin)
-        .metrics(metrics_listener, observability, pool.clone())
+            .metrics(metrics_listener, observability, pool.clone())
             .consumer("order events consumer", consumer)
             .task("delivery worker", async move {
                 worker.run(worker_shutdown).await

@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 
 use shop_eventing::{Consumer, Outbox, Relay};
 use shop_proto::payment::v1::payment_service_server::PaymentServiceServer;
+use shop_runtime::admin::AdminApi;
 use shop_runtime::auth::Authenticator;
 use shop_runtime::observability::Observability;
-use shop_runtime::admin::AdminApi;
 use shop_runtime::service::{Bound, Ports, ServiceRunner};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;

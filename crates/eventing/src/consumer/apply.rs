@@ -177,9 +177,7 @@ impl<H: Handler> Consumer<H> {
         // The batch's locks, all of them, in one global order, before any record takes one.
         let mut keys: BTreeSet<LockKey> = BTreeSet::new();
         for (at, event) in events.iter().enumerate() {
-            let settled = known
-                .get(&event.id)
-                .is_some_and(|k| *k != Known::Replayed);
+            let settled = known.get(&event.id).is_some_and(|k| *k != Known::Replayed);
             if settled || event.rejected.is_some() {
                 continue;
             }

@@ -189,13 +189,16 @@ pub async fn reservation(
     conn: &mut PgConnection,
     order_id: &str,
 ) -> sqlx::Result<Option<ReservationRow>> {
-    let row: Option<(String, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> =
-        sqlx::query_as(
-            "SELECT status, created_at, updated_at FROM reservations WHERE order_id = $1",
-        )
-        .bind(order_id)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let row: Option<(
+        String,
+        chrono::DateTime<chrono::Utc>,
+        chrono::DateTime<chrono::Utc>,
+    )> = sqlx::query_as(
+        "SELECT status, created_at, updated_at FROM reservations WHERE order_id = $1",
+    )
+    .bind(order_id)
+    .fetch_optional(&mut *conn)
+    .await?;
     let Some((status, created_at, updated_at)) = row else {
         return Ok(None);
     };
