@@ -54,7 +54,14 @@ async fn replay(
             .unwrap();
     assert_eq!(decisions.len(), 1, "{decisions:?}");
     let decision = decisions.into_iter().next().unwrap();
-    let record = decision.outcome?;
+    let record = match decision.outcome {
+        Ok(record) => record,
+        Err(held_back) => {
+            // The decision is recorded all the same, as the admin API commits it.
+            tx.commit().await.unwrap();
+            return Err(held_back);
+        }
+    };
     let done = admin::republish(
         &mut tx,
         std::slice::from_ref(&record),
