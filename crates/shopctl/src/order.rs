@@ -204,7 +204,7 @@ pub(crate) async fn run(ctx: &Context, args: &OrderArgs) -> anyhow::Result<ExitC
     for (service, d) in &dead_letters {
         steps.push(Step {
             at: at(d.failed_at.as_ref()),
-            service: *service,
+            service,
             what: format!(
                 "DEAD-LETTERED {} at {} ({}/{}@{}, {} attempt(s), {} replay(s)): {}",
                 d.event_type,
