@@ -48,10 +48,9 @@ kafka=$(sed -n 's/^  Kafka *\([^ ]*\).*/\1/p' "$log")
 # On the SASL/SCRAM broker of --broker kafka, the load generator's reader (a group of its own
 # on order.events.v1) logs in as the broker's admin: it is the operator's tool, not a service
 # with an identity and ACLs of its own.
-credentials="$SHOP_STATE_DIR/kafka/broker/credentials"
-if grep -q "SASL/SCRAM" "$log" && [ -f "$credentials" ]; then
-  export KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT KAFKA_SASL_MECHANISM=SCRAM-SHA-512 \
-    KAFKA_SASL_USERNAME=admin KAFKA_SASL_PASSWORD="$(awk '$1 == "admin" {print $2}' "$credentials")"
+if grep -q "SASL/SCRAM" "$log"; then
+  # shellcheck disable=SC2046 # one NAME=value per line, none with spaces
+  export $(shop_kafka_login admin "$SHOP_STATE_DIR/kafka/broker")
 fi
 echo "machine: $(nproc) cores; suite: release build; Kafka: $kafka; tracing: $tracing"
 # The load generator mints its customers' and operator's tokens with the dev signing key.
