@@ -167,7 +167,9 @@ mod relay;
 mod retry;
 
 pub use commit::{after_commit, committing, count_on_commit};
-pub use consumer::{Consumer, ConsumerConfig, Handler, HandlerError, LockKey, StartPosition};
+pub use consumer::{
+    Consumer, ConsumerConfig, Handler, HandlerError, LockKey, Retention, StartPosition,
+};
 pub use dispatch::{Dispatcher, On};
 pub use failpoint::{FailpointAction, Failpoints};
 pub use inbound::InboundEvent;

@@ -83,6 +83,8 @@ pub struct ConsumerConfig {
     /// later re-drive), `shop_consumer_dead_letters_unpublished_total` counts it, and the
     /// partition moves on.
     pub dead_letter_timeout: Duration,
+    /// How long inbox rows (and published dead-letter rows) are kept; see [`Retention`].
+    pub retention: Retention,
     /// Where counts and timings go (see [`EventingMetrics`]).
     pub metrics: EventingMetrics,
     /// Crash points for tests.
@@ -119,6 +121,7 @@ impl ConsumerConfig {
             max_fetch_wait: Duration::from_millis(20),
             statistics_interval: Duration::from_secs(5),
             dead_letter_timeout: Duration::from_secs(10),
+            retention: Retention::default(),
             metrics: EventingMetrics::default(),
             failpoints: Failpoints::from_env(),
         }
@@ -278,5 +281,41 @@ mod tests {
         let (client, _) = client_config(&KafkaConfig::new("k:9092"), &config);
         assert_eq!(client.get("session.timeout.ms"), Some("6000"));
         assert_eq!(client.get("heartbeat.interval.ms"), Some("2000"));
+    }
+}
+
+/// How long a consumer keeps the rows that make it idempotent, and how it deletes the older
+/// ones.
+///
+/// An inbox row protects against a second delivery of its record. Second deliveries come from
+/// the topic: a redelivery after a crash or a rebalance (seconds), a replay or re-drive by an
+/// operator (from what the topic still holds), a relay that published twice (seconds). So a row
+/// is worth keeping as long as its record can still be read from the topic, that is, the
+/// topic's retention (`retention.ms`: 7 days for the suite's topics, `deploy/topology.yaml`),
+/// and no longer. The default window is that plus a day. A deployment that raises a topic's
+/// retention must raise `window` with it (or replays from past the window apply again).
+///
+/// Dead-letter rows, which make a replay skip their record, follow the same window once their
+/// copy reached the dead-letter topic (those kept only in the database stay until re-driven).
+/// Rows are deleted oldest first, `batch` at a time, every `every`, each batch its own short
+/// transaction, through an index on `(consumer, processed_at)`: the sweep never holds many
+/// locks nor competes with the consumer for long.
+#[derive(Clone, Debug)]
+pub struct Retention {
+    /// Rows older than this are deleted.
+    pub window: Duration,
+    /// Time between two sweeps.
+    pub every: Duration,
+    /// Most rows one statement deletes.
+    pub batch: i64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(8 * 24 * 3600),
+            every: Duration::from_secs(60),
+            batch: 1000,
+        }
     }
 }

@@ -16,6 +16,7 @@ mod context;
 mod dead_letter;
 mod error;
 mod handler;
+mod retention;
 mod waiting;
 
 use std::sync::Mutex;
@@ -31,7 +32,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-pub use self::config::{ConsumerConfig, StartPosition};
+pub use self::config::{ConsumerConfig, Retention, StartPosition};
 pub use self::error::HandlerError;
 pub use self::handler::{Handler, LockKey};
 
@@ -198,6 +199,16 @@ impl<H: Handler> Consumer<H> {
     /// as a dead process would.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Crashed> {
         tracing::info!(consumer = %self.config.name, topics = ?self.config.topics, "Consuming.");
+        let sweeping = shutdown.child_token();
+        let sweeper = tokio::spawn(retention::sweep(
+            self.pool.clone(),
+            self.config.name.clone(),
+            self.config.retention.clone(),
+            self.config.metrics.clone(),
+            sweeping.clone(),
+        ));
+        // Stops the sweep however this function ends (a crash failpoint returns early).
+        let _sweeping = sweeping.drop_guard();
         let mut waitlist = Waitlist::new(&self.config.group_id, &self.config.metrics);
         loop {
             self.forget_revoked(&mut waitlist);
@@ -277,6 +288,7 @@ impl<H: Handler> Consumer<H> {
         if closer.is_ok() && tokio::time::timeout(patience, closed_rx).await.is_err() {
             tracing::warn!(consumer = %config.name, ?patience, "The Kafka consumer did not close in time; leaving it behind (records since the last commit will be redelivered and skipped by the inbox).");
         }
+        let _ = sweeper.await;
         tracing::info!(consumer = %config.name, "Consumer stopped.");
         Ok(())
     }
