@@ -46,4 +46,5 @@ until grep -q "The shop suite is running" "$log"; do
 done
 kafka=$(sed -n 's/^  Kafka *\([^ ]*\).*/\1/p' "$log")
 echo "machine: $(nproc) cores; suite: release build; Kafka: $kafka; tracing: $tracing"
-target/release/shop-load --kafka "$kafka" "${load_args[@]}"
+# The load generator mints its customers' and operator's tokens with the dev signing key.
+SHOP_SIGNING_KEY="$SHOP_STATE_DIR/auth/signing-key.pem" target/release/shop-load --kafka "$kafka" "${load_args[@]}"

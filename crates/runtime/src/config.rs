@@ -68,6 +68,38 @@ pub fn first_of(names: &[&str], default: &str) -> String {
         .unwrap_or_else(|| default.to_owned())
 }
 
+/// The one of `names` that is set (not empty), with its value, or `None` when none is: for
+/// settings given one way or another (`AUTH_JWKS_FILE` or `AUTH_JWKS_URL`). Reported as
+/// `"A|B"` by [`recording`].
+///
+/// # Errors
+/// When more than one is set: which one wins would be a guess.
+pub fn one_of(names: &[&'static str]) -> Result<Option<(&'static str, String)>, ConfigError> {
+    note(&names.join("|"));
+    let set: Vec<(&'static str, String)> = names
+        .iter()
+        .filter_map(|name| {
+            std::env::var(name)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(|v| (*name, v))
+        })
+        .collect();
+    match set.len() {
+        0 => Ok(None),
+        1 => Ok(set.into_iter().next()),
+        _ => Err(ConfigError {
+            name: names.join(", "),
+            value: set
+                .iter()
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            reason: "set only one of them".into(),
+        }),
+    }
+}
+
 /// The variable parsed as `T`, or `default` when unset or empty.
 ///
 /// # Errors

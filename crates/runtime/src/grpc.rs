@@ -70,7 +70,9 @@ pub struct Health<'a> {
     pub ready: tokio::sync::watch::Receiver<bool>,
 }
 
-/// Serves `routes` on `listener` until `shutdown` is cancelled. Every call gets a server span
+/// Serves `routes` on `listener` until `shutdown` is cancelled. Every call but health and
+/// reflection must carry a bearer token that `auth` accepts (see [`crate::auth`]): there is no
+/// server without it. Every call gets a server span
 /// (continuing the caller's trace) and is counted and timed in `metrics`. The named services
 /// of `health` are reported SERVING while its `ready` is true and NOT_SERVING while it is false
 /// (the overall `""` status, which liveness probes check, follows only the process's life). On
@@ -86,6 +88,7 @@ pub async fn serve(
     shutdown: CancellationToken,
     request_timeout: Duration,
     metrics: shop_telemetry::grpc::GrpcMetrics,
+    auth: &crate::auth::Authenticator,
 ) -> Result<(), tonic::transport::Error> {
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let Health {
@@ -131,7 +134,9 @@ pub async fn serve(
     };
     tonic::transport::Server::builder()
         .timeout(request_timeout)
+        // Outside the authentication, so refused calls are traced and counted (UNAUTHENTICATED).
         .layer(shop_telemetry::grpc::GrpcServerLayer::new(metrics))
+        .layer(auth.layer())
         .add_routes(add_reflection(routes, &names_for_reflection))
         .serve_with_incoming_shutdown(incoming, lifecycle)
         .await

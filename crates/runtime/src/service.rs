@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
+use crate::auth::Authenticator;
 use crate::observability::{Observability, serve_metrics};
 use crate::tasks::{Task, run_until_stopped};
 use shop_telemetry::grpc::GrpcMetrics;
@@ -157,6 +158,7 @@ pub struct ServiceRunner {
     tasks: Vec<(&'static str, Task)>,
     relay: Option<RelayHealth>,
     grpc_metrics: GrpcMetrics,
+    auth: Authenticator,
     shutdown: CancellationToken,
 }
 
@@ -172,14 +174,18 @@ impl std::fmt::Debug for ServiceRunner {
 
 impl ServiceRunner {
     /// Serves `routes` (the service's gRPC API, named `name` for health checks) on `listener`,
-    /// each call bounded by `request_timeout`, until `shutdown`.
+    /// each call bounded by `request_timeout` and authenticated by `auth` (whose key set is
+    /// kept fresh by a task of the runner), until `shutdown`.
     pub fn new(
         listener: TcpListener,
         routes: Routes,
         name: &'static str,
         request_timeout: Duration,
+        auth: Authenticator,
         shutdown: CancellationToken,
     ) -> Self {
+        let keys = auth.clone();
+        let stop = shutdown.clone();
         Self {
             listener,
             routes,
@@ -188,8 +194,10 @@ impl ServiceRunner {
             tasks: Vec::new(),
             relay: None,
             grpc_metrics: GrpcMetrics::unregistered(),
+            auth,
             shutdown,
         }
+        .task("token keys refresh", keys.keep_fresh(stop))
     }
 
     /// Serves the service's metrics (`observability`, with whatever the service registered in
@@ -268,6 +276,7 @@ impl ServiceRunner {
             mut tasks,
             relay,
             grpc_metrics,
+            auth,
             shutdown,
         } = self;
         let (ready_tx, ready) = watch::channel(true);
@@ -297,6 +306,7 @@ impl ServiceRunner {
                         grpc_shutdown,
                         request_timeout,
                         grpc_metrics,
+                        &auth,
                     )
                     .await?;
                     Ok(())

@@ -56,6 +56,12 @@ async fn a_relay_without_progress_turns_the_service_not_ready_until_it_recovers(
         Routes::default(),
         API,
         Duration::from_secs(10),
+        shop_runtime::auth::Authenticator::from_jwks(
+            &shop_testkit::test_auth().issuer().jwks(),
+            shop_testkit::auth::ISSUER,
+            shop_testkit::auth::AUDIENCE,
+        )
+        .unwrap(),
         stop.clone(),
     )
     .relay(relay);

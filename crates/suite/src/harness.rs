@@ -11,8 +11,8 @@ use shop_proto::inventory::v1 as inventory;
 use shop_proto::order::v1 as order;
 use shop_proto::order::v1::order_service_client::OrderServiceClient;
 use shop_proto::payment::v1 as payment;
+use shop_testkit::Authed;
 use shop_testkit::{TestDb, TestKafka};
-use tonic::transport::Channel;
 
 use crate::audit::{AuditReport, Databases, ExpectedDeadLetter, audit, audit_expecting};
 use crate::clients::Clients;
@@ -526,24 +526,27 @@ pub struct StreamReport {
     pub cancelled_by_customer: usize,
 }
 
-/// How long a client keeps retrying a call that fails.
-const CLIENT_PATIENCE: Duration = Duration::from_secs(60);
+/// How long a client keeps retrying a call that fails (a service killed over and over on a
+/// loaded machine can take a minute to answer again).
+const CLIENT_PATIENCE: Duration = Duration::from_secs(120);
 
-/// Places `request` (retrying with the same key) and, if `cancel`, cancels it a moment later.
-/// Returns the order id and whether the cancellation was accepted (an order the saga already
-/// cancelled refuses it).
-async fn place_and_maybe_cancel(
-    mut client: OrderServiceClient<Channel>,
-    request: order::PlaceOrderRequest,
-    cancel: bool,
-) -> (String, bool) {
+/// Places `request` as a client does: a call that fails for a reason that may pass (the service
+/// restarting, inventory slow) is retried under the same idempotency key, which makes it safe,
+/// for up to [`CLIENT_PATIENCE`]. Returns the order id.
+///
+/// # Panics
+/// When the order service refuses the order, or never answers within the patience.
+pub async fn place(
+    client: &mut OrderServiceClient<Authed>,
+    request: &order::PlaceOrderRequest,
+) -> String {
     let deadline = Instant::now() + CLIENT_PATIENCE;
-    let order_id = loop {
+    loop {
         let mut call = tonic::Request::new(request.clone());
         call.set_timeout(Duration::from_secs(15));
         match client.place_order(call).await {
             Ok(response) => match response.into_inner().order {
-                Some(order) => break order.order_id,
+                Some(order) => return order.order_id,
                 None => panic!("PlaceOrder answered without an order"),
             },
             Err(status) if Instant::now() < deadline && retryable(&status) => {
@@ -552,7 +555,18 @@ async fn place_and_maybe_cancel(
             }
             Err(status) => panic!("PlaceOrder {} failed: {status}", request.idempotency_key),
         }
-    };
+    }
+}
+
+/// Places `request` (retrying with the same key) and, if `cancel`, cancels it a moment later.
+/// Returns the order id and whether the cancellation was accepted (an order the saga already
+/// cancelled refuses it).
+async fn place_and_maybe_cancel(
+    mut client: OrderServiceClient<Authed>,
+    request: order::PlaceOrderRequest,
+    cancel: bool,
+) -> (String, bool) {
+    let order_id = place(&mut client, &request).await;
     if !cancel {
         return (order_id, false);
     }

@@ -152,7 +152,8 @@ impl Drop for SuiteProcesses {
 }
 
 impl SuiteProcesses {
-    /// Starts the four services and waits until each reports SERVING.
+    /// Starts the four services and waits until each reports SERVING. They trust the test
+    /// issuer ([`shop_testkit::test_auth`]); the clients returned call as an operator.
     ///
     /// # Errors
     /// When a process cannot be started or does not come up within a minute.
@@ -170,7 +171,12 @@ impl SuiteProcesses {
         ] {
             suite.add(service, Vec::new())?;
         }
-        let clients = Clients::connect(&suite.endpoints(), Duration::from_secs(60)).await?;
+        let clients = Clients::connect(
+            &suite.endpoints(),
+            Duration::from_secs(60),
+            &shop_testkit::test_auth().operator(),
+        )
+        .await?;
         Ok((suite, clients))
     }
 
@@ -357,6 +363,16 @@ impl SuiteProcesses {
         }
         if let Some(endpoint) = &c.otlp_endpoint {
             command.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint);
+        }
+        // Callers' tokens are checked against the test issuer's keys; the order service calls
+        // inventory with a token of its own.
+        let auth = shop_testkit::test_auth();
+        command.envs(auth.env());
+        if service == Service::Order {
+            command.env(
+                "ORDER_SERVICE_TOKEN_FILE",
+                auth.service_token_file("order-service"),
+            );
         }
         for (k, v) in c.env.iter().chain(&instance.env) {
             command.env(k, v);

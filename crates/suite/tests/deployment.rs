@@ -1265,3 +1265,121 @@ fn a_port_that_drifts_from_the_settings_is_reported() {
         "{problems:#?}"
     );
 }
+
+/// Where a file a service reads at the path of a variable comes from.
+struct MountedFile {
+    var: &'static str,
+    /// The ConfigMap or Secret (k8s) holding it, under the file's name as its key.
+    source: &'static str,
+}
+
+/// What each Deployment's mounts put at `path`: the ConfigMap or Secret behind it, or a problem.
+fn k8s_mount_source(deployment: &Value, path: &str, file: &str) -> Result<String, String> {
+    let pod = deployment
+        .get("spec")
+        .and_then(|s| s.get("template"))
+        .and_then(|t| t.get("spec"))
+        .expect("a pod template");
+    let container = seq_of(pod, &["containers"]).first().expect("a container");
+    let (dir, name) = path.rsplit_once('/').ok_or("not an absolute path")?;
+    let mount = seq_of(container, &["volumeMounts"])
+        .iter()
+        .find(|m| str_of(m, &["mountPath"]) == Some(dir))
+        .ok_or(format!("nothing is mounted at {dir}"))?;
+    if mount.get("subPath").is_some() {
+        // A subPath mount is never updated by the kubelet: a rotated key or renewed token
+        // would not reach the running pod.
+        return Err(format!("{dir} is mounted with a subPath"));
+    }
+    let volume_name = str_of(mount, &["name"]).expect("mount name");
+    let volume = seq_of(pod, &["volumes"])
+        .iter()
+        .find(|v| str_of(v, &["name"]) == Some(volume_name))
+        .ok_or(format!("no volume {volume_name}"))?;
+    let source = str_of(volume, &["configMap", "name"])
+        .or_else(|| str_of(volume, &["secret", "secretName"]))
+        .ok_or(format!(
+            "volume {volume_name} is neither a ConfigMap nor a Secret"
+        ))?;
+    if name != file {
+        return Err(format!("the file is {name}, the key {file}"));
+    }
+    Ok(source.to_owned())
+}
+
+#[test]
+fn the_token_files_a_service_reads_are_mounted_where_its_variables_point() {
+    let jwks = MountedFile {
+        var: "AUTH_JWKS_FILE",
+        source: "shop-auth-jwks",
+    };
+    let own_token = MountedFile {
+        var: "ORDER_SERVICE_TOKEN_FILE",
+        source: "order-service-token",
+    };
+    let compose = yaml_documents(&root().join("docker-compose.yml"))
+        .pop()
+        .expect("docker-compose.yml");
+    let mut problems = Vec::new();
+    for (service, files) in [
+        ("order", vec![&jwks, &own_token]),
+        ("inventory", vec![&jwks]),
+        ("payment", vec![&jwks]),
+        ("notification", vec![&jwks]),
+    ] {
+        let config = env_file(&root().join(format!("k8s/base/{service}/config.env")));
+        let deployment =
+            yaml_documents(&root().join(format!("k8s/base/{service}/deployment.yaml")))
+                .pop()
+                .expect("a Deployment");
+        let compose_service = compose
+            .get("services")
+            .and_then(|s| s.get(service))
+            .expect("a compose service");
+        for file in files {
+            // The key in the ConfigMap or Secret is the file's name (`jwks.json`, `token`).
+            let key = if file.var == "AUTH_JWKS_FILE" {
+                "jwks.json"
+            } else {
+                "token"
+            };
+            match config.get(file.var).cloned().flatten() {
+                None => problems.push(format!(
+                    "k8s/base/{service}/config.env does not set {}",
+                    file.var
+                )),
+                Some(path) => match k8s_mount_source(&deployment, &path, key) {
+                    Ok(source) if source == file.source => {}
+                    Ok(source) => problems.push(format!(
+                        "k8s/base/{service}/deployment.yaml mounts {source} at {path} ({}), not {}",
+                        file.var, file.source
+                    )),
+                    Err(problem) => problems.push(format!(
+                        "k8s/base/{service}/deployment.yaml, {} = {path}: {problem}",
+                        file.var
+                    )),
+                },
+            }
+            // Compose: the variable points into a directory the service mounts.
+            let path = str_of(compose_service, &["environment", file.var]);
+            let mounted = path.is_some_and(|path| {
+                seq_of(compose_service, &["volumes"]).iter().any(|v| {
+                    // SOURCE:TARGET[:MODE], where SOURCE may hold `${VAR:-default}`.
+                    let parts: Vec<&str> = v.as_str().unwrap_or_default().split(':').collect();
+                    let target = match parts.as_slice() {
+                        [.., target, "ro" | "rw"] | [.., target] => *target,
+                        [] => "",
+                    };
+                    !target.is_empty() && path.starts_with(&format!("{target}/"))
+                })
+            });
+            if !mounted {
+                problems.push(format!(
+                    "docker-compose.yml: {service}'s {} ({path:?}) is not in a mounted directory",
+                    file.var
+                ));
+            }
+        }
+    }
+    assert_none("token files", &problems);
+}

@@ -34,7 +34,7 @@ use rdkafka::message::{Headers as _, Message as _};
 use shop_eventing::headers;
 use shop_proto::order::v1 as order_pb;
 use shop_suite::audit::{AuditReport, ExpectedDeadLetter};
-use shop_suite::harness::{PRICE, ProcessSuite, Shop, ShopSpec, StreamReport, eur};
+use shop_suite::harness::{self, PRICE, ProcessSuite, Shop, ShopSpec, StreamReport, eur};
 use shop_suite::processes::{Service, free_port};
 use shop_suite::scrape::Scrape;
 use shop_testkit::{PrivatePostgres, TcpProxy, TestKafka};
@@ -545,30 +545,19 @@ async fn order_dead_lettered_at_payment(
     shop: &Shop,
     customer: &str,
 ) -> String {
-    // As a client does: UNAVAILABLE (inventory slow on a loaded machine) is retried under the
-    // same idempotency key, which makes the retry safe.
-    let mut tries = 0;
-    let order = loop {
-        let placed = suite
-            .clients
-            .order
-            .place_order(order_pb::PlaceOrderRequest {
-                idempotency_key: format!("{customer}-order"),
-                customer_id: customer.into(),
-                lines: vec![order_pb::LineRequest {
-                    sku: shop.plentiful[0].clone(),
-                    quantity: 1,
-                }],
-            })
-            .await;
-        match placed {
-            Err(status) if status.code() == tonic::Code::Unavailable && tries < 20 => {
-                tries += 1;
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            placed => break placed.unwrap().into_inner().order.unwrap().order_id,
-        }
-    };
+    // As a client does: a failure that may pass is retried under the same idempotency key.
+    let order = harness::place(
+        &mut suite.clients.order,
+        &order_pb::PlaceOrderRequest {
+            idempotency_key: format!("{customer}-order"),
+            customer_id: customer.into(),
+            lines: vec![order_pb::LineRequest {
+                sku: shop.plentiful[0].clone(),
+                quantity: 1,
+            }],
+        },
+    )
+    .await;
     shop_testkit::eventually("the PaymentRequested dead-lettered", Duration::from_secs(60), || {
         let (pool, customer) = (suite.dbs.payment.clone(), customer.to_owned());
         async move {

@@ -248,6 +248,11 @@ async fn a_plain_kafka_client_decodes_every_event_with_the_protos_and_the_catalo
             .env("INVENTORY_URL", &endpoints.inventory)
             .env("PAYMENT_URL", &endpoints.payment)
             .env("NOTIFICATION_URL", &endpoints.notification)
+            // The demo mints its operator's and customers' tokens with the test issuer's key.
+            .env(
+                "SHOP_SIGNING_KEY",
+                shop_testkit::test_auth().signing_key_file(),
+            )
             .output()
             .unwrap()
     })

@@ -128,6 +128,11 @@ impl Suite {
             inventory_events_topic: inventory_topic.clone(),
             consumer_group: group("inventory"),
             request_timeout: timeout,
+            auth: shop_runtime::auth::AuthSettings::with_jwks_file(
+                shop_testkit::test_auth().jwks_file(),
+                shop_testkit::auth::ISSUER,
+                shop_testkit::auth::AUDIENCE,
+            ),
             session_timeout: session,
         });
         let mut tasks = HashMap::new();
@@ -157,6 +162,14 @@ impl Suite {
                     saga_sweep_interval: Duration::from_millis(200),
                     saga_sweep_batch: 100,
                     request_timeout: timeout,
+                    service_token_file: Some(
+                        shop_testkit::test_auth().service_token_file("order-service"),
+                    ),
+                    auth: shop_runtime::auth::AuthSettings::with_jwks_file(
+                        shop_testkit::test_auth().jwks_file(),
+                        shop_testkit::auth::ISSUER,
+                        shop_testkit::auth::AUDIENCE,
+                    ),
                     session_timeout: session,
                 }),
             ),
@@ -172,6 +185,11 @@ impl Suite {
                     payment_events_topic: payment_topic.clone(),
                     consumer_group: group("payment"),
                     request_timeout: timeout,
+                    auth: shop_runtime::auth::AuthSettings::with_jwks_file(
+                        shop_testkit::test_auth().jwks_file(),
+                        shop_testkit::auth::ISSUER,
+                        shop_testkit::auth::AUDIENCE,
+                    ),
                     session_timeout: session,
                 }),
             ),
@@ -186,6 +204,11 @@ impl Suite {
                     order_events_topic: order_topic.clone(),
                     consumer_group: group("notification"),
                     request_timeout: timeout,
+                    auth: shop_runtime::auth::AuthSettings::with_jwks_file(
+                        shop_testkit::test_auth().jwks_file(),
+                        shop_testkit::auth::ISSUER,
+                        shop_testkit::auth::AUDIENCE,
+                    ),
                     session_timeout: session,
                     webhook_url: webhook.map(|u| u.parse().unwrap()),
                     webhook_timeout: Duration::from_secs(2),
@@ -224,9 +247,13 @@ impl Suite {
             payment: url(Service::Payment),
             notification: url(Service::Notification),
         };
-        let clients = Clients::connect(&endpoints, Duration::from_secs(30))
-            .await
-            .unwrap();
+        let clients = Clients::connect(
+            &endpoints,
+            Duration::from_secs(30),
+            &shop_testkit::test_auth().operator(),
+        )
+        .await
+        .unwrap();
         let dbs = Databases {
             order: order_db.pool.clone(),
             inventory: inventory_db.pool.clone(),

@@ -1,10 +1,11 @@
 //! Real infrastructure for tests and local runs: a fresh PostgreSQL database per test and a
 //! Kafka-protocol broker per test (librdkafka's mock cluster in-process, the external broker
 //! named by `KAFKA_BOOTSTRAP_SERVERS`, or a private Apache Kafka process), and the one
-//! declaration of the suite's topology. No mocks of our own: what the tests talk to speaks the
+//! declaration of the suite's topology; and the tokens every gRPC call carries ([`auth`]). No mocks of our own: what the tests talk to speaks the
 //! real wire protocols.
 
 pub mod apache;
+pub mod auth;
 mod db;
 mod kafka;
 pub mod otlp;
@@ -14,6 +15,7 @@ mod tcp_proxy;
 pub mod topology;
 
 pub use apache::ApacheKafka;
+pub use auth::{Authed, Bearer, TestAuth, TokenIssuer, authed, connect_authed, test_auth};
 pub use db::TestDb;
 pub use kafka::{PartitionOffsets, Record, TestKafka, test_broker_is_apache};
 pub use otlp::{OtlpReceiver, ReceivedSpan};

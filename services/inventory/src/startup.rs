@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use shop_eventing::{Consumer, Outbox, Relay};
 use shop_proto::inventory::v1::inventory_service_server::InventoryServiceServer;
+use shop_runtime::auth::Authenticator;
 use shop_runtime::observability::Observability;
 use shop_runtime::service::{Bound, ServiceRunner};
 use sqlx::PgPool;
@@ -27,14 +28,17 @@ pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 pub struct Application {
     settings: Settings,
     bound: Bound,
+    auth: Authenticator,
 }
 
 impl Application {
     /// Connects to the database (waiting for it), migrates it and binds the gRPC port.
     ///
     /// # Errors
-    /// When the database stays unreachable, a migration fails or the port is taken.
+    /// When the token keys cannot be read, the database stays unreachable, a migration fails or the port is taken.
     pub async fn build(settings: Settings, shutdown: &CancellationToken) -> anyhow::Result<Self> {
+        // First: without its callers' keys the service could serve nobody.
+        let auth = Authenticator::load(&settings.auth).await?;
         let bound = Bound::open(
             &settings.database_url,
             settings.db_max_connections,
@@ -44,7 +48,11 @@ impl Application {
             shutdown,
         )
         .await?;
-        Ok(Self { settings, bound })
+        Ok(Self {
+            settings,
+            bound,
+            auth,
+        })
     }
 
     /// Where the gRPC server listens (the real port when configured with port 0).
@@ -78,6 +86,7 @@ impl Application {
                     grpc: listener,
                     metrics: metrics_listener,
                 },
+            auth,
         } = self;
         let mut observability = Observability::new();
         let kafka = shop_runtime::kafka::client_config(&settings.kafka_bootstrap_servers);
@@ -109,6 +118,7 @@ impl Application {
             Routes::new(api),
             <InventoryServiceServer<InventoryApi> as NamedService>::NAME,
             settings.request_timeout,
+            auth,
             shutdown,
         )
         .metrics(metrics_listener, observability, pool.clone())

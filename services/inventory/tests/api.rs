@@ -11,14 +11,14 @@ use shop_proto::common::v1::Money;
 use shop_proto::inventory::v1 as pb;
 use shop_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use shop_proto::order::v1 as order_pb;
-use shop_testkit::{Record, TestDb, TestKafka};
+use shop_testkit::{Authed, Record, TestDb, TestKafka, connect_authed, test_auth};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 struct TestApp {
-    client: InventoryServiceClient<Channel>,
+    client: InventoryServiceClient<Authed>,
     db: TestDb,
     kafka: TestKafka,
     order_topic: String,
@@ -50,6 +50,11 @@ async fn spawn_app() -> TestApp {
         inventory_events_topic: inventory_topic.clone(),
         consumer_group: format!("inventory-{}", uuid::Uuid::new_v4().simple()),
         request_timeout: Duration::from_secs(10),
+        auth: shop_runtime::auth::AuthSettings::with_jwks_file(
+            shop_testkit::test_auth().jwks_file(),
+            shop_testkit::auth::ISSUER,
+            shop_testkit::auth::AUDIENCE,
+        ),
         session_timeout: Duration::from_secs(6),
     };
     let consumer = settings.consumer_group.clone();
@@ -70,9 +75,11 @@ async fn spawn_app() -> TestApp {
     let relay_stop = stop.clone();
     tokio::spawn(async move { relay.run(relay_stop).await });
 
-    let client = InventoryServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
+    let client = InventoryServiceClient::new(
+        connect_authed(&format!("http://{addr}"), &test_auth().operator())
+            .await
+            .unwrap(),
+    );
     TestApp {
         client,
         db,

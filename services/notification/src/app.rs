@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shop_eventing::RetryPolicy;
+use shop_runtime::auth::Caller;
 use shop_runtime::status::FieldViolations;
 use sqlx::{PgConnection, PgPool};
 use tokio::task::JoinSet;
@@ -73,7 +74,9 @@ pub async fn record(
 }
 
 /// A page of a customer's or an order's notifications, newest first, and the next page's token
-/// (empty at the end).
+/// (empty at the end). Only what `caller` may see is listed: the notifications of an order that
+/// is another customer's are an empty page, as for an order without any (every notification of
+/// an order is its customer's, so a page is all theirs or none of it).
 ///
 /// # Errors
 /// `Invalid` unless exactly one of `customer_id` and `order_id` is set, for a page size above
@@ -84,11 +87,17 @@ pub async fn list_notifications(
     order_id: &str,
     page_size: u32,
     page_token: &str,
+    caller: &Caller,
 ) -> Result<(Vec<Notification>, String), NotificationError> {
     let query = ListQuery::parse(customer_id, order_id, page_size, page_token)
         .map_err(|v| NotificationError::Invalid(v.into()))?;
     let mut conn = pool.acquire().await?;
-    let page = db::notifications(&mut conn, &query.filter, query.after, query.limit).await?;
+    let mut page = db::notifications(&mut conn, &query.filter, query.after, query.limit).await?;
+    let listed = page.len();
+    page.retain(|n| caller.sees_customer(&n.customer_id));
+    if page.len() < listed {
+        return Ok((Vec::new(), String::new()));
+    }
     let next = match page.last() {
         Some(last) if i64::try_from(page.len()).unwrap_or(0) == query.limit => Cursor {
             created_at: last.created_at,

@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use reqwest::Url;
 use shop_eventing::RetryPolicy;
+use shop_runtime::auth::AuthSettings;
 use shop_runtime::config::{self, ConfigError};
 
 /// Settings of the notification service, from environment variables (defaults in brackets):
@@ -24,6 +25,7 @@ use shop_runtime::config::{self, ConfigError};
 /// | `NOTIFICATION_POLL_INTERVAL_MS` | how often an idle delivery worker looks for due notifications [`100`] |
 /// | `NOTIFICATION_DELIVERY_CONCURRENCY` | most deliveries in flight at once [`16`] |
 /// | `GRPC_REQUEST_TIMEOUT_MS` | longest a call may run [`10000`] |
+/// | `AUTH_JWKS_FILE` or `AUTH_JWKS_URL`, `AUTH_ISSUER`, `AUTH_AUDIENCE`, `AUTH_JWKS_REFRESH_MS` | how callers' bearer tokens are checked: `shop_runtime::auth::AuthSettings` (a JWKS is required) |
 /// | `KAFKA_SESSION_TIMEOUT_MS` | how long the group waits for a dead member [`10000`] |
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -36,6 +38,8 @@ pub struct Settings {
     pub order_events_topic: String,
     pub consumer_group: String,
     pub request_timeout: Duration,
+    /// How callers are authenticated.
+    pub auth: AuthSettings,
     pub session_timeout: Duration,
     /// Where the webhook channel POSTs; `None` selects the log channel.
     pub webhook_url: Option<Url>,
@@ -66,6 +70,7 @@ impl Settings {
             ),
             consumer_group: config::string("NOTIFICATION_CONSUMER_GROUP", "notification-service"),
             request_timeout: config::millis("GRPC_REQUEST_TIMEOUT_MS", Duration::from_secs(10))?,
+            auth: AuthSettings::from_env()?,
             session_timeout: config::millis("KAFKA_SESSION_TIMEOUT_MS", Duration::from_secs(10))?,
             webhook_url: webhook_url("NOTIFICATION_WEBHOOK_URL")?,
             webhook_timeout: positive(

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use shop_eventing::Consumer;
 use shop_proto::notification::v1::notification_service_server::NotificationServiceServer;
+use shop_runtime::auth::Authenticator;
 use shop_runtime::observability::Observability;
 use shop_runtime::service::{Bound, ServiceRunner};
 use sqlx::PgPool;
@@ -32,6 +33,7 @@ pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 pub struct Application {
     settings: Settings,
     bound: Bound,
+    auth: Authenticator,
     channel: ConfiguredChannel,
 }
 
@@ -40,9 +42,11 @@ impl Application {
     /// binds the gRPC port.
     ///
     /// # Errors
-    /// When the database stays unreachable, a migration fails, the HTTP client cannot be built
+    /// When the token keys cannot be read, the database stays unreachable, a migration fails, the HTTP client cannot be built
     /// or the port is taken.
     pub async fn build(settings: Settings, shutdown: &CancellationToken) -> anyhow::Result<Self> {
+        // First: without its callers' keys the service could serve nobody.
+        let auth = Authenticator::load(&settings.auth).await?;
         let channel = match &settings.webhook_url {
             Some(url) => ConfiguredChannel::Webhook(WebhookChannel::new(
                 url.clone(),
@@ -63,6 +67,7 @@ impl Application {
         Ok(Self {
             settings,
             bound,
+            auth,
             channel,
         })
     }
@@ -98,6 +103,7 @@ impl Application {
                     grpc: listener,
                     metrics: metrics_listener,
                 },
+            auth,
             channel,
         } = self;
         match &channel {
@@ -147,6 +153,7 @@ impl Application {
             Routes::new(api),
             <NotificationServiceServer<NotificationApi> as NamedService>::NAME,
             settings.request_timeout,
+            auth,
             shutdown,
         );
         let worker_shutdown = runner.shutdown().clone();

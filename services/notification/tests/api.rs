@@ -16,7 +16,7 @@ use shop_proto::common::v1::Money;
 use shop_proto::notification::v1 as pb;
 use shop_proto::notification::v1::notification_service_client::NotificationServiceClient;
 use shop_proto::order::v1 as order_pb;
-use shop_testkit::{TestDb, TestKafka};
+use shop_testkit::{Authed, TestDb, TestKafka, connect_authed, test_auth};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -97,7 +97,7 @@ async fn receive(State(webhook): State<Webhook>, headers: HeaderMap, body: Bytes
 }
 
 struct TestApp {
-    client: NotificationServiceClient<Channel>,
+    client: NotificationServiceClient<Authed>,
     db: TestDb,
     webhook: Option<Webhook>,
     // Kept alive for the test's duration.
@@ -131,6 +131,11 @@ async fn spawn_app(webhook: Option<Behaviour>, tune: impl FnOnce(&mut Settings))
         order_events_topic: order_topic.clone(),
         consumer_group: format!("notification-{}", uuid::Uuid::new_v4().simple()),
         request_timeout: Duration::from_secs(10),
+        auth: shop_runtime::auth::AuthSettings::with_jwks_file(
+            shop_testkit::test_auth().jwks_file(),
+            shop_testkit::auth::ISSUER,
+            shop_testkit::auth::AUDIENCE,
+        ),
         session_timeout: Duration::from_secs(6),
         webhook_url: webhook.as_ref().map(|w| w.url.parse().unwrap()),
         webhook_timeout: Duration::from_secs(5),
@@ -160,9 +165,11 @@ async fn spawn_app(webhook: Option<Behaviour>, tune: impl FnOnce(&mut Settings))
     let relay_stop = stop.clone();
     tokio::spawn(async move { relay.run(relay_stop).await });
 
-    let client = NotificationServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
+    let client = NotificationServiceClient::new(
+        connect_authed(&format!("http://{addr}"), &test_auth().operator())
+            .await
+            .unwrap(),
+    );
     TestApp {
         client,
         db,

@@ -6,6 +6,7 @@ use std::time::Duration;
 use shop_eventing::{NewEvent, Outbox};
 use shop_proto::common::v1::Money;
 use shop_proto::order::v1 as pb;
+use shop_runtime::auth::Caller;
 use shop_runtime::page_token;
 use shop_runtime::status::FieldViolations;
 use sqlx::{PgConnection, PgPool};
@@ -182,13 +183,21 @@ fn parse_order_id(raw: &str) -> Result<Uuid, OrderError> {
         .ok_or(OrderError::Invalid(violations))
 }
 
+/// The order `order_id`, if `caller` may see it (its customer, or an operator).
+///
 /// # Errors
-/// `Invalid` for a malformed id, `NotFound`.
-pub async fn get_order(pool: &PgPool, order_id: &str) -> Result<FullOrder, OrderError> {
+/// `Invalid` for a malformed id, `NotFound` for no such order and for another customer's (the
+/// same answer, so a customer learns nothing of orders not theirs).
+pub async fn get_order(
+    pool: &PgPool,
+    order_id: &str,
+    caller: &Caller,
+) -> Result<FullOrder, OrderError> {
     let id = parse_order_id(order_id)?;
     let mut conn = pool.acquire().await?;
     db::load_order(&mut conn, id)
         .await?
+        .filter(|order| caller.sees_customer(&order.order.customer_id))
         .ok_or_else(|| OrderError::NotFound(order_id.to_owned()))
 }
 
@@ -266,16 +275,21 @@ fn decode_token(token: &str) -> Option<(chrono::DateTime<chrono::Utc>, Uuid)> {
 /// cancel that succeeded (its answer lost, say to a deadline after the commit) returns the
 /// cancelled order and cancels nothing again.
 ///
+/// `caller` is the order's customer or an operator acting for them; for anyone else the order
+/// does not exist.
+///
 /// # Errors
-/// `Invalid`, `NotFound`, or `Precondition` when the saga cancelled it already (out of stock,
-/// declined, timed out): the customer's cancel changes nothing, and says so.
+/// `Invalid`, `NotFound` (also for another customer's order), or `Precondition` when the saga
+/// cancelled it already (out of stock, declined, timed out): the customer's cancel changes
+/// nothing, and says so.
 pub async fn cancel_order(
     pool: &PgPool,
     events: &Events,
     order_id: &str,
+    caller: &Caller,
 ) -> Result<FullOrder, OrderError> {
     let id = parse_order_id(order_id)?;
-    shop_eventing::committing(cancel_by_customer(pool, events, id, order_id)).await
+    shop_eventing::committing(cancel_by_customer(pool, events, id, order_id, caller)).await
 }
 
 async fn cancel_by_customer(
@@ -283,10 +297,13 @@ async fn cancel_by_customer(
     events: &Events,
     id: Uuid,
     order_id: &str,
+    caller: &Caller,
 ) -> Result<FullOrder, OrderError> {
     let mut tx = pool.begin().await?;
+    // Whose it is, before anything about its state is told.
     let order = db::lock_order(&mut tx, id)
         .await?
+        .filter(|order| caller.sees_customer(&order.customer_id))
         .ok_or_else(|| OrderError::NotFound(order_id.to_owned()))?;
     if OrderStatus::parse(&order.status)? == OrderStatus::Cancelled {
         let reason = order.cancellation_reason.as_deref();
@@ -311,7 +328,11 @@ async fn cancel_by_customer(
         events,
         &order,
         CancellationReason::CustomerCancelled,
-        "cancelled by the customer",
+        if caller.require_customer(&order.customer_id).is_ok() {
+            "cancelled by the customer"
+        } else {
+            "cancelled by an operator for the customer"
+        },
     )
     .await?;
     let full = db::load_order(&mut tx, id)

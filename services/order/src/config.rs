@@ -1,6 +1,8 @@
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
+use shop_runtime::auth::AuthSettings;
 use shop_runtime::config::{self, ConfigError};
 
 /// Settings of the order service, from environment variables (defaults in brackets):
@@ -23,6 +25,8 @@ use shop_runtime::config::{self, ConfigError};
 /// | `ORDER_SAGA_SWEEP_INTERVAL_MS` | how often the deadline sweeper looks for such orders [`5000`] |
 /// | `ORDER_SAGA_SWEEP_BATCH` | most orders the sweeper cancels in one transaction [`100`] |
 /// | `GRPC_REQUEST_TIMEOUT_MS` | longest a call may run [`10000`] |
+/// | `AUTH_JWKS_FILE` or `AUTH_JWKS_URL`, `AUTH_ISSUER`, `AUTH_AUDIENCE`, `AUTH_JWKS_REFRESH_MS` | how callers' bearer tokens are checked: `shop_runtime::auth::AuthSettings` (a JWKS is required) |
+/// | `ORDER_SERVICE_TOKEN_FILE` | the order service's own token, presented to inventory; read again every 30 s, renewed by its issuer (required) |
 /// | `KAFKA_SESSION_TIMEOUT_MS` | how long the group waits for a dead member [`10000`] |
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -47,6 +51,10 @@ pub struct Settings {
     /// Most overdue orders cancelled per transaction.
     pub saga_sweep_batch: u32,
     pub request_timeout: Duration,
+    /// How callers are authenticated.
+    pub auth: AuthSettings,
+    /// The file holding this service's own token (for its calls to inventory).
+    pub service_token_file: Option<PathBuf>,
     pub session_timeout: Duration,
 }
 
@@ -100,6 +108,8 @@ impl Settings {
             )?,
             saga_sweep_batch: config::parse("ORDER_SAGA_SWEEP_BATCH", 100)?,
             request_timeout: config::millis("GRPC_REQUEST_TIMEOUT_MS", Duration::from_secs(10))?,
+            auth: AuthSettings::from_env()?,
+            service_token_file: config::optional("ORDER_SERVICE_TOKEN_FILE").map(PathBuf::from),
             session_timeout: config::millis("KAFKA_SESSION_TIMEOUT_MS", Duration::from_secs(10))?,
         })
     }

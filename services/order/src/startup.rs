@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use shop_eventing::{Consumer, Outbox, Relay};
 use shop_proto::order::v1::order_service_server::OrderServiceServer;
+use shop_runtime::auth::{Authenticator, ServiceToken};
 use shop_runtime::observability::Observability;
 use shop_runtime::service::{Bound, ServiceRunner};
 use sqlx::PgPool;
@@ -21,6 +22,9 @@ use crate::config::Settings;
 use crate::metrics::OrderMetrics;
 use shop_telemetry::grpc::GrpcMetrics;
 
+/// How often the service token's file is read again (its issuer renews it well before expiry).
+const TOKEN_REREAD: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The service's own schema (the eventing tables come with `shop_eventing::migrate`).
 pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
@@ -29,14 +33,27 @@ pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 pub struct Application {
     settings: Settings,
     bound: Bound,
+    auth: Authenticator,
+    /// Its own identity, for its calls to inventory.
+    token: ServiceToken,
 }
 
 impl Application {
     /// Connects to the database (waiting for it), migrates it and binds the gRPC port.
     ///
     /// # Errors
-    /// When the database stays unreachable, a migration fails or the port is taken.
+    /// When the token keys or the service's own token cannot be read, the database stays unreachable, a migration fails or the port is taken.
     pub async fn build(settings: Settings, shutdown: &CancellationToken) -> anyhow::Result<Self> {
+        // First: without its callers' keys the service could serve nobody.
+        let auth = Authenticator::load(&settings.auth).await?;
+        // Its calls to inventory carry the order service's own token, never a caller's: a
+        // customer's token does not let inventory tell the shop's pricing call from anything else.
+        let token = match &settings.service_token_file {
+            Some(path) => ServiceToken::from_file(path).await?,
+            None => anyhow::bail!(
+                "ORDER_SERVICE_TOKEN_FILE is not set: the order service needs its own token to call inventory"
+            ),
+        };
         let bound = Bound::open(
             &settings.database_url,
             settings.db_max_connections,
@@ -46,7 +63,12 @@ impl Application {
             shutdown,
         )
         .await?;
-        Ok(Self { settings, bound })
+        Ok(Self {
+            settings,
+            bound,
+            auth,
+            token,
+        })
     }
 
     /// Where the gRPC server listens (the real port when configured with port 0).
@@ -80,6 +102,8 @@ impl Application {
                     grpc: listener,
                     metrics: metrics_listener,
                 },
+            auth,
+            token,
         } = self;
         let mut observability = Observability::new();
         let kafka = shop_runtime::kafka::client_config(&settings.kafka_bootstrap_servers);
@@ -119,8 +143,10 @@ impl Application {
                 open_for: settings.breaker_open_for,
             },
             GrpcMetrics::client(observability.registry()),
+            token.interceptor(),
         )?;
 
+        let token_shutdown = shutdown.clone();
         let sweeper = sweep_overdue(
             pool.clone(),
             events.clone(),
@@ -141,12 +167,17 @@ impl Application {
             Routes::new(api),
             <OrderServiceServer<OrderApi> as NamedService>::NAME,
             settings.request_timeout,
+            auth,
             shutdown,
         )
         .metrics(metrics_listener, observability, pool.clone())
         .relay(relay)
         .consumer("saga replies consumer", consumer)
         .task("saga deadline sweeper", sweeper)
+        .task(
+            "service token renewal",
+            token.keep_fresh(TOKEN_REREAD, token_shutdown),
+        )
         .run()
         .await
     }

@@ -14,15 +14,14 @@ use shop_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use shop_proto::order::v1 as pb;
 use shop_proto::order::v1::order_service_client::OrderServiceClient;
 use shop_proto::payment::v1 as payment_pb;
-use shop_testkit::{Record, TestDb, TestKafka};
+use shop_testkit::{Authed, Record, TestDb, TestKafka, connect_authed, test_auth};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
-use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 struct TestApp {
-    orders: OrderServiceClient<Channel>,
-    inventory: InventoryServiceClient<Channel>,
+    orders: OrderServiceClient<Authed>,
+    inventory: InventoryServiceClient<Authed>,
     kafka: TestKafka,
     order_topic: String,
     inventory_topic: String,
@@ -74,6 +73,11 @@ async fn spawn_app_with(inventory_url: Option<&str>, tune: impl FnOnce(&mut Sett
             inventory_events_topic: inventory_topic.clone(),
             consumer_group: format!("inventory-{}", uuid::Uuid::new_v4().simple()),
             request_timeout: Duration::from_secs(10),
+            auth: shop_runtime::auth::AuthSettings::with_jwks_file(
+                shop_testkit::test_auth().jwks_file(),
+                shop_testkit::auth::ISSUER,
+                shop_testkit::auth::AUDIENCE,
+            ),
             session_timeout: Duration::from_secs(6),
         },
         &stop,
@@ -90,7 +94,9 @@ async fn spawn_app_with(inventory_url: Option<&str>, tune: impl FnOnce(&mut Sett
         database_url: order_db.url(),
         db_max_connections: 10,
         inventory_url: inventory_url.unwrap_or(&inventory_addr).to_owned(),
-        inventory_deadline: Duration::from_millis(500),
+        // Far above a call's time even on a loaded 2-core machine (the whole suite's tests at
+        // once); the deadline's own test sets 500 ms.
+        inventory_deadline: Duration::from_secs(5),
         breaker_failures: 2,
         breaker_open_for: Duration::from_secs(30),
         kafka_bootstrap_servers: kafka.bootstrap_servers().to_owned(),
@@ -102,6 +108,12 @@ async fn spawn_app_with(inventory_url: Option<&str>, tune: impl FnOnce(&mut Sett
         saga_sweep_interval: Duration::from_millis(200),
         saga_sweep_batch: 100,
         request_timeout: Duration::from_secs(10),
+        service_token_file: Some(test_auth().service_token_file("order-service")),
+        auth: shop_runtime::auth::AuthSettings::with_jwks_file(
+            shop_testkit::test_auth().jwks_file(),
+            shop_testkit::auth::ISSUER,
+            shop_testkit::auth::AUDIENCE,
+        ),
         session_timeout: Duration::from_secs(6),
     };
     tune(&mut settings);
@@ -125,12 +137,16 @@ async fn spawn_app_with(inventory_url: Option<&str>, tune: impl FnOnce(&mut Sett
     tokio::spawn(async move { relay.run(relay_stop).await });
 
     TestApp {
-        orders: OrderServiceClient::connect(order_addr.clone())
-            .await
-            .unwrap(),
-        inventory: InventoryServiceClient::connect(inventory_addr)
-            .await
-            .unwrap(),
+        orders: OrderServiceClient::new(
+            connect_authed(&order_addr, &test_auth().operator())
+                .await
+                .unwrap(),
+        ),
+        inventory: InventoryServiceClient::new(
+            connect_authed(&inventory_addr, &test_auth().operator())
+                .await
+                .unwrap(),
+        ),
         kafka,
         order_topic,
         inventory_topic,
@@ -696,7 +712,10 @@ async fn a_hanging_inventory_gets_unavailable_at_the_deadline() {
             held.push(socket);
         }
     });
-    let mut app = spawn_app(Some(&url)).await;
+    let mut app = spawn_app_with(Some(&url), |s| {
+        s.inventory_deadline = Duration::from_millis(500);
+    })
+    .await;
     let started = Instant::now();
     let status = app
         .orders
@@ -1191,4 +1210,50 @@ async fn orders_past_their_deadline_are_cancelled_once_by_any_replica() {
         .await
         .unwrap();
     assert_eq!(timeouts, 20.0);
+}
+
+#[tokio::test]
+async fn the_order_service_prices_with_its_own_token_not_the_callers() {
+    // The order service's token file holds a token inventory does not trust (signed by another
+    // key under the right key id). The caller's own token is good, and would be accepted by
+    // inventory too: if it were forwarded, pricing would work.
+    let dir = std::env::temp_dir().join(format!(
+        "shop-order-token-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let forged = dir.join("order-service.token");
+    std::fs::write(
+        &forged,
+        test_auth().issuer().impostor().service("order-service"),
+    )
+    .unwrap();
+    let mut app = spawn_app_with(None, |s| s.service_token_file = Some(forged.clone())).await;
+    app.product("BOOK", 1000, 5).await;
+    let status = app
+        .orders
+        .place_order(place("own-token", "erin", &[("BOOK", 1)]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("Unauthenticated"),
+        "inventory refused the order service's token: {}",
+        status.message()
+    );
+
+    // Without a token file the service does not start: it has no identity to call with.
+    let error = Application::build(
+        Settings {
+            service_token_file: None,
+            ..app.settings.clone()
+        },
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        error.to_string().contains("ORDER_SERVICE_TOKEN_FILE"),
+        "{error}"
+    );
 }

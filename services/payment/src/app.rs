@@ -5,6 +5,7 @@ use shop_eventing::{NewEvent, Outbox};
 use shop_proto::common::v1::Money;
 use shop_proto::order::v1 as order_pb;
 use shop_proto::payment::v1 as pb;
+use shop_runtime::auth::Caller;
 use shop_runtime::status::FieldViolations;
 use sqlx::{PgConnection, PgPool};
 
@@ -219,9 +220,16 @@ pub async fn get_account(pool: &PgPool, customer_id: &str) -> Result<AccountRow,
         .ok_or_else(|| account_not_found(&customer_id))
 }
 
+/// The payment of `order_id`, if `caller` may see it (the paying customer, or an operator).
+///
 /// # Errors
-/// `Invalid` for a malformed order id, `NotFound` when the order has no payment (yet).
-pub async fn get_payment(pool: &PgPool, order_id: &str) -> Result<PaymentRow, PaymentError> {
+/// `Invalid` for a malformed order id, `NotFound` when the order has no payment (yet), and for
+/// another customer's (the same answer: a customer learns nothing of payments not theirs).
+pub async fn get_payment(
+    pool: &PgPool,
+    order_id: &str,
+    caller: &Caller,
+) -> Result<PaymentRow, PaymentError> {
     let mut violations = FieldViolations::new();
     let order_id = violations
         .check("order_id", OrderId::parse(order_id))
@@ -229,6 +237,7 @@ pub async fn get_payment(pool: &PgPool, order_id: &str) -> Result<PaymentRow, Pa
     let mut conn = pool.acquire().await?;
     db::payment(&mut conn, order_id.as_str(), false)
         .await?
+        .filter(|payment| caller.sees_customer(&payment.customer_id))
         .ok_or_else(|| PaymentError::NotFound {
             resource: "payment",
             name: order_id.as_str().to_owned(),

@@ -1,6 +1,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use shop_runtime::auth::AuthSettings;
 use shop_runtime::config::{self, ConfigError};
 
 /// Settings of the payment service, from environment variables (defaults in brackets):
@@ -16,6 +17,7 @@ use shop_runtime::config::{self, ConfigError};
 /// | `PAYMENT_CONSUMER_GROUP` | consumer group and inbox name [`payment-service`] |
 /// | `PAYMENT_DB_MAX_CONNECTIONS` | pool size [`10`] |
 /// | `GRPC_REQUEST_TIMEOUT_MS` | longest a call may run [`10000`] |
+/// | `AUTH_JWKS_FILE` or `AUTH_JWKS_URL`, `AUTH_ISSUER`, `AUTH_AUDIENCE`, `AUTH_JWKS_REFRESH_MS` | how callers' bearer tokens are checked: `shop_runtime::auth::AuthSettings` (a JWKS is required) |
 /// | `KAFKA_SESSION_TIMEOUT_MS` | how long the group waits for a dead member [`10000`] |
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -29,6 +31,8 @@ pub struct Settings {
     pub payment_events_topic: String,
     pub consumer_group: String,
     pub request_timeout: Duration,
+    /// How callers are authenticated.
+    pub auth: AuthSettings,
     pub session_timeout: Duration,
 }
 
@@ -56,6 +60,7 @@ impl Settings {
             ),
             consumer_group: config::string("PAYMENT_CONSUMER_GROUP", "payment-service"),
             request_timeout: config::millis("GRPC_REQUEST_TIMEOUT_MS", Duration::from_secs(10))?,
+            auth: AuthSettings::from_env()?,
             session_timeout: config::millis("KAFKA_SESSION_TIMEOUT_MS", Duration::from_secs(10))?,
         })
     }

@@ -14,7 +14,7 @@ use shop_proto::common::v1::Money;
 use shop_proto::order::v1 as order_pb;
 use shop_proto::payment::v1 as pb;
 use shop_proto::payment::v1::payment_service_client::PaymentServiceClient;
-use shop_testkit::{Record, TestDb, TestKafka};
+use shop_testkit::{Authed, Record, TestDb, TestKafka, connect_authed, test_auth};
 use sqlx::postgres::PgPoolOptions;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -22,7 +22,7 @@ use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
 struct TestApp {
-    client: PaymentServiceClient<Channel>,
+    client: PaymentServiceClient<Authed>,
     settings: Settings,
     db: TestDb,
     kafka: TestKafka,
@@ -53,6 +53,11 @@ async fn spawn_app() -> TestApp {
         payment_events_topic: payment_topic.clone(),
         consumer_group: format!("payment-{}", uuid::Uuid::new_v4().simple()),
         request_timeout: Duration::from_secs(10),
+        auth: shop_runtime::auth::AuthSettings::with_jwks_file(
+            shop_testkit::test_auth().jwks_file(),
+            shop_testkit::auth::ISSUER,
+            shop_testkit::auth::AUDIENCE,
+        ),
         session_timeout: Duration::from_secs(6),
     };
     let stop = CancellationToken::new();
@@ -72,9 +77,11 @@ async fn spawn_app() -> TestApp {
     let relay_stop = stop.clone();
     tokio::spawn(async move { relay.run(relay_stop).await });
 
-    let client = PaymentServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
+    let client = PaymentServiceClient::new(
+        connect_authed(&format!("http://{addr}"), &test_auth().operator())
+            .await
+            .unwrap(),
+    );
     TestApp {
         client,
         settings,

@@ -3,6 +3,11 @@
 //!
 //! Service addresses come from `ORDER_URL`, `INVENTORY_URL`, `PAYMENT_URL`, `NOTIFICATION_URL`
 //! (default: the services' default ports on 127.0.0.1). `deploy/run.sh` runs it.
+//!
+//! It plays the shop's operator (seeding the catalog and the accounts) and each of its customers
+//! (placing, reading and cancelling their own orders), each with a token of their own, minted
+//! with the dev signing key `SHOP_SIGNING_KEY` ([`shop_suite::clients::dev_issuer`]). The
+//! customers are `<name>-<run>`; `SHOP_DEMO_RUN` fixes the run (default: random).
 
 use std::time::{Duration, Instant};
 
@@ -11,7 +16,7 @@ use shop_proto::inventory::v1 as inventory;
 use shop_proto::notification::v1 as notification;
 use shop_proto::order::v1 as order;
 use shop_proto::payment::v1 as payment;
-use shop_suite::clients::{Clients, Endpoints};
+use shop_suite::clients::{Clients, Endpoints, dev_issuer};
 
 fn eur(amount_minor: i64) -> Option<Money> {
     Some(Money {
@@ -34,8 +39,17 @@ fn fmt_money(m: Option<&Money>) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let endpoints = Endpoints::from_env();
-    let mut c = Clients::connect(&endpoints, Duration::from_secs(120)).await?;
-    let run = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let issuer = dev_issuer()?;
+    let mut c = Clients::connect(
+        &endpoints,
+        Duration::from_secs(120),
+        &issuer.operator("demo-operator"),
+    )
+    .await?;
+    let run = std::env::var("SHOP_DEMO_RUN")
+        .ok()
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()[..8].to_owned());
 
     println!("Seeding the catalog and four customer accounts (run {run}).");
     for (sku, name, price, stock) in [
@@ -95,6 +109,8 @@ async fn main() -> anyhow::Result<()> {
     ];
     for (name, sku, quantity, expectation) in paths {
         let who = customer(name);
+        // From here on, the customer themself.
+        let mut c = c.with_token(&issuer.customer(&who));
         let placed = c
             .order
             .place_order(order::PlaceOrderRequest {

@@ -12,7 +12,10 @@
 //! flight): below the saga's capacity, placed-to-terminal latency stays flat; above it, it grows.
 //! Service addresses: `ORDER_URL`, `INVENTORY_URL`, `PAYMENT_URL`, `NOTIFICATION_URL`. It seeds
 //! its own sku and customers (stock and money enough for every order), so every order should
-//! end CONFIRMED; any other outcome is reported.
+//! end CONFIRMED; any other outcome is reported. It seeds as the shop's operator and places
+//! each client's orders as that client's customer, with tokens minted from the dev signing key
+//! `SHOP_SIGNING_KEY` (`shop_suite::clients::dev_issuer`): every call is authenticated, as in
+//! production.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +28,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use shop_proto::common::v1::Money;
 use shop_proto::{inventory, order, payment};
-use shop_suite::clients::{Clients, Endpoints};
+use shop_suite::clients::{Clients, Endpoints, dev_issuer};
 
 struct Args {
     concurrency: usize,
@@ -71,7 +74,13 @@ fn eur(amount_minor: i64) -> Option<Money> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = args()?;
-    let mut c = Clients::connect(&Endpoints::from_env(), Duration::from_secs(60)).await?;
+    let issuer = dev_issuer()?;
+    let mut c = Clients::connect(
+        &Endpoints::from_env(),
+        Duration::from_secs(60),
+        &issuer.operator("load-operator"),
+    )
+    .await?;
     let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     let sku = format!("LOAD-{run}");
     c.inventory
@@ -192,7 +201,13 @@ async fn main() -> anyhow::Result<()> {
     let slots = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
     for i in 0..args.concurrency {
-        let (mut client, sku, run) = (c.order.clone(), sku.clone(), run.clone());
+        // Each client is a customer of its own, calling with that customer's token.
+        let token = issuer.mint(
+            &format!("load-{run}-{i}"),
+            &["customer"],
+            Duration::from_secs(args.seconds + 600),
+        );
+        let (mut client, sku, run) = (c.with_token(&token).order, sku.clone(), run.clone());
         let (placed, failed, rpc, placed_at, slots) = (
             placed.clone(),
             failed.clone(),

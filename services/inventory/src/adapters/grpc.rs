@@ -1,8 +1,16 @@
 //! The `InventoryService` gRPC API. Errors become statuses here and nowhere else.
+//!
+//! Who may call what (`shop_runtime::auth`):
+//!
+//! | Method | Allowed | Refused |
+//! | --- | --- | --- |
+//! | `UpsertProduct`, `AdjustStock` | an operator | anyone else: PERMISSION_DENIED |
+//! | `GetProduct`, `ListProducts` | any authenticated caller: customers browse the catalog, the order service prices orders with its own identity | nobody (anonymous callers are UNAUTHENTICATED) |
 
 use shop_proto::common::v1::Money;
 use shop_proto::inventory::v1 as pb;
 use shop_proto::inventory::v1::inventory_service_server::InventoryService;
+use shop_runtime::auth::Caller;
 use shop_runtime::status;
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
@@ -52,6 +60,7 @@ impl InventoryService for InventoryApi {
         &self,
         request: Request<pb::UpsertProductRequest>,
     ) -> Result<Response<pb::UpsertProductResponse>, Status> {
+        Caller::of(&request)?.require_operator()?;
         let r = request.into_inner();
         let price = r
             .unit_price
@@ -67,6 +76,8 @@ impl InventoryService for InventoryApi {
         &self,
         request: Request<pb::GetProductRequest>,
     ) -> Result<Response<pb::GetProductResponse>, Status> {
+        // Authenticated by the layer; the catalog is for every caller.
+        Caller::of(&request)?;
         let row = app::get_product(&self.pool, &request.into_inner().sku).await?;
         Ok(Response::new(pb::GetProductResponse {
             product: Some(to_pb(row)),
@@ -77,6 +88,7 @@ impl InventoryService for InventoryApi {
         &self,
         request: Request<pb::ListProductsRequest>,
     ) -> Result<Response<pb::ListProductsResponse>, Status> {
+        Caller::of(&request)?;
         let r = request.into_inner();
         let (rows, next_page_token) =
             app::list_products(&self.pool, &r.skus, r.page_size, &r.page_token).await?;
@@ -90,6 +102,7 @@ impl InventoryService for InventoryApi {
         &self,
         request: Request<pb::AdjustStockRequest>,
     ) -> Result<Response<pb::AdjustStockResponse>, Status> {
+        Caller::of(&request)?.require_operator()?;
         let r = request.into_inner();
         let row = app::adjust_stock(&self.pool, &r.sku, r.delta, &r.reason).await?;
         Ok(Response::new(pb::AdjustStockResponse {

@@ -1,8 +1,16 @@
 //! The `NotificationService` gRPC API. Errors become statuses here and nowhere else.
+//!
+//! Who may call what (`shop_runtime::auth`; its one rule for PERMISSION_DENIED vs NOT_FOUND):
+//!
+//! | Method | Allowed | Refused |
+//! | --- | --- | --- |
+//! | `ListNotifications` by `customer_id` | that customer; an operator | anyone else: PERMISSION_DENIED |
+//! | `ListNotifications` by `order_id` | the order's customer; an operator | another customer: an empty page, as for an order without notifications; a service: PERMISSION_DENIED |
 
 use chrono::{DateTime, Utc};
 use shop_proto::notification::v1 as pb;
 use shop_proto::notification::v1::notification_service_server::NotificationService;
+use shop_runtime::auth::{Caller, Role};
 use shop_runtime::status;
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
@@ -58,13 +66,19 @@ impl NotificationService for NotificationApi {
         &self,
         request: Request<pb::ListNotificationsRequest>,
     ) -> Result<Response<pb::ListNotificationsResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        caller.require_any(&[Role::Customer, Role::Operator])?;
         let r = request.into_inner();
+        if !r.customer_id.is_empty() {
+            caller.require_customer_or_operator(&r.customer_id)?;
+        }
         let (notifications, next_page_token) = app::list_notifications(
             &self.pool,
             &r.customer_id,
             &r.order_id,
             r.page_size,
             &r.page_token,
+            &caller,
         )
         .await?;
         Ok(Response::new(pb::ListNotificationsResponse {

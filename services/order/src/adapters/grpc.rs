@@ -1,8 +1,17 @@
 //! The `OrderService` gRPC API. Errors become statuses here and nowhere else.
+//!
+//! Who may call what (`shop_runtime::auth`; its one rule for PERMISSION_DENIED vs NOT_FOUND):
+//!
+//! | Method | Allowed | Refused |
+//! | --- | --- | --- |
+//! | `PlaceOrder` | the customer named in the request; an operator on their behalf | anyone else: PERMISSION_DENIED |
+//! | `GetOrder`, `CancelOrder` | the order's customer; an operator | another customer: NOT_FOUND, as for no such order; a service: PERMISSION_DENIED |
+//! | `ListOrders` | the customer named in the request; an operator | anyone else: PERMISSION_DENIED |
 
 use shop_proto::common::v1::Money;
 use shop_proto::order::v1 as pb;
 use shop_proto::order::v1::order_service_server::OrderService;
+use shop_runtime::auth::{Caller, Role};
 use shop_runtime::status;
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
@@ -103,7 +112,9 @@ impl OrderService for OrderApi {
         &self,
         request: Request<pb::PlaceOrderRequest>,
     ) -> Result<Response<pb::PlaceOrderResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let r = request.into_inner();
+        caller.require_customer_or_operator(&r.customer_id)?;
         let lines: Vec<(String, u32)> = r.lines.into_iter().map(|l| (l.sku, l.quantity)).collect();
         let request = OrderRequest::parse(&r.idempotency_key, &r.customer_id, &lines)
             .map_err(|v| OrderError::Invalid(v.into()))?;
@@ -117,7 +128,9 @@ impl OrderService for OrderApi {
         &self,
         request: Request<pb::GetOrderRequest>,
     ) -> Result<Response<pb::GetOrderResponse>, Status> {
-        let order = app::get_order(&self.pool, &request.into_inner().order_id).await?;
+        let caller = Caller::of(&request)?;
+        caller.require_any(&[Role::Customer, Role::Operator])?;
+        let order = app::get_order(&self.pool, &request.into_inner().order_id, &caller).await?;
         Ok(Response::new(pb::GetOrderResponse {
             order: Some(to_pb(order)),
         }))
@@ -127,7 +140,9 @@ impl OrderService for OrderApi {
         &self,
         request: Request<pb::ListOrdersRequest>,
     ) -> Result<Response<pb::ListOrdersResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let r = request.into_inner();
+        caller.require_customer_or_operator(&r.customer_id)?;
         let (orders, next_page_token) =
             app::list_orders(&self.pool, &r.customer_id, r.page_size, &r.page_token).await?;
         Ok(Response::new(pb::ListOrdersResponse {
@@ -140,8 +155,10 @@ impl OrderService for OrderApi {
         &self,
         request: Request<pb::CancelOrderRequest>,
     ) -> Result<Response<pb::CancelOrderResponse>, Status> {
-        let order =
-            app::cancel_order(&self.pool, &self.events, &request.into_inner().order_id).await?;
+        let caller = Caller::of(&request)?;
+        caller.require_any(&[Role::Customer, Role::Operator])?;
+        let order_id = request.into_inner().order_id;
+        let order = app::cancel_order(&self.pool, &self.events, &order_id, &caller).await?;
         Ok(Response::new(pb::CancelOrderResponse {
             order: Some(to_pb(order)),
         }))

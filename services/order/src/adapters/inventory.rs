@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use shop_proto::inventory::v1::ListProductsRequest;
 use shop_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
+use shop_runtime::auth::BearerInterceptor;
 use shop_telemetry::grpc::{GrpcClientLayer, GrpcMetrics, Observed};
 use tonic::Code;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 /// The catalog cannot be read now; retry after the given delay.
@@ -26,14 +28,16 @@ pub type Prices = HashMap<String, (i64, String)>;
 /// Inventory's catalog over gRPC.
 #[derive(Clone, Debug)]
 pub struct InventoryCatalog {
-    client: InventoryServiceClient<Observed<Channel>>,
+    client: InventoryServiceClient<Observed<InterceptedService<Channel, BearerInterceptor>>>,
     deadline: Duration,
     breaker: Arc<Breaker>,
 }
 
 impl InventoryCatalog {
     /// A catalog client for `url` (e.g. `http://inventory:50052`). Connects lazily: the order
-    /// service starts even when inventory is not up yet. Calls get a client span (whose context inventory continues) and are counted in `metrics`.
+    /// service starts even when inventory is not up yet. Calls get a client span (whose context
+    /// inventory continues), are counted in `metrics` and carry the order service's own token
+    /// (`token`).
     ///
     /// # Errors
     /// When `url` is not a valid URI.
@@ -42,10 +46,12 @@ impl InventoryCatalog {
         deadline: Duration,
         breaker: BreakerSettings,
         metrics: GrpcMetrics,
+        token: BearerInterceptor,
     ) -> anyhow::Result<Self> {
         let channel = Endpoint::from_shared(url.to_owned())?
             .connect_timeout(deadline)
             .connect_lazy();
+        let channel = InterceptedService::new(channel, token);
         let channel = tower_layer::Layer::layer(&GrpcClientLayer::new(metrics), channel);
         Ok(Self {
             client: InventoryServiceClient::new(channel),
@@ -85,6 +91,14 @@ impl InventoryCatalog {
             }
             Ok(Err(status)) => {
                 admission.failure();
+                if matches!(
+                    status.code(),
+                    Code::Unauthenticated | Code::PermissionDenied
+                ) {
+                    // Not the customer's doing: this service's own token is missing its renewal
+                    // or lacks the rights. Loud, as no retry by the customer can fix it.
+                    tracing::error!(code = ?status.code(), "Inventory refused the order service's own token (ORDER_SERVICE_TOKEN_FILE).");
+                }
                 format!("{:?}: {}", status.code(), status.message())
             }
             Err(_) => {

@@ -1,9 +1,18 @@
 //! The `PaymentService` gRPC API. Errors become statuses here and nowhere else.
+//!
+//! Who may call what (`shop_runtime::auth`; its one rule for PERMISSION_DENIED vs NOT_FOUND):
+//!
+//! | Method | Allowed | Refused |
+//! | --- | --- | --- |
+//! | `OpenAccount`, `Deposit` | an operator | anyone else: PERMISSION_DENIED |
+//! | `GetAccount` | the customer named in the request; an operator | anyone else: PERMISSION_DENIED |
+//! | `GetPayment` | the paying customer; an operator | another customer: NOT_FOUND, as for no payment; a service: PERMISSION_DENIED |
 
 use chrono::{DateTime, Utc};
 use shop_proto::common::v1::Money;
 use shop_proto::payment::v1 as pb;
 use shop_proto::payment::v1::payment_service_server::PaymentService;
+use shop_runtime::auth::{Caller, Role};
 use shop_runtime::status;
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
@@ -91,6 +100,7 @@ impl PaymentService for PaymentApi {
         &self,
         request: Request<pb::OpenAccountRequest>,
     ) -> Result<Response<pb::OpenAccountResponse>, Status> {
+        Caller::of(&request)?.require_operator()?;
         let r = request.into_inner();
         let row = app::open_account(&self.pool, &r.customer_id, &r.currency, r.frozen).await?;
         Ok(Response::new(pb::OpenAccountResponse {
@@ -102,6 +112,7 @@ impl PaymentService for PaymentApi {
         &self,
         request: Request<pb::DepositRequest>,
     ) -> Result<Response<pb::DepositResponse>, Status> {
+        Caller::of(&request)?.require_operator()?;
         let r = request.into_inner();
         let amount = r
             .amount
@@ -117,7 +128,10 @@ impl PaymentService for PaymentApi {
         &self,
         request: Request<pb::GetAccountRequest>,
     ) -> Result<Response<pb::GetAccountResponse>, Status> {
-        let row = app::get_account(&self.pool, &request.into_inner().customer_id).await?;
+        let caller = Caller::of(&request)?;
+        let customer_id = request.into_inner().customer_id;
+        caller.require_customer_or_operator(&customer_id)?;
+        let row = app::get_account(&self.pool, &customer_id).await?;
         Ok(Response::new(pb::GetAccountResponse {
             account: Some(account_to_pb(row)),
         }))
@@ -127,7 +141,9 @@ impl PaymentService for PaymentApi {
         &self,
         request: Request<pb::GetPaymentRequest>,
     ) -> Result<Response<pb::GetPaymentResponse>, Status> {
-        let row = app::get_payment(&self.pool, &request.into_inner().order_id).await?;
+        let caller = Caller::of(&request)?;
+        caller.require_any(&[Role::Customer, Role::Operator])?;
+        let row = app::get_payment(&self.pool, &request.into_inner().order_id, &caller).await?;
         Ok(Response::new(pb::GetPaymentResponse {
             payment: Some(payment_to_pb(row)),
         }))
