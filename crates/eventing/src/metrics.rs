@@ -21,7 +21,7 @@
 //! | `shop_consumer_lag{group,topic,partition}` | records behind the partition's end (from librdkafka statistics) |
 //! | `shop_dead_letters_total{group,topic,dead_letter_topic}` | records sent to a dead-letter topic |
 //! | `shop_consumer_retrying_records{group,topic}` | partitions whose next record failed transiently and waits for its next try (the others flow) |
-//! | `shop_eventing_table_rows{table}` | rows of `eventing_outbox`, `eventing_inbox`, `eventing_dead_letter` (PostgreSQL's estimate, read at each scrape) |
+//! | `shop_eventing_table_rows{table}` | rows of `eventing_outbox`, `eventing_inbox`, `eventing_dead_letter` (PostgreSQL's live-row statistics, read at each scrape): the inbox stays within its retention window |
 //! | `shop_consumer_retention_deleted_rows_total{group,table}` | inbox and dead-letter rows deleted past the retention window |
 //! | `shop_consumer_retrying_seconds{group,topic}` | how long the longest-waiting of them has been failing (0 when none waits) |
 //! | `shop_consumer_dead_letters_unpublished_total{group,topic}` | dead letters kept in the database only: the dead-letter topic could not be written |
@@ -120,6 +120,9 @@ pub struct EventingMetrics {
     pub(crate) table_rows: Family<TableLabels, Gauge>,
     pub(crate) retention_deleted: Family<RetentionLabels, Counter>,
 }
+
+/// The tables `shop_eventing_table_rows` reports.
+const TABLES: [&str; 3] = ["eventing_outbox", "eventing_inbox", "eventing_dead_letter"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct TableLabels {
@@ -224,7 +227,7 @@ impl EventingMetrics {
         );
         registry.register(
             "shop_eventing_table_rows",
-            "Rows of the eventing tables (eventing_outbox, eventing_inbox, eventing_dead_letter), as PostgreSQL estimates them",
+            "Rows of the eventing tables (eventing_outbox, eventing_inbox, eventing_dead_letter), from PostgreSQL's live-row statistics",
             m.table_rows.clone(),
         );
         registry.register(
@@ -234,7 +237,7 @@ impl EventingMetrics {
         );
         registry.register(
             "shop_consumer_messages",
-            "Records handled by a consumer group: applied, duplicate (skipped by the inbox), dead_lettered, or skipped (it has a dead-letter row)",
+            "Records handled by a consumer group: applied, duplicate (skipped by the inbox), dead_lettered, skipped (it has a dead-letter row), or ignored (a type the handler does not handle: no inbox row)",
             m.consumed.clone(),
         );
         registry.register(
@@ -294,7 +297,7 @@ impl EventingMetrics {
     /// that first increase from `rate()` and `increase()` (and so from the alerts).
     pub(crate) fn start_consumer(&self, group: &str, topics: &[String], dead_letter_topic: &str) {
         for topic in topics {
-            for outcome in ["applied", "duplicate", "dead_lettered", "skipped"] {
+            for outcome in ["applied", "duplicate", "dead_lettered", "skipped", "ignored"] {
                 let _ = self.consumed.get_or_create(&OutcomeLabels {
                     group: group.to_owned(),
                     topic: topic.clone(),
@@ -327,6 +330,12 @@ impl EventingMetrics {
                 kind,
             });
         }
+        for table in ["eventing_inbox", "eventing_dead_letter"] {
+            let _ = self.retention_deleted.get_or_create(&RetentionLabels {
+                group: group.to_owned(),
+                table,
+            });
+        }
     }
 
     /// Reads the outbox's backlog, its parked and held events and the age of its oldest
@@ -356,23 +365,21 @@ impl EventingMetrics {
         self.parked.set(parked);
         self.held.set(held);
         self.oldest_age.set(age.max(0.0));
-        // Estimates (kept by autovacuum and ANALYZE): an exact count of a big inbox at every
-        // scrape would cost more than the figure is worth.
-        let sizes: Vec<(String, f32)> = sqlx::query_as(
-            "SELECT relname::text, reltuples FROM pg_class \
-             WHERE relkind = 'r' AND relname IN ('eventing_outbox', 'eventing_inbox', 'eventing_dead_letter') \
-               AND relnamespace = current_schema()::regnamespace",
+        // The statistics' live-row counts: kept current by every insert and delete (a backend
+        // reports its counts within a second or so of its commits), reset exactly by each
+        // vacuum. An exact count(*) of a big inbox at every scrape would cost more than the
+        // figure is worth.
+        let sizes: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT relname::text, n_live_tup FROM pg_stat_user_tables \
+             WHERE schemaname = current_schema() \
+               AND relname IN ('eventing_outbox', 'eventing_inbox', 'eventing_dead_letter')",
         )
         .fetch_all(pool)
         .await?;
-        for (table, rows) in sizes {
-            let table = match table.as_str() {
-                "eventing_outbox" => "eventing_outbox",
-                "eventing_inbox" => "eventing_inbox",
-                _ => "eventing_dead_letter",
+        for (name, rows) in sizes {
+            let Some(table) = TABLES.into_iter().find(|t| *t == name) else {
+                continue;
             };
-            // -1 until the table was first analysed.
-            let rows = rows.max(0.0) as i64;
             self.table_rows
                 .get_or_create(&TableLabels { table })
                 .set(rows);

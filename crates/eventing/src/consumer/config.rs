@@ -131,6 +131,56 @@ impl ConsumerConfig {
     }
 }
 
+/// How long a consumer keeps the rows that make it idempotent, and how it deletes the older
+/// ones (every replica sweeps; they share the work).
+///
+/// An inbox row protects against a second delivery of its record, and every second delivery
+/// comes from the topic: a redelivery after a crash or a rebalance, a relay that published
+/// twice, a replay by an operator from what the topic still holds. Kafka deletes a topic's
+/// records a segment at a time, once the segment's newest record is older than `retention.ms`;
+/// a segment spans up to `segment.ms` (Kafka's default: 7 days). So a record can be read for up
+/// to `retention.ms + segment.ms` after it was published, and its row is worth keeping that
+/// long, and no longer. The suite's topics keep 7 days with Kafka's default segments
+/// (`deploy/topology.yaml`): 14 days, and the default window adds a day for clocks (the
+/// record's timestamp is the relay's, the row's the database's). Each service reads it from
+/// `<SERVICE>_INBOX_RETENTION_MS`, which `crates/suite/tests/deployment.rs` holds to the
+/// retention of the topics it consumes. Raise the window with a topic's retention (or
+/// `segment.ms`): rows deleted while their records can still be replayed let a replay apply them
+/// again.
+///
+/// Dead-letter rows, which make a replay of the source topic skip their record, follow the same
+/// window once their copy reached the dead-letter topic (the dead-letter topic keeps its own
+/// copy 30 days). Those kept only in the database (`published = false`) stay until re-driven or
+/// dropped. Rows are deleted oldest first, `batch` at a time, each batch its own short
+/// transaction, every `every`, through the indexes on `(consumer, processed_at)` and
+/// `(consumer, failed_at)`: the sweep never holds many locks nor competes with the consumer
+/// for long.
+#[derive(Clone, Debug)]
+pub struct Retention {
+    /// Rows older than this are deleted.
+    pub window: Duration,
+    /// Time between two sweeps.
+    pub every: Duration,
+    /// Most rows one statement deletes.
+    pub batch: u32,
+}
+
+impl Retention {
+    /// Kafka's default `segment.ms` (`log.roll.hours` = 168), which the suite's topics keep.
+    pub const KAFKA_DEFAULT_SEGMENT: Duration = Duration::from_secs(7 * 24 * 3600);
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            // retention.ms (7 d) + segment.ms (7 d) + a day.
+            window: Duration::from_secs(15 * 24 * 3600),
+            every: Duration::from_secs(60),
+            batch: 1000,
+        }
+    }
+}
+
 /// Properties the consumer sets itself, with what rests on each: a [`KafkaConfig`] property
 /// for one of them is ignored (with a warning), so that a setting meant for every client (or a
 /// mistake) cannot break the consumer's guarantees.
@@ -284,41 +334,5 @@ mod tests {
         let (client, _) = client_config(&KafkaConfig::new("k:9092"), &config);
         assert_eq!(client.get("session.timeout.ms"), Some("6000"));
         assert_eq!(client.get("heartbeat.interval.ms"), Some("2000"));
-    }
-}
-
-/// How long a consumer keeps the rows that make it idempotent, and how it deletes the older
-/// ones.
-///
-/// An inbox row protects against a second delivery of its record. Second deliveries come from
-/// the topic: a redelivery after a crash or a rebalance (seconds), a replay or re-drive by an
-/// operator (from what the topic still holds), a relay that published twice (seconds). So a row
-/// is worth keeping as long as its record can still be read from the topic, that is, the
-/// topic's retention (`retention.ms`: 7 days for the suite's topics, `deploy/topology.yaml`),
-/// and no longer. The default window is that plus a day. A deployment that raises a topic's
-/// retention must raise `window` with it (or replays from past the window apply again).
-///
-/// Dead-letter rows, which make a replay skip their record, follow the same window once their
-/// copy reached the dead-letter topic (those kept only in the database stay until re-driven).
-/// Rows are deleted oldest first, `batch` at a time, every `every`, each batch its own short
-/// transaction, through an index on `(consumer, processed_at)`: the sweep never holds many
-/// locks nor competes with the consumer for long.
-#[derive(Clone, Debug)]
-pub struct Retention {
-    /// Rows older than this are deleted.
-    pub window: Duration,
-    /// Time between two sweeps.
-    pub every: Duration,
-    /// Most rows one statement deletes.
-    pub batch: i64,
-}
-
-impl Default for Retention {
-    fn default() -> Self {
-        Self {
-            window: Duration::from_secs(8 * 24 * 3600),
-            every: Duration::from_secs(60),
-            batch: 1000,
-        }
     }
 }
