@@ -297,7 +297,13 @@ impl EventingMetrics {
     /// that first increase from `rate()` and `increase()` (and so from the alerts).
     pub(crate) fn start_consumer(&self, group: &str, topics: &[String], dead_letter_topic: &str) {
         for topic in topics {
-            for outcome in ["applied", "duplicate", "dead_lettered", "skipped", "ignored"] {
+            for outcome in [
+                "applied",
+                "duplicate",
+                "dead_lettered",
+                "skipped",
+                "ignored",
+            ] {
                 let _ = self.consumed.get_or_create(&OutcomeLabels {
                     group: group.to_owned(),
                     topic: topic.clone(),

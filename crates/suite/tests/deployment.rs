@@ -136,7 +136,10 @@ fn services() -> Vec<Needs> {
             group: Setting::new("ORDER_CONSUMER_GROUP", &order.consumer_group),
             grpc_addr: Setting::new("ORDER_GRPC_ADDR", order.grpc_addr),
             metrics_addr: Setting::new("ORDER_METRICS_ADDR", order.metrics_addr),
-            inbox_retention: Setting::new("ORDER_INBOX_RETENTION_MS", order.inbox_retention.as_millis()),
+            inbox_retention: Setting::new(
+                "ORDER_INBOX_RETENTION_MS",
+                order.inbox_retention.as_millis(),
+            ),
         },
         Needs {
             name: "inventory",
@@ -149,7 +152,10 @@ fn services() -> Vec<Needs> {
             group: Setting::new("INVENTORY_CONSUMER_GROUP", &inventory.consumer_group),
             grpc_addr: Setting::new("INVENTORY_GRPC_ADDR", inventory.grpc_addr),
             metrics_addr: Setting::new("INVENTORY_METRICS_ADDR", inventory.metrics_addr),
-            inbox_retention: Setting::new("INVENTORY_INBOX_RETENTION_MS", inventory.inbox_retention.as_millis()),
+            inbox_retention: Setting::new(
+                "INVENTORY_INBOX_RETENTION_MS",
+                inventory.inbox_retention.as_millis(),
+            ),
         },
         Needs {
             name: "payment",
@@ -162,7 +168,10 @@ fn services() -> Vec<Needs> {
             group: Setting::new("PAYMENT_CONSUMER_GROUP", &payment.consumer_group),
             grpc_addr: Setting::new("PAYMENT_GRPC_ADDR", payment.grpc_addr),
             metrics_addr: Setting::new("PAYMENT_METRICS_ADDR", payment.metrics_addr),
-            inbox_retention: Setting::new("PAYMENT_INBOX_RETENTION_MS", payment.inbox_retention.as_millis()),
+            inbox_retention: Setting::new(
+                "PAYMENT_INBOX_RETENTION_MS",
+                payment.inbox_retention.as_millis(),
+            ),
         },
         Needs {
             name: "notification",
@@ -175,7 +184,10 @@ fn services() -> Vec<Needs> {
             group: Setting::new("NOTIFICATION_CONSUMER_GROUP", &notification.consumer_group),
             grpc_addr: Setting::new("NOTIFICATION_GRPC_ADDR", notification.grpc_addr),
             metrics_addr: Setting::new("NOTIFICATION_METRICS_ADDR", notification.metrics_addr),
-            inbox_retention: Setting::new("NOTIFICATION_INBOX_RETENTION_MS", notification.inbox_retention.as_millis()),
+            inbox_retention: Setting::new(
+                "NOTIFICATION_INBOX_RETENTION_MS",
+                notification.inbox_retention.as_millis(),
+            ),
         },
     ]
 }
@@ -919,7 +931,10 @@ fn readable_for_ms(topic: &shop_testkit::topology::TopicSpec) -> u128 {
             .unwrap_or(default.as_millis())
     };
     ms("retention.ms", Duration::from_secs(7 * 24 * 3600))
-        + ms("segment.ms", shop_eventing::Retention::KAFKA_DEFAULT_SEGMENT)
+        + ms(
+            "segment.ms",
+            shop_eventing::Retention::KAFKA_DEFAULT_SEGMENT,
+        )
 }
 
 /// Each service's inbox remembers an event at least as long as the topics it consumes can hand
@@ -952,7 +967,11 @@ fn check_inbox_windows(
             continue;
         };
         let mut envs: Vec<&Env> = vec![&code];
-        envs.extend(k8s.containers_of(service.name).filter(|c| c.main).map(|c| &c.env));
+        envs.extend(
+            k8s.containers_of(service.name)
+                .filter(|c| c.main)
+                .map(|c| &c.env),
+        );
         envs.extend(compose.services.get(service.name));
         for env in envs {
             let value = service.inbox_retention.value_in(env);

@@ -55,7 +55,8 @@ mod tests {
                     shop_consumer_messages_total{group=\"g\",topic=\"b\",outcome=\"ignored\"} 3\n\
                     shop_consumer_messages_total{group=\"g\",topic=\"a\",outcome=\"applied\"} 7\n\
                     shop_consumer_messages_total_other{outcome=\"ignored\"} 100\n";
-        let sum = |labels: &[(&str, &str)]| sample_sum(text, "shop_consumer_messages_total", labels);
+        let sum =
+            |labels: &[(&str, &str)]| sample_sum(text, "shop_consumer_messages_total", labels);
         assert_eq!(sum(&[("outcome", "ignored")]), Some(5.0));
         assert_eq!(sum(&[("outcome", "ignored"), ("topic", "b")]), Some(3.0));
         assert_eq!(sum(&[]), Some(12.0));

@@ -714,7 +714,10 @@ async fn a_release_request_releases_a_late_reservation_once() {
     .fetch_one(&app.db.pool)
     .await
     .unwrap();
-    assert_eq!(ignored, 0, "no inbox row for a type inventory does not handle");
+    assert_eq!(
+        ignored, 0,
+        "no inbox row for a type inventory does not handle"
+    );
     let events = app.inventory_events(2).await;
     assert_eq!(
         of_type(&events, "shop.inventory.v1.StockReleased").len(),

@@ -558,7 +558,10 @@ async fn cancelled_and_confirmed_orders_are_listed_by_order_and_by_customer() {
         .fetch_one(&app.db.pool)
         .await
         .unwrap();
-    assert_eq!(rows, 4, "inbox rows for the four told, none for the two passed over");
+    assert_eq!(
+        rows, 4,
+        "inbox rows for the four told, none for the two passed over"
+    );
 
     let by_a = app.list(by_order("order-a")).await.unwrap();
     assert_eq!(by_a.notifications.len(), 1);

@@ -516,7 +516,10 @@ async fn a_payment_is_captured_once_and_refunded_once() {
     .fetch_one(&app.db.pool)
     .await
     .unwrap();
-    assert_eq!(ignored, 0, "no inbox row for a type payment does not handle");
+    assert_eq!(
+        ignored, 0,
+        "no inbox row for a type payment does not handle"
+    );
     let events = app.payment_events(1).await;
     assert_eq!(events.len(), 1, "one event for two requests: {events:?}");
     let captured = decoded::<pb::PaymentCaptured>(&events);

@@ -186,25 +186,32 @@ async fn two_replicas_under_contention_never_deadlock_and_apply_every_step_once(
             "the second replica never got a partition: {ignored:?}"
         );
     }
-    eventually("the warm-up passed over", Duration::from_secs(30), || async {
-        let ignored: f64 = replicas
-            .iter()
-            .map(|r| {
-                metric(
-                    &r.registry,
-                    "shop_consumer_messages_total",
-                    &[("outcome", "ignored")],
-                )
-            })
-            .sum();
-        (ignored == f64::from(warm_up)).then_some(())
-    })
+    eventually(
+        "the warm-up passed over",
+        Duration::from_secs(30),
+        || async {
+            let ignored: f64 = replicas
+                .iter()
+                .map(|r| {
+                    metric(
+                        &r.registry,
+                        "shop_consumer_messages_total",
+                        &[("outcome", "ignored")],
+                    )
+                })
+                .sum();
+            (ignored == f64::from(warm_up)).then_some(())
+        },
+    )
     .await;
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM eventing_inbox")
         .fetch_one(&db.pool)
         .await
         .unwrap();
-    assert_eq!(rows, 0, "no inbox row for the events payment does not handle");
+    assert_eq!(
+        rows, 0,
+        "no inbox row for the events payment does not handle"
+    );
     let deadlocks_before = deadlocks(&db.pool).await;
 
     // All the orders at once, so that the replicas fetch (and batch) many records at a time.

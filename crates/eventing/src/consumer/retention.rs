@@ -45,11 +45,18 @@ pub(super) async fn sweep(
             ("eventing_inbox", INBOX),
             ("eventing_dead_letter", DEAD_LETTERS),
         ] {
-            let deleted =
-                delete_old(&pool, statement, &consumer, window, batch, &shutdown, |rows| {
+            let deleted = delete_old(
+                &pool,
+                statement,
+                &consumer,
+                window,
+                batch,
+                &shutdown,
+                |rows| {
                     metrics.count_retention_deleted(&group, table, rows);
-                })
-                .await;
+                },
+            )
+            .await;
             match deleted {
                 Ok(0) => {}
                 Ok(rows) => {
