@@ -134,6 +134,7 @@ impl Suite {
                 shop_testkit::auth::AUDIENCE,
             ),
             session_timeout: session,
+            inbox_retention: shop_eventing::Retention::default().window,
         });
         let mut tasks = HashMap::new();
         let stop = CancellationToken::new();
@@ -171,6 +172,7 @@ impl Suite {
                         shop_testkit::auth::AUDIENCE,
                     ),
                     session_timeout: session,
+                    inbox_retention: shop_eventing::Retention::default().window,
                 }),
             ),
             (
@@ -191,6 +193,7 @@ impl Suite {
                         shop_testkit::auth::AUDIENCE,
                     ),
                     session_timeout: session,
+                    inbox_retention: shop_eventing::Retention::default().window,
                 }),
             ),
             (
@@ -210,6 +213,7 @@ impl Suite {
                         shop_testkit::auth::AUDIENCE,
                     ),
                     session_timeout: session,
+                    inbox_retention: shop_eventing::Retention::default().window,
                     webhook_url: webhook.map(|u| u.parse().unwrap()),
                     webhook_timeout: Duration::from_secs(2),
                     retry: shop_eventing::RetryPolicy {

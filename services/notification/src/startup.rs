@@ -122,6 +122,7 @@ impl Application {
         let mut consumer_config =
             observability.consumer_config(&settings.consumer_group, [&settings.order_events_topic]);
         consumer_config.session_timeout = settings.session_timeout;
+        consumer_config.retention.window = settings.inbox_retention;
         let consumer = Consumer::new(
             pool.clone(),
             &kafka,

@@ -127,6 +127,7 @@ impl Application {
             ],
         );
         consumer_config.session_timeout = settings.session_timeout;
+        consumer_config.retention.window = settings.inbox_retention;
         let consumer = Consumer::new(
             pool.clone(),
             &kafka,
