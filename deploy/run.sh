@@ -63,15 +63,10 @@ else
   kafka_kind="librdkafka mock cluster (dev-kafka, in memory)"
 fi
 
-# The librdkafka properties (KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*: shop_runtime::kafka) that log
-# a process in as USER on the broker started above; nothing for a broker without SCRAM.
+# The login of USER on the broker started above (shop_kafka_login); nothing for a broker without
+# SCRAM.
 kafka_login() {
-  local user=$1 password
-  [ -n "${kafka_data:-}" ] || return 0
-  password=$(awk -v u="$user" '$1 == u {print $2}' "$kafka_data/credentials")
-  [ -n "$password" ] || die "no Kafka identity for $user in $kafka_data/credentials"
-  printf '%s\n' KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT KAFKA_SASL_MECHANISM=SCRAM-SHA-512 \
-    "KAFKA_SASL_USERNAME=$user" "KAFKA_SASL_PASSWORD=$password"
+  [ -z "${kafka_data:-}" ] || shop_kafka_login "$1" "$kafka_data"
 }
 server="${DATABASE_URL%/*}"
 logs="$SHOP_STATE_DIR/logs"

@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize as _;
 use serde_norway::Value;
@@ -79,6 +80,8 @@ struct Needs {
     grpc_addr: Setting,
     metrics_addr: Setting,
     admin_addr: Setting,
+    /// How long its inbox remembers an applied event, in milliseconds.
+    inbox_retention: Setting,
 }
 
 impl Needs {
@@ -135,6 +138,10 @@ fn services() -> Vec<Needs> {
             grpc_addr: Setting::new("ORDER_GRPC_ADDR", order.grpc_addr),
             metrics_addr: Setting::new("ORDER_METRICS_ADDR", order.metrics_addr),
             admin_addr: Setting::new("ORDER_ADMIN_ADDR", order.admin_addr),
+            inbox_retention: Setting::new(
+                "ORDER_INBOX_RETENTION_MS",
+                order.inbox_retention.as_millis(),
+            ),
         },
         Needs {
             name: "inventory",
@@ -148,6 +155,10 @@ fn services() -> Vec<Needs> {
             grpc_addr: Setting::new("INVENTORY_GRPC_ADDR", inventory.grpc_addr),
             metrics_addr: Setting::new("INVENTORY_METRICS_ADDR", inventory.metrics_addr),
             admin_addr: Setting::new("INVENTORY_ADMIN_ADDR", inventory.admin_addr),
+            inbox_retention: Setting::new(
+                "INVENTORY_INBOX_RETENTION_MS",
+                inventory.inbox_retention.as_millis(),
+            ),
         },
         Needs {
             name: "payment",
@@ -161,6 +172,10 @@ fn services() -> Vec<Needs> {
             grpc_addr: Setting::new("PAYMENT_GRPC_ADDR", payment.grpc_addr),
             metrics_addr: Setting::new("PAYMENT_METRICS_ADDR", payment.metrics_addr),
             admin_addr: Setting::new("PAYMENT_ADMIN_ADDR", payment.admin_addr),
+            inbox_retention: Setting::new(
+                "PAYMENT_INBOX_RETENTION_MS",
+                payment.inbox_retention.as_millis(),
+            ),
         },
         Needs {
             name: "notification",
@@ -174,6 +189,10 @@ fn services() -> Vec<Needs> {
             grpc_addr: Setting::new("NOTIFICATION_GRPC_ADDR", notification.grpc_addr),
             metrics_addr: Setting::new("NOTIFICATION_METRICS_ADDR", notification.metrics_addr),
             admin_addr: Setting::new("NOTIFICATION_ADMIN_ADDR", notification.admin_addr),
+            inbox_retention: Setting::new(
+                "NOTIFICATION_INBOX_RETENTION_MS",
+                notification.inbox_retention.as_millis(),
+            ),
         },
     ]
 }
@@ -952,6 +971,76 @@ fn check_topology(
     problems
 }
 
+/// How long after its publication a record of `topic` can still be read: Kafka deletes a
+/// segment once its newest record is older than `retention.ms`, and a segment spans up to
+/// `segment.ms` (both at Kafka's defaults when the topic does not set them).
+fn readable_for_ms(topic: &shop_testkit::topology::TopicSpec) -> u128 {
+    let ms = |key: &str, default: Duration| {
+        topic
+            .config
+            .get(key)
+            .and_then(|v| v.parse::<u128>().ok())
+            .unwrap_or(default.as_millis())
+    };
+    ms("retention.ms", Duration::from_secs(7 * 24 * 3600))
+        + ms(
+            "segment.ms",
+            shop_eventing::Retention::KAFKA_DEFAULT_SEGMENT,
+        )
+}
+
+/// Each service's inbox remembers an event at least as long as the topics it consumes can hand
+/// the record out (`shop_eventing::Retention`): a shorter window lets a replay, or a late
+/// redelivery, apply an event a second time. Checked for the code's default and for the value
+/// every k8s container and compose service sets.
+fn check_inbox_windows(
+    topology: &Topology,
+    needs: &[Needs],
+    k8s: &K8s,
+    compose: &Compose,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let code = Env {
+        what: "the code's default".into(),
+        fix_in: String::new(),
+        vars: BTreeMap::new(),
+    };
+    for service in needs {
+        let Some(spec) = topology.services.iter().find(|s| s.name == service.name) else {
+            continue;
+        };
+        let longest = spec
+            .consumes
+            .iter()
+            .filter_map(|name| topology.topics.iter().find(|t| t.name == *name))
+            .map(|topic| (topic.name.as_str(), readable_for_ms(topic)))
+            .max_by_key(|(_, ms)| *ms);
+        let Some((topic, readable)) = longest else {
+            continue;
+        };
+        let mut envs: Vec<&Env> = vec![&code];
+        envs.extend(
+            k8s.containers_of(service.name)
+                .filter(|c| c.main)
+                .map(|c| &c.env),
+        );
+        envs.extend(compose.services.get(service.name));
+        for env in envs {
+            let value = service.inbox_retention.value_in(env);
+            if value.parse::<u128>().is_ok_and(|window| window >= readable) {
+                continue;
+            }
+            problems.push(format!(
+                "{}: {}={value} in {}, but {topic} hands out a record for up to {readable} ms \
+                 (retention.ms + segment.ms, deploy/topology.yaml): the inbox would forget events a \
+                 replay can still deliver",
+                service.binary, service.inbox_retention.var, env.what
+            ));
+        }
+    }
+    problems
+}
+
 fn assert_none(what: &str, problems: &[String]) {
     assert!(
         problems.is_empty(),
@@ -995,6 +1084,49 @@ fn the_topology_declaration_matches_the_code_k8s_and_compose() {
             &K8s::load(),
             &Compose::load(),
         ),
+    );
+}
+
+#[test]
+fn every_inbox_remembers_events_as_long_as_its_topics_keep_them() {
+    assert_none(
+        "inbox retention vs topic retention",
+        &check_inbox_windows(
+            &Topology::of_repository(),
+            &services(),
+            &K8s::load(),
+            &Compose::load(),
+        ),
+    );
+}
+
+#[test]
+fn a_topic_retention_raised_past_the_inbox_window_is_reported() {
+    let mut topology = Topology::of_repository();
+    let payment = topology
+        .topics
+        .iter_mut()
+        .find(|t| t.name == "payment.events.v1")
+        .expect("payment.events.v1 in deploy/topology.yaml");
+    // 30 days: longer than the 15 days the order service's inbox remembers.
+    payment
+        .config
+        .insert("retention.ms".into(), "2592000000".into());
+    let problems = check_inbox_windows(&topology, &services(), &K8s::load(), &Compose::load());
+    let all = problems.join("\n");
+    for expected in [
+        "order-service: ORDER_INBOX_RETENTION_MS=1296000000 in the code's default, but payment.events.v1 hands out a record for up to 3196800000 ms",
+        "ORDER_INBOX_RETENTION_MS=1296000000 in container order of the Deployment order",
+        "ORDER_INBOX_RETENTION_MS=1296000000 in the compose service order",
+    ] {
+        assert!(
+            all.contains(expected),
+            "expected {expected:?} among:\n{all}"
+        );
+    }
+    assert!(
+        problems.iter().all(|p| p.starts_with("order-service")),
+        "only order consumes payment.events.v1: {all}"
     );
 }
 

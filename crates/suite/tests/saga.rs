@@ -135,6 +135,7 @@ impl Suite {
                 shop_testkit::auth::AUDIENCE,
             ),
             session_timeout: session,
+            inbox_retention: shop_eventing::Retention::default().window,
         });
         let mut tasks = HashMap::new();
         let stop = CancellationToken::new();
@@ -173,6 +174,7 @@ impl Suite {
                         shop_testkit::auth::AUDIENCE,
                     ),
                     session_timeout: session,
+                    inbox_retention: shop_eventing::Retention::default().window,
                 }),
             ),
             (
@@ -194,6 +196,7 @@ impl Suite {
                         shop_testkit::auth::AUDIENCE,
                     ),
                     session_timeout: session,
+                    inbox_retention: shop_eventing::Retention::default().window,
                 }),
             ),
             (
@@ -214,6 +217,7 @@ impl Suite {
                         shop_testkit::auth::AUDIENCE,
                     ),
                     session_timeout: session,
+                    inbox_retention: shop_eventing::Retention::default().window,
                     webhook_url: webhook.map(|u| u.parse().unwrap()),
                     webhook_timeout: Duration::from_secs(2),
                     retry: shop_eventing::RetryPolicy {

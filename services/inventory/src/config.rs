@@ -20,6 +20,7 @@ use shop_runtime::config::{self, ConfigError};
 /// | `GRPC_REQUEST_TIMEOUT_MS` | longest a call may run [`10000`] |
 /// | `AUTH_JWKS_FILE` or `AUTH_JWKS_URL`, `AUTH_ISSUER`, `AUTH_AUDIENCE`, `AUTH_JWKS_REFRESH_MS` | how callers' bearer tokens are checked: `shop_runtime::auth::AuthSettings` (a JWKS is required) |
 /// | `KAFKA_SESSION_TIMEOUT_MS` | how long the group waits for a dead member [`10000`] |
+/// | `INVENTORY_INBOX_RETENTION_MS` | how long inbox rows (and published dead-letter rows) are kept: at least the `retention.ms` + `segment.ms` of `ORDER_EVENTS_TOPIC` (`shop_eventing::Retention`) [`1296000000`: 15 days] |
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub grpc_addr: SocketAddr,
@@ -37,6 +38,8 @@ pub struct Settings {
     /// How callers are authenticated.
     pub auth: AuthSettings,
     pub session_timeout: Duration,
+    /// How long the consumer's inbox and dead-letter rows are kept.
+    pub inbox_retention: Duration,
 }
 
 impl Settings {
@@ -66,6 +69,10 @@ impl Settings {
             request_timeout: config::millis("GRPC_REQUEST_TIMEOUT_MS", Duration::from_secs(10))?,
             auth: AuthSettings::from_env()?,
             session_timeout: config::millis("KAFKA_SESSION_TIMEOUT_MS", Duration::from_secs(10))?,
+            inbox_retention: config::millis(
+                "INVENTORY_INBOX_RETENTION_MS",
+                shop_eventing::Retention::default().window,
+            )?,
         })
     }
 }

@@ -115,6 +115,7 @@ impl Application {
         let mut consumer_config =
             observability.consumer_config(&settings.consumer_group, [&settings.order_events_topic]);
         consumer_config.session_timeout = settings.session_timeout;
+        consumer_config.retention.window = settings.inbox_retention;
         let admin = AdminApi::new("inventory", pool.clone())
             .produces([settings.inventory_events_topic.clone()])
             .consumer(&consumer_config)

@@ -132,6 +132,7 @@ impl Application {
         let mut consumer_config =
             observability.consumer_config(&settings.consumer_group, [&settings.order_events_topic]);
         consumer_config.session_timeout = settings.session_timeout;
+        consumer_config.retention.window = settings.inbox_retention;
         // It publishes nothing: RepublishRecords refuses every topic.
         let admin = AdminApi::new("notification", pool.clone()).consumer(&consumer_config);
         let consumer = Consumer::new(

@@ -29,6 +29,7 @@ use shop_runtime::config::{self, ConfigError};
 /// | `AUTH_JWKS_FILE` or `AUTH_JWKS_URL`, `AUTH_ISSUER`, `AUTH_AUDIENCE`, `AUTH_JWKS_REFRESH_MS` | how callers' bearer tokens are checked: `shop_runtime::auth::AuthSettings` (a JWKS is required) |
 /// | `ORDER_SERVICE_TOKEN_FILE` | the order service's own token, presented to inventory; read again every 30 s, renewed by its issuer (required) |
 /// | `KAFKA_SESSION_TIMEOUT_MS` | how long the group waits for a dead member [`10000`] |
+/// | `ORDER_INBOX_RETENTION_MS` | how long inbox rows (and published dead-letter rows) are kept: at least the `retention.ms` + `segment.ms` of `INVENTORY_EVENTS_TOPIC` and `PAYMENT_EVENTS_TOPIC` (`shop_eventing::Retention`) [`1296000000`: 15 days] |
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub grpc_addr: SocketAddr,
@@ -59,6 +60,8 @@ pub struct Settings {
     /// The file holding this service's own token (for its calls to inventory).
     pub service_token_file: Option<PathBuf>,
     pub session_timeout: Duration,
+    /// How long the consumer's inbox and dead-letter rows are kept.
+    pub inbox_retention: Duration,
 }
 
 impl Settings {
@@ -115,6 +118,10 @@ impl Settings {
             auth: AuthSettings::from_env()?,
             service_token_file: config::optional("ORDER_SERVICE_TOKEN_FILE").map(PathBuf::from),
             session_timeout: config::millis("KAFKA_SESSION_TIMEOUT_MS", Duration::from_secs(10))?,
+            inbox_retention: config::millis(
+                "ORDER_INBOX_RETENTION_MS",
+                shop_eventing::Retention::default().window,
+            )?,
         })
     }
 }

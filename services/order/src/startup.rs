@@ -137,6 +137,7 @@ impl Application {
             ],
         );
         consumer_config.session_timeout = settings.session_timeout;
+        consumer_config.retention.window = settings.inbox_retention;
         let admin = AdminApi::new("order", pool.clone())
             .produces([settings.order_events_topic.clone()])
             .consumer(&consumer_config)

@@ -80,6 +80,7 @@ async fn spawn_app_with(inventory_url: Option<&str>, tune: impl FnOnce(&mut Sett
                 shop_testkit::auth::AUDIENCE,
             ),
             session_timeout: Duration::from_secs(6),
+            inbox_retention: shop_eventing::Retention::default().window,
         },
         &stop,
     )
@@ -117,6 +118,7 @@ async fn spawn_app_with(inventory_url: Option<&str>, tune: impl FnOnce(&mut Sett
             shop_testkit::auth::AUDIENCE,
         ),
         session_timeout: Duration::from_secs(6),
+        inbox_retention: shop_eventing::Retention::default().window,
     };
     tune(&mut settings);
     let app = Application::build(settings.clone(), &stop).await.unwrap();

@@ -40,6 +40,8 @@ pub(super) enum Outcome {
     Duplicate,
     /// It has a dead-letter row: set aside before, and stays so until the row is deleted.
     Skipped,
+    /// Not a record the handler handles ([`Handler::handles`]): passed over, no inbox row.
+    Ignored,
 }
 
 impl Outcome {
@@ -48,6 +50,7 @@ impl Outcome {
             Self::Applied => "applied",
             Self::Duplicate => "duplicate",
             Self::Skipped => "skipped",
+            Self::Ignored => "ignored",
         }
     }
 }
@@ -178,7 +181,7 @@ impl<H: Handler> Consumer<H> {
         let mut keys: BTreeSet<LockKey> = BTreeSet::new();
         for (at, event) in events.iter().enumerate() {
             let settled = known.get(&event.id).is_some_and(|k| *k != Known::Replayed);
-            if settled || event.rejected.is_some() {
+            if settled || event.rejected.is_some() || !self.handler.handles(event) {
                 continue;
             }
             let declared = AssertUnwindSafe(self.handler.lock_keys(&mut tx, event))
@@ -348,6 +351,10 @@ impl<H: Handler> Consumer<H> {
                 return Ok(Err(HandlerError::permanent(anyhow::anyhow!(
                     "unusable record: {rejected}"
                 ))));
+            }
+            if !self.handler.handles(event) {
+                // Nothing to protect from a second delivery: no inbox row.
+                return Ok(Ok(Applied::without_effects(Outcome::Ignored)));
             }
             let claimed = sqlx::query(
                 "INSERT INTO eventing_inbox (consumer, event_id, event_type, topic, kafka_partition, kafka_offset) \
