@@ -62,6 +62,17 @@ shop_die() {
   exit 1
 }
 
+# The librdkafka properties (KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*: shop_runtime::kafka), one per
+# line, that log a process in as USER on the SASL/SCRAM broker whose data dir is DIR (its
+# passwords were generated there on its first start).
+shop_kafka_login() {
+  local user=$1 dir=$2 password
+  password=$(awk -v u="$user" '$1 == u {print $2}' "$dir/credentials")
+  [ -n "$password" ] || shop_die "no Kafka identity for $user in $dir/credentials"
+  printf '%s\n' KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT KAFKA_SASL_MECHANISM=SCRAM-SHA-512 \
+    "KAFKA_SASL_USERNAME=$user" "KAFKA_SASL_PASSWORD=$password"
+}
+
 # Short names, for the scripts that use them (unless the caller has its own).
 declare -F say >/dev/null || say() { shop_say "$@"; }
 declare -F die >/dev/null || die() { shop_die "$@"; }

@@ -45,6 +45,13 @@ until grep -q "The shop suite is running" "$log"; do
   sleep 1
 done
 kafka=$(sed -n 's/^  Kafka *\([^ ]*\).*/\1/p' "$log")
+# On the SASL/SCRAM broker of --broker kafka, the load generator's reader (a group of its own
+# on order.events.v1) logs in as the broker's admin: it is the operator's tool, not a service
+# with an identity and ACLs of its own.
+if grep -q "SASL/SCRAM" "$log"; then
+  # shellcheck disable=SC2046 # one NAME=value per line, none with spaces
+  export $(shop_kafka_login admin "$SHOP_STATE_DIR/kafka/broker")
+fi
 echo "machine: $(nproc) cores; suite: release build; Kafka: $kafka; tracing: $tracing"
 # The load generator mints its customers' and operator's tokens with the dev signing key.
 SHOP_SIGNING_KEY="$SHOP_STATE_DIR/auth/signing-key.pem" target/release/shop-load --kafka "$kafka" "${load_args[@]}"

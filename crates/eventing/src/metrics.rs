@@ -13,7 +13,7 @@
 //! | `shop_outbox_relay_errors_total` | relay rounds that failed (database or Kafka) |
 //! | `shop_outbox_relay_leader` | 1 on the replica that holds the relay lease |
 //! | `shop_outbox_relay_stalled` | 1 while this replica leads, events wait and none was published for the relay's `stall_timeout` |
-//! | `shop_consumer_messages_total{group,topic,outcome}` | records handled: `applied`, `duplicate` (skipped by the inbox), `dead_lettered`, `skipped` (it has a dead-letter row) |
+//! | `shop_consumer_messages_total{group,topic,outcome}` | records handled: `applied`, `duplicate` (skipped by the inbox), `dead_lettered`, `skipped` (it has a dead-letter row), `ignored` (a type the handler does not handle: no inbox row) |
 //! | `shop_consumer_handler_errors_total{group,topic,kind}` | handler failures, `transient` or `permanent` |
 //! | `shop_consumer_process_duration_seconds{group,topic}` | a record's fetch to its commit |
 //! | `shop_consumer_event_delay_seconds{group,topic}` | the event's `ce_time` (its append) to its commit here: one saga hop |
@@ -23,6 +23,8 @@
 //! | `shop_consumer_lag_errors_total{group}` | lag measurements that failed (the broker did not answer); the lag gauges keep their last values |
 //! | `shop_dead_letters_total{group,topic,dead_letter_topic}` | records sent to a dead-letter topic |
 //! | `shop_consumer_retrying_records{group,topic}` | partitions whose next record failed transiently and waits for its next try (the others flow) |
+//! | `shop_eventing_table_rows{table}` | rows of `eventing_outbox`, `eventing_inbox`, `eventing_dead_letter` (PostgreSQL's live-row statistics, read at each scrape): the inbox stays within its retention window |
+//! | `shop_consumer_retention_deleted_rows_total{group,table}` | inbox and dead-letter rows deleted past the retention window |
 //! | `shop_consumer_retrying_seconds{group,topic}` | how long the longest-waiting of them has been failing (0 when none waits) |
 //! | `shop_consumer_dead_letters_unpublished_total{group,topic}` | dead letters kept in the database only: the dead-letter topic could not be written |
 //! | `shop_consumer_rebalances_total{group,kind}` | partitions `assigned` to or `revoked` from this member, one count per rebalance callback |
@@ -119,6 +121,22 @@ pub struct EventingMetrics {
     pub(crate) retrying_for: Family<GroupTopicLabels, FloatGauge>,
     pub(crate) dead_letters_unpublished: Family<GroupTopicLabels, Counter>,
     pub(crate) rebalances: Family<RebalanceLabels, Counter>,
+    pub(crate) table_rows: Family<TableLabels, Gauge>,
+    pub(crate) retention_deleted: Family<RetentionLabels, Counter>,
+}
+
+/// The tables `shop_eventing_table_rows` reports.
+const TABLES: [&str; 3] = ["eventing_outbox", "eventing_inbox", "eventing_dead_letter"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct TableLabels {
+    pub(crate) table: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RetentionLabels {
+    pub(crate) group: String,
+    pub(crate) table: &'static str,
 }
 
 impl Default for EventingMetrics {
@@ -148,6 +166,8 @@ impl Default for EventingMetrics {
             retrying_for: Family::default(),
             dead_letters_unpublished: Family::default(),
             rebalances: Family::default(),
+            table_rows: Family::default(),
+            retention_deleted: Family::default(),
         }
     }
 }
@@ -212,8 +232,18 @@ impl EventingMetrics {
             m.relay_stalled.clone(),
         );
         registry.register(
+            "shop_eventing_table_rows",
+            "Rows of the eventing tables (eventing_outbox, eventing_inbox, eventing_dead_letter), from PostgreSQL's live-row statistics",
+            m.table_rows.clone(),
+        );
+        registry.register(
+            "shop_consumer_retention_deleted_rows",
+            "Inbox and dead-letter rows deleted for being older than the consumer's retention window",
+            m.retention_deleted.clone(),
+        );
+        registry.register(
             "shop_consumer_messages",
-            "Records handled by a consumer group: applied, duplicate (skipped by the inbox), dead_lettered, or skipped (it has a dead-letter row)",
+            "Records handled by a consumer group: applied, duplicate (skipped by the inbox), dead_lettered, skipped (it has a dead-letter row), or ignored (a type the handler does not handle: no inbox row)",
             m.consumed.clone(),
         );
         registry.register(
@@ -283,7 +313,13 @@ impl EventingMetrics {
     /// that first increase from `rate()` and `increase()` (and so from the alerts).
     pub(crate) fn start_consumer(&self, group: &str, topics: &[String], dead_letter_topic: &str) {
         for topic in topics {
-            for outcome in ["applied", "duplicate", "dead_lettered", "skipped"] {
+            for outcome in [
+                "applied",
+                "duplicate",
+                "dead_lettered",
+                "skipped",
+                "ignored",
+            ] {
                 let _ = self.consumed.get_or_create(&OutcomeLabels {
                     group: group.to_owned(),
                     topic: topic.clone(),
@@ -319,6 +355,12 @@ impl EventingMetrics {
                 kind,
             });
         }
+        for table in ["eventing_inbox", "eventing_dead_letter"] {
+            let _ = self.retention_deleted.get_or_create(&RetentionLabels {
+                group: group.to_owned(),
+                table,
+            });
+        }
     }
 
     /// Reads the outbox's backlog, its parked and held events and the age of its oldest
@@ -348,7 +390,35 @@ impl EventingMetrics {
         self.parked.set(parked);
         self.held.set(held);
         self.oldest_age.set(age.max(0.0));
+        // The statistics' live-row counts: kept current by every insert and delete (a backend
+        // reports its counts within a second or so of its commits), reset exactly by each
+        // vacuum. An exact count(*) of a big inbox at every scrape would cost more than the
+        // figure is worth.
+        let sizes: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT relname::text, n_live_tup FROM pg_stat_user_tables \
+             WHERE schemaname = current_schema() \
+               AND relname IN ('eventing_outbox', 'eventing_inbox', 'eventing_dead_letter')",
+        )
+        .fetch_all(pool)
+        .await?;
+        for (name, rows) in sizes {
+            let Some(table) = TABLES.into_iter().find(|t| *t == name) else {
+                continue;
+            };
+            self.table_rows
+                .get_or_create(&TableLabels { table })
+                .set(rows);
+        }
         Ok(())
+    }
+
+    pub(crate) fn count_retention_deleted(&self, group: &str, table: &'static str, rows: u64) {
+        self.retention_deleted
+            .get_or_create(&RetentionLabels {
+                group: group.to_owned(),
+                table,
+            })
+            .inc_by(rows);
     }
 
     /// Shows the relay's failure counters from the start, at 0 (see [`Self::start_consumer`]).

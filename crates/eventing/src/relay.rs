@@ -286,7 +286,8 @@ impl OutboxRow {
     }
 
     /// CloudEvents headers, plus the trace context: `send_context` (the send span's, so the
-    /// consumer's span is the child of the send) or, without one, the stored context.
+    /// consumer's span is the child of the send) or, without one, the stored context; plus
+    /// the stored headers that are not trace context.
     fn kafka_headers(&self, send_context: &[(String, String)]) -> OwnedHeaders {
         let id = self.event_id.to_string();
         let time = self.created_at.to_rfc3339_opts(SecondsFormat::Micros, true);
@@ -305,6 +306,16 @@ impl OutboxRow {
         } else {
             for (k, v) in send_context {
                 out = out.insert(header(k, v));
+            }
+            // The stored headers that are not trace context go as they are (a replayed
+            // record's `shop_replay_*`, see the admin API).
+            for (k, v) in self.stored_trace_headers() {
+                let trace_context = k == headers::TRACEPARENT
+                    || k == "tracestate"
+                    || send_context.iter().any(|(sent, _)| sent == k);
+                if !trace_context {
+                    out = out.insert(header(k, v));
+                }
             }
         }
         out

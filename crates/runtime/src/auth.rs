@@ -47,7 +47,7 @@
 //!   answer for an id that does not exist: `NOT_FOUND` for a single resource, an empty page for
 //!   a listing. A customer guessing order ids learns nothing, not even that the order exists.
 //!
-//! Every service applies this rule; `services/*/tests/authorization.rs` checks every method
+//! Every service applies this rule; `crates/suite/tests/authorization.rs` checks every method
 //! against every kind of caller.
 
 use std::path::PathBuf;

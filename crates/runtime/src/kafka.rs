@@ -22,20 +22,29 @@ pub fn client_config(bootstrap_servers: &str) -> KafkaConfig {
     with_security(KafkaConfig::new(bootstrap_servers), std::env::vars())
 }
 
+/// The librdkafka security properties of this process's environment, for a Kafka client that is
+/// not a service's (the load generator's reader): the same login a service would use.
+pub fn security_properties() -> Vec<(String, String)> {
+    passed(std::env::vars())
+}
+
 fn with_security(
-    mut config: KafkaConfig,
+    config: KafkaConfig,
     vars: impl IntoIterator<Item = (String, String)>,
 ) -> KafkaConfig {
-    for (name, value) in vars {
-        let Some(rest) = name.strip_prefix("KAFKA_") else {
-            continue;
-        };
-        if value.is_empty() || !PASSED.iter().any(|p| rest.starts_with(p)) {
-            continue;
-        }
-        config = config.with(rest.to_lowercase().replace('_', "."), value);
-    }
-    config
+    passed(vars)
+        .into_iter()
+        .fold(config, |config, (key, value)| config.with(key, value))
+}
+
+fn passed(vars: impl IntoIterator<Item = (String, String)>) -> Vec<(String, String)> {
+    vars.into_iter()
+        .filter_map(|(name, value)| {
+            let rest = name.strip_prefix("KAFKA_")?;
+            (!value.is_empty() && PASSED.iter().any(|p| rest.starts_with(p)))
+                .then(|| (rest.to_lowercase().replace('_', "."), value))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! What every service process of the shop suite shares, so each service's `startup` is about
 //! its domain only:
 //!
+//! - [`admin`]: the admin gRPC API (dead letters, the outbox) every service serves for
+//!   operators on a port of its own;
 //! - [`auth`]: bearer tokens (JWT) checked on every gRPC call, the typed [`auth::Caller`] with
 //!   its authorisation helpers, and the token a service presents to the services it calls;
 //! - [`config`]: typed settings from environment variables, with errors that name the variable;
@@ -16,6 +18,7 @@
 //! - [`shutdown`]: a token cancelled on SIGTERM or Ctrl-C;
 //! - [`service`]: opening a service's database and running its gRPC server and tasks together.
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod database;

@@ -15,7 +15,11 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
+use crate::admin::AdminApi;
 use crate::auth::Authenticator;
+
+/// The admin API's gRPC service name (its health and reflection name).
+const ADMIN_SERVICE: &str = "shop.admin.v1.AdminService";
 use crate::observability::{Observability, serve_metrics};
 use crate::tasks::{Task, run_until_stopped};
 use shop_telemetry::grpc::GrpcMetrics;
@@ -64,6 +68,17 @@ pub async fn migrate(
     Ok(())
 }
 
+/// The addresses a service process listens on.
+#[derive(Clone, Copy, Debug)]
+pub struct Ports {
+    /// The public gRPC API.
+    pub grpc: SocketAddr,
+    /// `/metrics`.
+    pub metrics: SocketAddr,
+    /// The admin API ([`crate::admin`]).
+    pub admin: SocketAddr,
+}
+
 /// What a service process holds before it runs: its migrated database and its bound ports
 /// (bound early, so that a port given as 0 has its real number before anything starts).
 #[derive(Debug)]
@@ -73,10 +88,12 @@ pub struct Bound {
     pub grpc: TcpListener,
     /// The `/metrics` port.
     pub metrics: TcpListener,
+    /// The admin API's port (operators only; never exposed to ordinary clients).
+    pub admin: TcpListener,
 }
 
 impl Bound {
-    /// Opens the database (see [`open_database`]) and binds both ports.
+    /// Opens the database (see [`open_database`]) and binds the three ports.
     ///
     /// # Errors
     /// When the database stays unreachable, a migration fails or a port is taken.
@@ -84,16 +101,24 @@ impl Bound {
         database_url: &str,
         max_connections: u32,
         migrations: &Migrator,
-        grpc_addr: SocketAddr,
-        metrics_addr: SocketAddr,
+        addrs: Ports,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Self> {
         let pool = open_database(database_url, max_connections, migrations, shutdown).await?;
         Ok(Self {
             pool,
-            grpc: TcpListener::bind(grpc_addr).await?,
-            metrics: TcpListener::bind(metrics_addr).await?,
+            grpc: TcpListener::bind(addrs.grpc).await?,
+            metrics: TcpListener::bind(addrs.metrics).await?,
+            admin: TcpListener::bind(addrs.admin).await?,
         })
+    }
+
+    /// Where the admin API listens.
+    ///
+    /// # Panics
+    /// If the socket has no local address (it always has once bound).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr().expect("bound listener")
     }
 
     /// Where the gRPC server listens.
@@ -159,6 +184,7 @@ pub struct ServiceRunner {
     relay: Option<RelayHealth>,
     grpc_metrics: GrpcMetrics,
     auth: Authenticator,
+    admin: Option<(TcpListener, AdminApi)>,
     shutdown: CancellationToken,
 }
 
@@ -195,6 +221,7 @@ impl ServiceRunner {
             relay: None,
             grpc_metrics: GrpcMetrics::unregistered(),
             auth,
+            admin: None,
             shutdown,
         }
         .task("token keys refresh", keys.keep_fresh(stop))
@@ -239,6 +266,14 @@ impl ServiceRunner {
         )
     }
 
+    /// Serves the admin API ([`crate::admin`]) on `listener`, a port of its own: the same
+    /// authentication, metrics and request timeout as the public API, its own health service.
+    #[must_use]
+    pub fn admin(mut self, listener: TcpListener, api: AdminApi) -> Self {
+        self.admin = Some((listener, api));
+        self
+    }
+
     /// Adds a consumer.
     #[must_use]
     pub fn consumer<H: Handler>(self, name: &'static str, consumer: Consumer<H>) -> Self {
@@ -277,8 +312,36 @@ impl ServiceRunner {
             relay,
             grpc_metrics,
             auth,
+            admin,
             shutdown,
         } = self;
+        if let Some((listener, api)) = admin {
+            let (health, health_service) = crate::grpc::health_reporter();
+            let routes = Routes::new(api.into_server()).add_service(health_service);
+            let (auth, metrics, stop) = (auth.clone(), grpc_metrics.clone(), shutdown.clone());
+            tasks.push((
+                "admin grpc",
+                Box::pin(async move {
+                    // Always ready: an operator needs it most when the relay is stalled.
+                    let (_ready_tx, ready) = watch::channel(true);
+                    crate::grpc::serve(
+                        listener,
+                        routes,
+                        crate::grpc::Health {
+                            reporter: health,
+                            service_names: &[ADMIN_SERVICE],
+                            ready,
+                        },
+                        stop,
+                        request_timeout,
+                        metrics,
+                        &auth,
+                    )
+                    .await?;
+                    Ok(())
+                }),
+            ));
+        }
         let (ready_tx, ready) = watch::channel(true);
         if let Some(relay) = relay {
             let stop = shutdown.clone();

@@ -64,6 +64,12 @@ impl InventoryService for Echo {
     ) -> Result<Response<pb::AdjustStockResponse>, Status> {
         Err(Status::unimplemented("not here"))
     }
+    async fn get_reservation(
+        &self,
+        _: Request<pb::GetReservationRequest>,
+    ) -> Result<Response<pb::GetReservationResponse>, Status> {
+        Err(Status::unimplemented("not here"))
+    }
 }
 
 struct Server {

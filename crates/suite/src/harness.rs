@@ -540,21 +540,20 @@ pub async fn place(
     client: &mut OrderServiceClient<Authed>,
     request: &order::PlaceOrderRequest,
 ) -> String {
-    let deadline = Instant::now() + CLIENT_PATIENCE;
-    loop {
+    let placed = with_patience(|| {
         let mut call = tonic::Request::new(request.clone());
         call.set_timeout(Duration::from_secs(15));
-        match client.place_order(call).await {
-            Ok(response) => match response.into_inner().order {
-                Some(order) => return order.order_id,
-                None => panic!("PlaceOrder answered without an order"),
-            },
-            Err(status) if Instant::now() < deadline && retryable(&status) => {
-                tracing::debug!(%status, "PlaceOrder failed; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(status) => panic!("PlaceOrder {} failed: {status}", request.idempotency_key),
-        }
+        // A clone per try (a handle on the same channel): the try's future owns it.
+        let mut client = client.clone();
+        async move { client.place_order(call).await }
+    })
+    .await;
+    match placed {
+        Ok(response) => match response.into_inner().order {
+            Some(order) => order.order_id,
+            None => panic!("PlaceOrder answered without an order"),
+        },
+        Err(status) => panic!("PlaceOrder {} failed: {status}", request.idempotency_key),
     }
 }
 
@@ -571,23 +570,38 @@ async fn place_and_maybe_cancel(
         return (order_id, false);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let deadline = Instant::now() + CLIENT_PATIENCE;
-    loop {
+    let cancelled = with_patience(|| {
         let mut call = tonic::Request::new(order::CancelOrderRequest {
             order_id: order_id.clone(),
         });
         call.set_timeout(Duration::from_secs(15));
-        match client.cancel_order(call).await {
-            Ok(_) => return (order_id, true),
-            // Cancelled already: by the saga, or by this very call when an earlier try
-            // committed but its answer was lost.
-            Err(status) if status.code() == tonic::Code::FailedPrecondition => {
-                return (order_id, false);
-            }
+        let mut client = client.clone();
+        async move { client.cancel_order(call).await }
+    })
+    .await;
+    match cancelled {
+        Ok(_) => (order_id, true),
+        // Cancelled already: by the saga, or by this very call when an earlier try committed
+        // but its answer was lost.
+        Err(status) if status.code() == tonic::Code::FailedPrecondition => (order_id, false),
+        Err(status) => panic!("CancelOrder {order_id} failed: {status}"),
+    }
+}
+
+/// Makes `call` again while it fails for a reason that may pass ([`retryable`]), for up to
+/// [`CLIENT_PATIENCE`]; returns its answer or its last (or first non-retryable) refusal.
+async fn with_patience<T, F>(mut call: impl FnMut() -> F) -> Result<T, tonic::Status>
+where
+    F: Future<Output = Result<T, tonic::Status>>,
+{
+    let deadline = Instant::now() + CLIENT_PATIENCE;
+    loop {
+        match call().await {
             Err(status) if Instant::now() < deadline && retryable(&status) => {
+                tracing::debug!(%status, "call failed; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            Err(status) => panic!("CancelOrder {order_id} failed: {status}"),
+            answer => return answer,
         }
     }
 }

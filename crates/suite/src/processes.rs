@@ -117,6 +117,8 @@ struct Instance {
     child: Option<Child>,
     grpc: SocketAddr,
     metrics: SocketAddr,
+    /// The admin API (`shopctl`'s).
+    admin: SocketAddr,
     /// Variables of this instance only (e.g. `SHOP_FAILPOINTS`), on top of the suite's.
     env: Vec<(String, String)>,
 }
@@ -195,6 +197,7 @@ impl SuiteProcesses {
             child: None,
             grpc: SocketAddr::from(([127, 0, 0, 1], free_port())),
             metrics: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
             env,
         };
         self.instances.insert((service, replica), instance);
@@ -337,6 +340,7 @@ impl SuiteProcesses {
                 format!("{prefix}_METRICS_ADDR"),
                 instance.metrics.to_string(),
             )
+            .env(format!("{prefix}_ADMIN_ADDR"), instance.admin.to_string())
             .env(
                 format!("{prefix}_DATABASE_URL"),
                 c.databases
@@ -390,6 +394,14 @@ impl SuiteProcesses {
         self.instances
             .get(&(service, replica))
             .map(|i| format!("http://{}", i.grpc))
+            .unwrap_or_default()
+    }
+
+    /// The admin API endpoint of a replica (`http://127.0.0.1:<port>`; empty when there is none).
+    pub fn admin_url(&self, service: Service, replica: usize) -> String {
+        self.instances
+            .get(&(service, replica))
+            .map(|i| format!("http://{}", i.admin))
             .unwrap_or_default()
     }
 

@@ -217,7 +217,7 @@ struct Row {
     service: Code,
 }
 
-const ROWS: [Row; 16] = {
+const ROWS: [Row; 27] = {
     use Code::{NotFound, Ok, PermissionDenied as Denied};
     const fn row(
         method: &'static str,
@@ -286,6 +286,84 @@ const ROWS: [Row; 16] = {
         ),
         row(
             "shop.inventory.v1.InventoryService/AdjustStock",
+            Denied,
+            Denied,
+            Ok,
+            Denied,
+        ),
+        row(
+            "shop.inventory.v1.InventoryService/GetReservation",
+            Denied,
+            Denied,
+            Ok,
+            Denied,
+        ),
+        // The admin API (its own port): operators only, whatever the call.
+        row(
+            "shop.admin.v1.AdminService/Describe",
+            Denied,
+            Denied,
+            Ok,
+            Denied,
+        ),
+        row(
+            "shop.admin.v1.AdminService/ListDeadLetters",
+            Denied,
+            Denied,
+            Ok,
+            Denied,
+        ),
+        row(
+            "shop.admin.v1.AdminService/GetDeadLetter",
+            Denied,
+            Denied,
+            NotFound,
+            Denied,
+        ),
+        row(
+            "shop.admin.v1.AdminService/ReplayDeadLetters",
+            Denied,
+            Denied,
+            Ok,
+            Denied,
+        ),
+        row(
+            "shop.admin.v1.AdminService/RepublishRecords",
+            Denied,
+            Denied,
+            Ok,
+            Denied,
+        ),
+        row(
+            "shop.admin.v1.AdminService/PurgeDeadLetters",
+            Denied,
+            Denied,
+            Ok,
+            Denied,
+        ),
+        row(
+            "shop.admin.v1.AdminService/GetOutboxStatus",
+            Denied,
+            Denied,
+            Ok,
+            Denied,
+        ),
+        row(
+            "shop.admin.v1.AdminService/RetryParked",
+            Denied,
+            Denied,
+            Ok,
+            Denied,
+        ),
+        row(
+            "shop.admin.v1.AdminService/DropParked",
+            Denied,
+            Denied,
+            Ok,
+            Denied,
+        ),
+        row(
+            "shop.admin.v1.AdminService/ListAuditRecords",
             Denied,
             Denied,
             Ok,
@@ -386,6 +464,97 @@ struct Effects {
     products: Vec<(Who, String)>,
     /// The accounts opened with OpenAccount, by whom.
     accounts: Vec<(Who, String)>,
+}
+
+/// Calls an admin API method (on payment's admin port) as `who`. The mutating ones select
+/// nothing or run dry, so an allowed call changes nothing either.
+async fn call_admin(world: &World, method: &str, who: Who) -> Answer {
+    use shop_proto::admin::v1 as admin;
+    let url = world
+        .suite
+        .processes
+        .admin_url(shop_suite::processes::Service::Payment, 0);
+    let channel = tonic::transport::Channel::from_shared(url)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut c = admin::admin_service_client::AdminServiceClient::with_interceptor(
+        channel,
+        world.token(who),
+    );
+    let nothing = || {
+        Some(admin::DeadLetterFilter {
+            event_ids: vec!["no-such-event".into()],
+            ..Default::default()
+        })
+    };
+    let all = || {
+        Some(admin::ParkedSelection {
+            all: true,
+            ..Default::default()
+        })
+    };
+    match method {
+        "shop.admin.v1.AdminService/Describe" => {
+            answer(c.describe(admin::DescribeRequest {}).await)
+        }
+        "shop.admin.v1.AdminService/ListDeadLetters" => answer(
+            c.list_dead_letters(admin::ListDeadLettersRequest::default())
+                .await,
+        ),
+        "shop.admin.v1.AdminService/GetDeadLetter" => answer(
+            c.get_dead_letter(admin::GetDeadLetterRequest {
+                consumer: "payment-service".into(),
+                event_id: "no-such-event".into(),
+            })
+            .await,
+        ),
+        "shop.admin.v1.AdminService/ReplayDeadLetters" => answer(
+            c.replay_dead_letters(admin::ReplayDeadLettersRequest {
+                filter: nothing(),
+                dry_run: true,
+                ..Default::default()
+            })
+            .await,
+        ),
+        "shop.admin.v1.AdminService/RepublishRecords" => answer(
+            c.republish_records(admin::RepublishRecordsRequest {
+                records: Vec::new(),
+                dry_run: true,
+            })
+            .await,
+        ),
+        "shop.admin.v1.AdminService/PurgeDeadLetters" => answer(
+            c.purge_dead_letters(admin::PurgeDeadLettersRequest {
+                filter: nothing(),
+                dry_run: true,
+            })
+            .await,
+        ),
+        "shop.admin.v1.AdminService/GetOutboxStatus" => {
+            answer(c.get_outbox_status(admin::GetOutboxStatusRequest {}).await)
+        }
+        "shop.admin.v1.AdminService/RetryParked" => answer(
+            c.retry_parked(admin::RetryParkedRequest {
+                selection: all(),
+                dry_run: true,
+            })
+            .await,
+        ),
+        "shop.admin.v1.AdminService/DropParked" => answer(
+            c.drop_parked(admin::DropParkedRequest {
+                selection: all(),
+                dry_run: true,
+            })
+            .await,
+        ),
+        "shop.admin.v1.AdminService/ListAuditRecords" => answer(
+            c.list_audit_records(admin::ListAuditRecordsRequest::default())
+                .await,
+        ),
+        other => panic!("no call for {other}"),
+    }
 }
 
 /// Calls `method` as `who` and returns the answer. Mutating calls aim at data of their own per
@@ -523,6 +692,14 @@ async fn call(world: &World, method: &str, who: Who, effects: &mut Effects) -> A
                 })
                 .await,
         ),
+        "shop.inventory.v1.InventoryService/GetReservation" => answer(
+            c.inventory
+                .get_reservation(inventory::GetReservationRequest { order_id })
+                .await,
+        ),
+        admin if admin.starts_with("shop.admin.v1.AdminService/") => {
+            call_admin(world, admin, who).await
+        }
         "grpc.health.v1.Health/Check" => {
             let url = world
                 .suite

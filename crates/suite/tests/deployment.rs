@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize as _;
 use serde_norway::Value;
@@ -75,9 +76,12 @@ struct Needs {
     topics: Vec<Setting>,
     /// Its consumer group, whose dead letters go to `<group>.dlq`.
     group: Setting,
-    /// Its gRPC and metrics listen addresses.
+    /// Its gRPC, metrics and admin API listen addresses.
     grpc_addr: Setting,
     metrics_addr: Setting,
+    admin_addr: Setting,
+    /// How long its inbox remembers an applied event, in milliseconds.
+    inbox_retention: Setting,
 }
 
 impl Needs {
@@ -133,6 +137,11 @@ fn services() -> Vec<Needs> {
             group: Setting::new("ORDER_CONSUMER_GROUP", &order.consumer_group),
             grpc_addr: Setting::new("ORDER_GRPC_ADDR", order.grpc_addr),
             metrics_addr: Setting::new("ORDER_METRICS_ADDR", order.metrics_addr),
+            admin_addr: Setting::new("ORDER_ADMIN_ADDR", order.admin_addr),
+            inbox_retention: Setting::new(
+                "ORDER_INBOX_RETENTION_MS",
+                order.inbox_retention.as_millis(),
+            ),
         },
         Needs {
             name: "inventory",
@@ -145,6 +154,11 @@ fn services() -> Vec<Needs> {
             group: Setting::new("INVENTORY_CONSUMER_GROUP", &inventory.consumer_group),
             grpc_addr: Setting::new("INVENTORY_GRPC_ADDR", inventory.grpc_addr),
             metrics_addr: Setting::new("INVENTORY_METRICS_ADDR", inventory.metrics_addr),
+            admin_addr: Setting::new("INVENTORY_ADMIN_ADDR", inventory.admin_addr),
+            inbox_retention: Setting::new(
+                "INVENTORY_INBOX_RETENTION_MS",
+                inventory.inbox_retention.as_millis(),
+            ),
         },
         Needs {
             name: "payment",
@@ -157,6 +171,11 @@ fn services() -> Vec<Needs> {
             group: Setting::new("PAYMENT_CONSUMER_GROUP", &payment.consumer_group),
             grpc_addr: Setting::new("PAYMENT_GRPC_ADDR", payment.grpc_addr),
             metrics_addr: Setting::new("PAYMENT_METRICS_ADDR", payment.metrics_addr),
+            admin_addr: Setting::new("PAYMENT_ADMIN_ADDR", payment.admin_addr),
+            inbox_retention: Setting::new(
+                "PAYMENT_INBOX_RETENTION_MS",
+                payment.inbox_retention.as_millis(),
+            ),
         },
         Needs {
             name: "notification",
@@ -169,6 +188,11 @@ fn services() -> Vec<Needs> {
             group: Setting::new("NOTIFICATION_CONSUMER_GROUP", &notification.consumer_group),
             grpc_addr: Setting::new("NOTIFICATION_GRPC_ADDR", notification.grpc_addr),
             metrics_addr: Setting::new("NOTIFICATION_METRICS_ADDR", notification.metrics_addr),
+            admin_addr: Setting::new("NOTIFICATION_ADMIN_ADDR", notification.admin_addr),
+            inbox_retention: Setting::new(
+                "NOTIFICATION_INBOX_RETENTION_MS",
+                notification.inbox_retention.as_millis(),
+            ),
         },
     ]
 }
@@ -674,6 +698,48 @@ fn check_k8s_ports(needs: &[Needs], k8s: &K8s) -> Vec<String> {
                     ));
                 }
             }
+            // The admin API: its container port, on a Service of its own (`<name>-admin`), never
+            // on the public one.
+            match port_of(&service.admin_addr.value_in(env)) {
+                None => problems.push(format!(
+                    "{}: {} is not host:port",
+                    env.what, service.admin_addr.var
+                )),
+                Some(port) => {
+                    if container.ports.get("admin") != Some(&port) {
+                        problems.push(format!(
+                            "{}: the container port named admin is {}, but {} serves its admin API on {port} ({})",
+                            env.what,
+                            shown_port(container.ports.get("admin")),
+                            service.binary,
+                            service.admin_addr.var
+                        ));
+                    }
+                    let admin = format!("{}-admin", service.name);
+                    match k8s.services.get(&admin) {
+                        None => problems.push(format!(
+                            "{}: no Service {admin} in k8s/base (its admin API)",
+                            service.binary
+                        )),
+                        Some((ports, file)) => {
+                            if ports.get("admin") != Some(&port) || ports.len() != 1 {
+                                problems.push(format!(
+                                    "the Service {admin} ({file}) has ports {ports:?}: only admin, {port} ({} of {})",
+                                    service.admin_addr.var, service.binary
+                                ));
+                            }
+                        }
+                    }
+                    if let Some((ports, file)) = k8s.services.get(service.name)
+                        && (ports.contains_key("admin") || ports.values().any(|p| *p == port))
+                    {
+                        problems.push(format!(
+                            "the public Service {} ({file}) exposes the admin API (port {port}): it belongs on {admin} only",
+                            service.name
+                        ));
+                    }
+                }
+            }
             let grpc = port_of(&service.grpc_addr.value_in(env));
             for (probe, port) in &container.probe_ports {
                 if Some(*port) != grpc {
@@ -849,6 +915,11 @@ fn check_topology(
                 port_of(&service.metrics_addr.value_in(&no_env)),
                 Some(spec.metrics_port),
             ),
+            (
+                "admin port",
+                port_of(&service.admin_addr.value_in(&no_env)),
+                spec.admin_port,
+            ),
         ];
         for (what, code, declared) in defaults {
             if code != declared {
@@ -900,6 +971,76 @@ fn check_topology(
     problems
 }
 
+/// How long after its publication a record of `topic` can still be read: Kafka deletes a
+/// segment once its newest record is older than `retention.ms`, and a segment spans up to
+/// `segment.ms` (both at Kafka's defaults when the topic does not set them).
+fn readable_for_ms(topic: &shop_testkit::topology::TopicSpec) -> u128 {
+    let ms = |key: &str, default: Duration| {
+        topic
+            .config
+            .get(key)
+            .and_then(|v| v.parse::<u128>().ok())
+            .unwrap_or(default.as_millis())
+    };
+    ms("retention.ms", Duration::from_secs(7 * 24 * 3600))
+        + ms(
+            "segment.ms",
+            shop_eventing::Retention::KAFKA_DEFAULT_SEGMENT,
+        )
+}
+
+/// Each service's inbox remembers an event at least as long as the topics it consumes can hand
+/// the record out (`shop_eventing::Retention`): a shorter window lets a replay, or a late
+/// redelivery, apply an event a second time. Checked for the code's default and for the value
+/// every k8s container and compose service sets.
+fn check_inbox_windows(
+    topology: &Topology,
+    needs: &[Needs],
+    k8s: &K8s,
+    compose: &Compose,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let code = Env {
+        what: "the code's default".into(),
+        fix_in: String::new(),
+        vars: BTreeMap::new(),
+    };
+    for service in needs {
+        let Some(spec) = topology.services.iter().find(|s| s.name == service.name) else {
+            continue;
+        };
+        let longest = spec
+            .consumes
+            .iter()
+            .filter_map(|name| topology.topics.iter().find(|t| t.name == *name))
+            .map(|topic| (topic.name.as_str(), readable_for_ms(topic)))
+            .max_by_key(|(_, ms)| *ms);
+        let Some((topic, readable)) = longest else {
+            continue;
+        };
+        let mut envs: Vec<&Env> = vec![&code];
+        envs.extend(
+            k8s.containers_of(service.name)
+                .filter(|c| c.main)
+                .map(|c| &c.env),
+        );
+        envs.extend(compose.services.get(service.name));
+        for env in envs {
+            let value = service.inbox_retention.value_in(env);
+            if value.parse::<u128>().is_ok_and(|window| window >= readable) {
+                continue;
+            }
+            problems.push(format!(
+                "{}: {}={value} in {}, but {topic} hands out a record for up to {readable} ms \
+                 (retention.ms + segment.ms, deploy/topology.yaml): the inbox would forget events a \
+                 replay can still deliver",
+                service.binary, service.inbox_retention.var, env.what
+            ));
+        }
+    }
+    problems
+}
+
 fn assert_none(what: &str, problems: &[String]) {
     assert!(
         problems.is_empty(),
@@ -943,6 +1084,49 @@ fn the_topology_declaration_matches_the_code_k8s_and_compose() {
             &K8s::load(),
             &Compose::load(),
         ),
+    );
+}
+
+#[test]
+fn every_inbox_remembers_events_as_long_as_its_topics_keep_them() {
+    assert_none(
+        "inbox retention vs topic retention",
+        &check_inbox_windows(
+            &Topology::of_repository(),
+            &services(),
+            &K8s::load(),
+            &Compose::load(),
+        ),
+    );
+}
+
+#[test]
+fn a_topic_retention_raised_past_the_inbox_window_is_reported() {
+    let mut topology = Topology::of_repository();
+    let payment = topology
+        .topics
+        .iter_mut()
+        .find(|t| t.name == "payment.events.v1")
+        .expect("payment.events.v1 in deploy/topology.yaml");
+    // 30 days: longer than the 15 days the order service's inbox remembers.
+    payment
+        .config
+        .insert("retention.ms".into(), "2592000000".into());
+    let problems = check_inbox_windows(&topology, &services(), &K8s::load(), &Compose::load());
+    let all = problems.join("\n");
+    for expected in [
+        "order-service: ORDER_INBOX_RETENTION_MS=1296000000 in the code's default, but payment.events.v1 hands out a record for up to 3196800000 ms",
+        "ORDER_INBOX_RETENTION_MS=1296000000 in container order of the Deployment order",
+        "ORDER_INBOX_RETENTION_MS=1296000000 in the compose service order",
+    ] {
+        assert!(
+            all.contains(expected),
+            "expected {expected:?} among:\n{all}"
+        );
+    }
+    assert!(
+        problems.iter().all(|p| p.starts_with("order-service")),
+        "only order consumes payment.events.v1: {all}"
     );
 }
 

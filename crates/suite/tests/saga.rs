@@ -121,6 +121,7 @@ impl Suite {
         let mut inventory = Launch::Inventory(inventory_service::config::Settings {
             grpc_addr: any,
             metrics_addr: any,
+            admin_addr: any,
             database_url: inventory_db.url(),
             db_max_connections: 10,
             kafka_bootstrap_servers: bootstrap.clone(),
@@ -134,6 +135,7 @@ impl Suite {
                 shop_testkit::auth::AUDIENCE,
             ),
             session_timeout: session,
+            inbox_retention: shop_eventing::Retention::default().window,
         });
         let mut tasks = HashMap::new();
         let stop = CancellationToken::new();
@@ -147,6 +149,7 @@ impl Suite {
                 Launch::Order(order_service::config::Settings {
                     grpc_addr: any,
                     metrics_addr: any,
+                    admin_addr: any,
                     database_url: order_db.url(),
                     db_max_connections: 10,
                     inventory_url: format!("http://{inventory_addr}"),
@@ -171,6 +174,7 @@ impl Suite {
                         shop_testkit::auth::AUDIENCE,
                     ),
                     session_timeout: session,
+                    inbox_retention: shop_eventing::Retention::default().window,
                 }),
             ),
             (
@@ -178,6 +182,7 @@ impl Suite {
                 Launch::Payment(payment_service::config::Settings {
                     grpc_addr: any,
                     metrics_addr: any,
+                    admin_addr: any,
                     database_url: payment_db.url(),
                     db_max_connections: 10,
                     kafka_bootstrap_servers: bootstrap.clone(),
@@ -191,6 +196,7 @@ impl Suite {
                         shop_testkit::auth::AUDIENCE,
                     ),
                     session_timeout: session,
+                    inbox_retention: shop_eventing::Retention::default().window,
                 }),
             ),
             (
@@ -198,6 +204,7 @@ impl Suite {
                 Launch::Notification(notification_service::config::Settings {
                     grpc_addr: any,
                     metrics_addr: any,
+                    admin_addr: any,
                     database_url: notification_db.url(),
                     db_max_connections: 10,
                     kafka_bootstrap_servers: bootstrap.clone(),
@@ -210,6 +217,7 @@ impl Suite {
                         shop_testkit::auth::AUDIENCE,
                     ),
                     session_timeout: session,
+                    inbox_retention: shop_eventing::Retention::default().window,
                     webhook_url: webhook.map(|u| u.parse().unwrap()),
                     webhook_timeout: Duration::from_secs(2),
                     retry: shop_eventing::RetryPolicy {

@@ -11,6 +11,7 @@ mod kafka;
 pub mod otlp;
 mod postgres;
 mod reflection;
+mod scrape;
 pub mod semconv;
 mod tcp_proxy;
 pub mod topology;
@@ -22,6 +23,7 @@ pub use kafka::{PartitionOffsets, Record, TestKafka, test_broker_is_apache};
 pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use postgres::PrivatePostgres;
 pub use reflection::reflected_services;
+pub use scrape::{sample_sum, scrape_metric};
 pub use tcp_proxy::TcpProxy;
 pub use topology::Topology;
 

@@ -56,6 +56,9 @@ pub struct ServiceSpec {
     #[serde(default)]
     pub grpc_port: Option<u16>,
     pub metrics_port: u16,
+    /// Default admin API port (`shop.admin.v1.AdminService`); none for a process without one.
+    #[serde(default)]
+    pub admin_port: Option<u16>,
     /// The database the local run creates for it.
     pub database: String,
     /// Its consumer group and inbox name; dead letters go to `<group>.dlq`.

@@ -137,6 +137,18 @@ def consumer_panels(job):
             [(f"histogram_quantile(0.5, sum by (le) (rate(shop_consumer_batch_size_bucket{{{sel}}}[$__rate_interval])))", "p50 batch")],
             "short",
         ),
+        panel(
+            "Eventing tables (rows)",
+            [(f"max by (table) (shop_eventing_table_rows{{{sel}}})", "{{table}}")],
+            "short",
+            description="Rows of the outbox, inbox and dead-letter tables. The inbox grows for its retention window "
+            "(<SERVICE>_INBOX_RETENTION_MS) after a first start, then stays flat: rows past the window are deleted.",
+        ),
+        panel(
+            "Rows deleted past the retention window",
+            [(f"sum by (table) (rate(shop_consumer_retention_deleted_rows_total{{{sel}}}[$__rate_interval]))", "{{table}}")],
+            "ops",
+        ),
     ]
 
 

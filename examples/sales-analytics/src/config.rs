@@ -16,6 +16,7 @@ use shop_runtime::config::{self, ConfigError};
 /// | `SALES_ANALYTICS_CONSUMER_GROUP` | Kafka consumer group [the name]; a new group with the same name replays safely |
 /// | `SALES_ANALYTICS_START` | where a new group starts: `earliest` (backfill) or `latest` (live only) [`earliest`] |
 /// | `KAFKA_SESSION_TIMEOUT_MS` | how long the group waits for a dead member [`10000`] |
+/// | `SALES_ANALYTICS_INBOX_RETENTION_MS` | how long inbox rows (and published dead-letter rows) are kept: at least the `retention.ms` + `segment.ms` of `ORDER_EVENTS_TOPIC` (`shop_eventing::Retention`) [`1296000000`: 15 days] |
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub database_url: String,
@@ -26,6 +27,8 @@ pub struct Settings {
     pub consumer_group: String,
     pub start: StartPosition,
     pub session_timeout: Duration,
+    /// How long the consumer's inbox and dead-letter rows are kept.
+    pub inbox_retention: Duration,
 }
 
 impl Settings {
@@ -59,6 +62,10 @@ impl Settings {
             consumer_name,
             start,
             session_timeout: config::millis("KAFKA_SESSION_TIMEOUT_MS", Duration::from_secs(10))?,
+            inbox_retention: config::millis(
+                "SALES_ANALYTICS_INBOX_RETENTION_MS",
+                shop_eventing::Retention::default().window,
+            )?,
         })
     }
 }

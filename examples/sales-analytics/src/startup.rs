@@ -52,6 +52,7 @@ impl Subscriber {
         config.group_id.clone_from(&settings.consumer_group);
         config.start = settings.start;
         config.session_timeout = settings.session_timeout;
+        config.retention.window = settings.inbox_retention;
         let kafka = shop_runtime::kafka::client_config(&settings.kafka_bootstrap_servers);
         let consumer = Consumer::new(pool.clone(), &kafka, config, handler())?;
         Ok(Self {

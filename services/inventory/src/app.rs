@@ -21,6 +21,8 @@ pub enum InventoryError {
     Invalid(FieldViolations),
     #[error("product {0} not found")]
     NotFound(String),
+    #[error("order {0} has no reservation")]
+    NoReservation(String),
     #[error("{description}")]
     Precondition {
         kind: &'static str,
@@ -106,6 +108,25 @@ pub async fn get_product(pool: &PgPool, sku: &str) -> Result<ProductRow, Invento
     db::product(&mut conn, sku.as_str(), false)
         .await?
         .ok_or_else(|| InventoryError::NotFound(sku.as_str().to_owned()))
+}
+
+/// The reservation of an order (for operators: `shopctl order`).
+///
+/// # Errors
+/// `Invalid` for an empty or oversized order id, `NoReservation` when the order has none.
+pub async fn get_reservation(
+    pool: &PgPool,
+    order_id: &str,
+) -> Result<db::ReservationRow, InventoryError> {
+    let mut violations = FieldViolations::new();
+    if order_id.is_empty() || order_id.len() > 128 || order_id.chars().any(char::is_control) {
+        violations.add("order_id", "1-128 characters, no control characters");
+        return Err(InventoryError::Invalid(violations));
+    }
+    let mut conn = pool.acquire().await?;
+    db::reservation(&mut conn, order_id)
+        .await?
+        .ok_or_else(|| InventoryError::NoReservation(order_id.to_owned()))
 }
 
 /// The listing name in products' page tokens.

@@ -10,6 +10,7 @@ use shop_runtime::config::{self, ConfigError};
 /// | --- | --- |
 /// | `INVENTORY_GRPC_ADDR` | gRPC listen address [`0.0.0.0:50052`] |
 /// | `INVENTORY_METRICS_ADDR` | Prometheus `/metrics` listen address [`0.0.0.0:9102`] |
+/// | `INVENTORY_ADMIN_ADDR` | admin gRPC API listen address, operators only (`shopctl`; never exposed to ordinary clients) [`0.0.0.0:50062`] |
 /// | `INVENTORY_DATABASE_URL` or `DATABASE_URL` | its own database [`postgres://postgres@127.0.0.1:5432/inventory`] |
 /// | `KAFKA_BOOTSTRAP_SERVERS` | Kafka [`127.0.0.1:9092`] |
 /// | `ORDER_EVENTS_TOPIC` | consumed [`order.events.v1`] |
@@ -19,11 +20,14 @@ use shop_runtime::config::{self, ConfigError};
 /// | `GRPC_REQUEST_TIMEOUT_MS` | longest a call may run [`10000`] |
 /// | `AUTH_JWKS_FILE` or `AUTH_JWKS_URL`, `AUTH_ISSUER`, `AUTH_AUDIENCE`, `AUTH_JWKS_REFRESH_MS` | how callers' bearer tokens are checked: `shop_runtime::auth::AuthSettings` (a JWKS is required) |
 /// | `KAFKA_SESSION_TIMEOUT_MS` | how long the group waits for a dead member [`10000`] |
+/// | `INVENTORY_INBOX_RETENTION_MS` | how long inbox rows (and published dead-letter rows) are kept: at least the `retention.ms` + `segment.ms` of `ORDER_EVENTS_TOPIC` (`shop_eventing::Retention`) [`1296000000`: 15 days] |
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub grpc_addr: SocketAddr,
     /// Where Prometheus scrapes `/metrics`.
     pub metrics_addr: SocketAddr,
+    /// Where the admin API (`shop.admin.v1.AdminService`) listens.
+    pub admin_addr: SocketAddr,
     pub database_url: String,
     pub db_max_connections: u32,
     pub kafka_bootstrap_servers: String,
@@ -34,6 +38,8 @@ pub struct Settings {
     /// How callers are authenticated.
     pub auth: AuthSettings,
     pub session_timeout: Duration,
+    /// How long the consumer's inbox and dead-letter rows are kept.
+    pub inbox_retention: Duration,
 }
 
 impl Settings {
@@ -47,6 +53,7 @@ impl Settings {
         Ok(Self {
             grpc_addr: config::listen_addr("INVENTORY_GRPC_ADDR", 50052)?,
             metrics_addr: config::listen_addr("INVENTORY_METRICS_ADDR", 9102)?,
+            admin_addr: config::listen_addr("INVENTORY_ADMIN_ADDR", 50062)?,
             database_url,
             db_max_connections: config::parse("INVENTORY_DB_MAX_CONNECTIONS", 10)?,
             kafka_bootstrap_servers: config::string("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
@@ -62,6 +69,10 @@ impl Settings {
             request_timeout: config::millis("GRPC_REQUEST_TIMEOUT_MS", Duration::from_secs(10))?,
             auth: AuthSettings::from_env()?,
             session_timeout: config::millis("KAFKA_SESSION_TIMEOUT_MS", Duration::from_secs(10))?,
+            inbox_retention: config::millis(
+                "INVENTORY_INBOX_RETENTION_MS",
+                shop_eventing::Retention::default().window,
+            )?,
         })
     }
 }

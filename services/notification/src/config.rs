@@ -12,6 +12,7 @@ use shop_runtime::config::{self, ConfigError};
 /// | --- | --- |
 /// | `NOTIFICATION_GRPC_ADDR` | gRPC listen address [`0.0.0.0:50054`] |
 /// | `NOTIFICATION_METRICS_ADDR` | Prometheus `/metrics` listen address [`0.0.0.0:9104`] |
+/// | `NOTIFICATION_ADMIN_ADDR` | admin gRPC API listen address, operators only (`shopctl`; never exposed to ordinary clients) [`0.0.0.0:50064`] |
 /// | `NOTIFICATION_DATABASE_URL` or `DATABASE_URL` | its own database [`postgres://postgres@127.0.0.1:5432/notification`] |
 /// | `NOTIFICATION_DB_MAX_CONNECTIONS` | pool size [`10`] |
 /// | `KAFKA_BOOTSTRAP_SERVERS` | Kafka [`127.0.0.1:9092`] |
@@ -27,11 +28,14 @@ use shop_runtime::config::{self, ConfigError};
 /// | `GRPC_REQUEST_TIMEOUT_MS` | longest a call may run [`10000`] |
 /// | `AUTH_JWKS_FILE` or `AUTH_JWKS_URL`, `AUTH_ISSUER`, `AUTH_AUDIENCE`, `AUTH_JWKS_REFRESH_MS` | how callers' bearer tokens are checked: `shop_runtime::auth::AuthSettings` (a JWKS is required) |
 /// | `KAFKA_SESSION_TIMEOUT_MS` | how long the group waits for a dead member [`10000`] |
+/// | `NOTIFICATION_INBOX_RETENTION_MS` | how long inbox rows (and published dead-letter rows) are kept: at least the `retention.ms` + `segment.ms` of `ORDER_EVENTS_TOPIC` (`shop_eventing::Retention`) [`1296000000`: 15 days] |
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub grpc_addr: SocketAddr,
     /// Where Prometheus scrapes `/metrics`.
     pub metrics_addr: SocketAddr,
+    /// Where the admin API (`shop.admin.v1.AdminService`) listens.
+    pub admin_addr: SocketAddr,
     pub database_url: String,
     pub db_max_connections: u32,
     pub kafka_bootstrap_servers: String,
@@ -41,6 +45,8 @@ pub struct Settings {
     /// How callers are authenticated.
     pub auth: AuthSettings,
     pub session_timeout: Duration,
+    /// How long the consumer's inbox and dead-letter rows are kept.
+    pub inbox_retention: Duration,
     /// Where the webhook channel POSTs; `None` selects the log channel.
     pub webhook_url: Option<Url>,
     pub webhook_timeout: Duration,
@@ -61,6 +67,7 @@ impl Settings {
         Ok(Self {
             grpc_addr: config::listen_addr("NOTIFICATION_GRPC_ADDR", 50054)?,
             metrics_addr: config::listen_addr("NOTIFICATION_METRICS_ADDR", 9104)?,
+            admin_addr: config::listen_addr("NOTIFICATION_ADMIN_ADDR", 50064)?,
             database_url,
             db_max_connections: config::parse("NOTIFICATION_DB_MAX_CONNECTIONS", 10)?,
             kafka_bootstrap_servers: config::string("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
@@ -72,6 +79,10 @@ impl Settings {
             request_timeout: config::millis("GRPC_REQUEST_TIMEOUT_MS", Duration::from_secs(10))?,
             auth: AuthSettings::from_env()?,
             session_timeout: config::millis("KAFKA_SESSION_TIMEOUT_MS", Duration::from_secs(10))?,
+            inbox_retention: config::millis(
+                "NOTIFICATION_INBOX_RETENTION_MS",
+                shop_eventing::Retention::default().window,
+            )?,
             webhook_url: webhook_url("NOTIFICATION_WEBHOOK_URL")?,
             webhook_timeout: positive(
                 "NOTIFICATION_WEBHOOK_TIMEOUT_MS",

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use shop_eventing::Consumer;
 use shop_proto::notification::v1::notification_service_server::NotificationServiceServer;
+use shop_runtime::admin::AdminApi;
 use shop_runtime::auth::Authenticator;
 use shop_runtime::observability::Observability;
-use shop_runtime::service::{Bound, ServiceRunner};
+use shop_runtime::service::{Bound, Ports, ServiceRunner};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
@@ -59,8 +60,11 @@ impl Application {
             &settings.database_url,
             settings.db_max_connections,
             &MIGRATIONS,
-            settings.grpc_addr,
-            settings.metrics_addr,
+            Ports {
+                grpc: settings.grpc_addr,
+                metrics: settings.metrics_addr,
+                admin: settings.admin_addr,
+            },
             shutdown,
         )
         .await?;
@@ -85,6 +89,11 @@ impl Application {
         self.bound.metrics_addr()
     }
 
+    /// Where the admin API listens (the real port when configured with port 0).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.bound.admin_addr()
+    }
+
     /// The service's database pool.
     pub fn pool(&self) -> &PgPool {
         &self.bound.pool
@@ -102,6 +111,7 @@ impl Application {
                     pool,
                     grpc: listener,
                     metrics: metrics_listener,
+                    admin: admin_listener,
                 },
             auth,
             channel,
@@ -122,6 +132,9 @@ impl Application {
         let mut consumer_config =
             observability.consumer_config(&settings.consumer_group, [&settings.order_events_topic]);
         consumer_config.session_timeout = settings.session_timeout;
+        consumer_config.retention.window = settings.inbox_retention;
+        // It publishes nothing: RepublishRecords refuses every topic.
+        let admin = AdminApi::new("notification", pool.clone()).consumer(&consumer_config);
         let consumer = Consumer::new(
             pool.clone(),
             &kafka,
@@ -158,6 +171,7 @@ impl Application {
         );
         let worker_shutdown = runner.shutdown().clone();
         runner
+            .admin(admin_listener, admin)
             .metrics(metrics_listener, observability, pool.clone())
             .consumer("order events consumer", consumer)
             .task("delivery worker", async move {

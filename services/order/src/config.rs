@@ -11,6 +11,7 @@ use shop_runtime::config::{self, ConfigError};
 /// | --- | --- |
 /// | `ORDER_GRPC_ADDR` | gRPC listen address [`0.0.0.0:50051`] |
 /// | `ORDER_METRICS_ADDR` | Prometheus `/metrics` listen address [`0.0.0.0:9101`] |
+/// | `ORDER_ADMIN_ADDR` | admin gRPC API listen address, operators only (`shopctl`; never exposed to ordinary clients) [`0.0.0.0:50061`] |
 /// | `ORDER_DATABASE_URL` or `DATABASE_URL` | its own database [`postgres://postgres@127.0.0.1:5432/orders`] |
 /// | `ORDER_DB_MAX_CONNECTIONS` | pool size [`10`] |
 /// | `INVENTORY_GRPC_URL` | inventory's gRPC endpoint, for prices [`http://127.0.0.1:50052`] |
@@ -28,11 +29,14 @@ use shop_runtime::config::{self, ConfigError};
 /// | `AUTH_JWKS_FILE` or `AUTH_JWKS_URL`, `AUTH_ISSUER`, `AUTH_AUDIENCE`, `AUTH_JWKS_REFRESH_MS` | how callers' bearer tokens are checked: `shop_runtime::auth::AuthSettings` (a JWKS is required) |
 /// | `ORDER_SERVICE_TOKEN_FILE` | the order service's own token, presented to inventory; read again every 30 s, renewed by its issuer (required) |
 /// | `KAFKA_SESSION_TIMEOUT_MS` | how long the group waits for a dead member [`10000`] |
+/// | `ORDER_INBOX_RETENTION_MS` | how long inbox rows (and published dead-letter rows) are kept: at least the `retention.ms` + `segment.ms` of `INVENTORY_EVENTS_TOPIC` and `PAYMENT_EVENTS_TOPIC` (`shop_eventing::Retention`) [`1296000000`: 15 days] |
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub grpc_addr: SocketAddr,
     /// Where Prometheus scrapes `/metrics`.
     pub metrics_addr: SocketAddr,
+    /// Where the admin API (`shop.admin.v1.AdminService`) listens.
+    pub admin_addr: SocketAddr,
     pub database_url: String,
     pub db_max_connections: u32,
     pub inventory_url: String,
@@ -56,6 +60,8 @@ pub struct Settings {
     /// The file holding this service's own token (for its calls to inventory).
     pub service_token_file: Option<PathBuf>,
     pub session_timeout: Duration,
+    /// How long the consumer's inbox and dead-letter rows are kept.
+    pub inbox_retention: Duration,
 }
 
 impl Settings {
@@ -81,6 +87,7 @@ impl Settings {
         Ok(Self {
             grpc_addr: config::listen_addr("ORDER_GRPC_ADDR", 50051)?,
             metrics_addr: config::listen_addr("ORDER_METRICS_ADDR", 9101)?,
+            admin_addr: config::listen_addr("ORDER_ADMIN_ADDR", 50061)?,
             database_url,
             db_max_connections: config::parse("ORDER_DB_MAX_CONNECTIONS", 10)?,
             inventory_url: config::string("INVENTORY_GRPC_URL", "http://127.0.0.1:50052"),
@@ -111,6 +118,10 @@ impl Settings {
             auth: AuthSettings::from_env()?,
             service_token_file: config::optional("ORDER_SERVICE_TOKEN_FILE").map(PathBuf::from),
             session_timeout: config::millis("KAFKA_SESSION_TIMEOUT_MS", Duration::from_secs(10))?,
+            inbox_retention: config::millis(
+                "ORDER_INBOX_RETENTION_MS",
+                shop_eventing::Retention::default().window,
+            )?,
         })
     }
 }

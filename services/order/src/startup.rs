@@ -5,9 +5,10 @@ use std::net::SocketAddr;
 
 use shop_eventing::{Consumer, Outbox, Relay};
 use shop_proto::order::v1::order_service_server::OrderServiceServer;
+use shop_runtime::admin::AdminApi;
 use shop_runtime::auth::{Authenticator, ServiceToken};
 use shop_runtime::observability::Observability;
-use shop_runtime::service::{Bound, ServiceRunner};
+use shop_runtime::service::{Bound, Ports, ServiceRunner};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
@@ -58,8 +59,11 @@ impl Application {
             &settings.database_url,
             settings.db_max_connections,
             &MIGRATIONS,
-            settings.grpc_addr,
-            settings.metrics_addr,
+            Ports {
+                grpc: settings.grpc_addr,
+                metrics: settings.metrics_addr,
+                admin: settings.admin_addr,
+            },
             shutdown,
         )
         .await?;
@@ -84,6 +88,11 @@ impl Application {
         self.bound.metrics_addr()
     }
 
+    /// Where the admin API listens (the real port when configured with port 0).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.bound.admin_addr()
+    }
+
     /// The service's database pool.
     pub fn pool(&self) -> &PgPool {
         &self.bound.pool
@@ -101,6 +110,7 @@ impl Application {
                     pool,
                     grpc: listener,
                     metrics: metrics_listener,
+                    admin: admin_listener,
                 },
             auth,
             token,
@@ -127,6 +137,11 @@ impl Application {
             ],
         );
         consumer_config.session_timeout = settings.session_timeout;
+        consumer_config.retention.window = settings.inbox_retention;
+        let admin = AdminApi::new("order", pool.clone())
+            .produces([settings.order_events_topic.clone()])
+            .consumer(&consumer_config)
+            .waking(relay.waker());
         let consumer = Consumer::new(
             pool.clone(),
             &kafka,
@@ -170,6 +185,7 @@ impl Application {
             auth,
             shutdown,
         )
+        .admin(admin_listener, admin)
         .metrics(metrics_listener, observability, pool.clone())
         .relay(relay)
         .consumer("saga replies consumer", consumer)

@@ -66,6 +66,7 @@ async fn spawn_app_with(inventory_url: Option<&str>, tune: impl FnOnce(&mut Sett
         inventory_service::config::Settings {
             grpc_addr: "127.0.0.1:0".parse().unwrap(),
             metrics_addr: "127.0.0.1:0".parse().unwrap(),
+            admin_addr: "127.0.0.1:0".parse().unwrap(),
             database_url: inventory_db.url(),
             db_max_connections: 10,
             kafka_bootstrap_servers: kafka.bootstrap_servers().to_owned(),
@@ -79,6 +80,7 @@ async fn spawn_app_with(inventory_url: Option<&str>, tune: impl FnOnce(&mut Sett
                 shop_testkit::auth::AUDIENCE,
             ),
             session_timeout: Duration::from_secs(6),
+            inbox_retention: shop_eventing::Retention::default().window,
         },
         &stop,
     )
@@ -91,6 +93,7 @@ async fn spawn_app_with(inventory_url: Option<&str>, tune: impl FnOnce(&mut Sett
     let mut settings = Settings {
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
         metrics_addr: "127.0.0.1:0".parse().unwrap(),
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
         database_url: order_db.url(),
         db_max_connections: 10,
         inventory_url: inventory_url.unwrap_or(&inventory_addr).to_owned(),
@@ -115,6 +118,7 @@ async fn spawn_app_with(inventory_url: Option<&str>, tune: impl FnOnce(&mut Sett
             shop_testkit::auth::AUDIENCE,
         ),
         session_timeout: Duration::from_secs(6),
+        inbox_retention: shop_eventing::Retention::default().window,
     };
     tune(&mut settings);
     let app = Application::build(settings.clone(), &stop).await.unwrap();

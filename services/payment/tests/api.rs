@@ -33,6 +33,7 @@ struct TestApp {
     order_outbox: Outbox,
     stop: CancellationToken,
     addr: std::net::SocketAddr,
+    metrics_addr: std::net::SocketAddr,
 }
 
 async fn spawn_app() -> TestApp {
@@ -46,6 +47,7 @@ async fn spawn_app() -> TestApp {
     let settings = Settings {
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
         metrics_addr: "127.0.0.1:0".parse().unwrap(),
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
         database_url: db.url(),
         db_max_connections: 10,
         kafka_bootstrap_servers: kafka.bootstrap_servers().to_owned(),
@@ -59,10 +61,12 @@ async fn spawn_app() -> TestApp {
             shop_testkit::auth::AUDIENCE,
         ),
         session_timeout: Duration::from_secs(6),
+        inbox_retention: shop_eventing::Retention::default().window,
     };
     let stop = CancellationToken::new();
     let app = Application::build(settings.clone(), &stop).await.unwrap();
     let addr = app.local_addr();
+    let metrics_addr = app.metrics_addr();
     tokio::spawn(app.run(stop.clone()));
 
     let order_db = TestDb::create().await;
@@ -93,6 +97,7 @@ async fn spawn_app() -> TestApp {
         order_outbox,
         stop,
         addr,
+        metrics_addr,
     }
 }
 
@@ -192,17 +197,19 @@ impl TestApp {
         .unwrap();
     }
 
-    /// Waits until the service has applied (or dead-lettered) `count` order events in all,
-    /// including the ones that change nothing.
+    /// Waits until the service has settled `count` order events in all: applied (an inbox
+    /// row), dead-lettered (a dead-letter row), or passed over as a type payment does not
+    /// handle (no row: counted by its consumer's `outcome="ignored"`).
     async fn applied(&self, count: i64) {
         let (pool, consumer) = (self.db.pool.clone(), self.settings.consumer_group.clone());
+        let metrics = self.metrics_addr;
         shop_testkit::eventually(
             &format!("{count} order events applied"),
             Duration::from_secs(30),
             || {
                 let (pool, consumer) = (pool.clone(), consumer.clone());
                 async move {
-                    let done: i64 = sqlx::query_scalar(
+                    let rows: i64 = sqlx::query_scalar(
                         "SELECT (SELECT count(*) FROM eventing_inbox WHERE consumer = $1) \
                          + (SELECT count(*) FROM eventing_dead_letter WHERE consumer = $1)",
                     )
@@ -210,7 +217,13 @@ impl TestApp {
                     .fetch_one(&pool)
                     .await
                     .ok()?;
-                    (done >= count).then_some(())
+                    let ignored = shop_testkit::scrape_metric(
+                        metrics,
+                        "shop_consumer_messages_total",
+                        &[("group", &consumer), ("outcome", "ignored")],
+                    )
+                    .await?;
+                    (rows + ignored as i64 >= count).then_some(())
                 }
             },
         )
@@ -498,6 +511,16 @@ async fn a_payment_is_captured_once_and_refunded_once() {
     )
     .await;
     app.applied(3).await;
+    let ignored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM eventing_inbox WHERE event_type = 'shop.order.v1.OrderConfirmed'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        ignored, 0,
+        "no inbox row for a type payment does not handle"
+    );
     let events = app.payment_events(1).await;
     assert_eq!(events.len(), 1, "one event for two requests: {events:?}");
     let captured = decoded::<pb::PaymentCaptured>(&events);

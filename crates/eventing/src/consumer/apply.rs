@@ -40,6 +40,8 @@ pub(super) enum Outcome {
     Duplicate,
     /// It has a dead-letter row: set aside before, and stays so until the row is deleted.
     Skipped,
+    /// Not a record the handler handles ([`Handler::handles`]): passed over, no inbox row.
+    Ignored,
 }
 
 impl Outcome {
@@ -48,6 +50,7 @@ impl Outcome {
             Self::Applied => "applied",
             Self::Duplicate => "duplicate",
             Self::Skipped => "skipped",
+            Self::Ignored => "ignored",
         }
     }
 }
@@ -72,6 +75,10 @@ impl Applied {
 enum Known {
     Applied,
     DeadLettered,
+    /// Dead-lettered, and this delivery is an operator's replay of it for this consumer with a
+    /// higher count than the row's (see [`InboundEvent::replay_for`]): applied as if new, and
+    /// the dead-letter row deleted with its effects.
+    Replayed,
 }
 
 /// `after_commit` effects of records whose COMMIT got no answer (the connection broke during
@@ -173,7 +180,8 @@ impl<H: Handler> Consumer<H> {
         // The batch's locks, all of them, in one global order, before any record takes one.
         let mut keys: BTreeSet<LockKey> = BTreeSet::new();
         for (at, event) in events.iter().enumerate() {
-            if known.contains_key(&event.id) || event.rejected.is_some() {
+            let settled = known.get(&event.id).is_some_and(|k| *k != Known::Replayed);
+            if settled || event.rejected.is_some() || !self.handler.handles(event) {
                 continue;
             }
             let declared = AssertUnwindSafe(self.handler.lock_keys(&mut tx, event))
@@ -258,21 +266,35 @@ impl<H: Handler> Consumer<H> {
         events: &[&InboundEvent],
     ) -> Result<HashMap<String, Known>, sqlx::Error> {
         let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
-        let rows: Vec<(String, bool)> = sqlx::query_as(
-            "SELECT event_id, true FROM eventing_inbox WHERE consumer = $1 AND event_id = ANY($2) \
+        let rows: Vec<(String, bool, i32)> = sqlx::query_as(
+            "SELECT event_id, true, 0 FROM eventing_inbox WHERE consumer = $1 AND event_id = ANY($2) \
              UNION ALL \
-             SELECT event_id, false FROM eventing_dead_letter WHERE consumer = $1 AND event_id = ANY($2)",
+             SELECT event_id, false, replays FROM eventing_dead_letter WHERE consumer = $1 AND event_id = ANY($2)",
         )
         .bind(&self.config.name)
         .bind(&ids)
         .fetch_all(&mut *tx)
         .await?;
         let mut known = HashMap::new();
-        for (id, in_inbox) in rows {
+        let mut replays = HashMap::new();
+        for (id, in_inbox, counted) in rows {
+            if !in_inbox {
+                replays.insert(id.clone(), counted);
+            }
             let entry = known.entry(id).or_insert(Known::DeadLettered);
             if in_inbox {
                 // Re-driven and applied after it was dead-lettered: applied.
                 *entry = Known::Applied;
+            }
+        }
+        // An operator's replay for this consumer, newer than what the row counts, goes through.
+        for event in events {
+            let newer = match (replays.get(&event.id), event.replay_for(&self.config.name)) {
+                (Some(counted), Some(replay)) => replay > *counted,
+                _ => false,
+            };
+            if newer && known.get(&event.id) == Some(&Known::DeadLettered) {
+                known.insert(event.id.clone(), Known::Replayed);
             }
         }
         Ok(known)
@@ -329,8 +351,11 @@ impl<H: Handler> Consumer<H> {
                     return Ok(Ok(Applied::without_effects(Outcome::Duplicate)));
                 }
                 Some(Known::DeadLettered) => {
-                    tracing::info!(event.id = %event.id, "Dead-lettered before; skipping (delete its eventing_dead_letter row to apply it).");
+                    tracing::info!(event.id = %event.id, "Dead-lettered before; skipping (replay it with shopctl dlq replay, or delete its eventing_dead_letter row, to apply it).");
                     return Ok(Ok(Applied::without_effects(Outcome::Skipped)));
+                }
+                Some(Known::Replayed) => {
+                    tracing::info!(event.id = %event.id, "An operator's replay of a dead letter; applying it.");
                 }
                 None => {}
             }
@@ -338,6 +363,10 @@ impl<H: Handler> Consumer<H> {
                 return Ok(Err(HandlerError::permanent(anyhow::anyhow!(
                     "unusable record: {rejected}"
                 ))));
+            }
+            if !self.handler.handles(event) {
+                // Nothing to protect from a second delivery: no inbox row.
+                return Ok(Ok(Applied::without_effects(Outcome::Ignored)));
             }
             let claimed = sqlx::query(
                 "INSERT INTO eventing_inbox (consumer, event_id, event_type, topic, kafka_partition, kafka_offset) \
@@ -374,6 +403,14 @@ impl<H: Handler> Consumer<H> {
             )
             .await;
             let outcome = outcome.unwrap_or_else(|panic| Err(HandlerError::panicked(&*panic)));
+            if outcome.is_ok() && known == Some(Known::Replayed) {
+                // Applied at last: its dead letter goes with the effects, in their transaction.
+                sqlx::query("DELETE FROM eventing_dead_letter WHERE consumer = $1 AND event_id = $2")
+                    .bind(&self.config.name)
+                    .bind(&event.id)
+                    .execute(&mut *conn)
+                    .await?;
+            }
             Ok(outcome.map(|()| Applied {
                 outcome: Outcome::Applied,
                 deferred,

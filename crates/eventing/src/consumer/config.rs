@@ -86,6 +86,8 @@ pub struct ConsumerConfig {
     /// later re-drive), `shop_consumer_dead_letters_unpublished_total` counts it, and the
     /// partition moves on.
     pub dead_letter_timeout: Duration,
+    /// How long inbox rows (and published dead-letter rows) are kept; see [`Retention`].
+    pub retention: Retention,
     /// Where counts and timings go (see [`EventingMetrics`]).
     pub metrics: EventingMetrics,
     /// Crash points for tests.
@@ -125,8 +127,59 @@ impl ConsumerConfig {
             max_fetch_wait: Duration::from_millis(20),
             lag_interval: Duration::from_secs(5),
             dead_letter_timeout: Duration::from_secs(10),
+            retention: Retention::default(),
             metrics: EventingMetrics::default(),
             failpoints: Failpoints::from_env(),
+        }
+    }
+}
+
+/// How long a consumer keeps the rows that make it idempotent, and how it deletes the older
+/// ones (every replica sweeps; they share the work).
+///
+/// An inbox row protects against a second delivery of its record, and every second delivery
+/// comes from the topic: a redelivery after a crash or a rebalance, a relay that published
+/// twice, a replay by an operator from what the topic still holds. Kafka deletes a topic's
+/// records a segment at a time, once the segment's newest record is older than `retention.ms`;
+/// a segment spans up to `segment.ms` (Kafka's default: 7 days). So a record can be read for up
+/// to `retention.ms + segment.ms` after it was published, and its row is worth keeping that
+/// long, and no longer. The suite's topics keep 7 days with Kafka's default segments
+/// (`deploy/topology.yaml`): 14 days, and the default window adds a day for clocks (the
+/// record's timestamp is the relay's, the row's the database's). Each service reads it from
+/// `<SERVICE>_INBOX_RETENTION_MS`, which `crates/suite/tests/deployment.rs` holds to the
+/// retention of the topics it consumes. Raise the window with a topic's retention (or
+/// `segment.ms`): rows deleted while their records can still be replayed let a replay apply them
+/// again.
+///
+/// Dead-letter rows, which make a replay of the source topic skip their record, follow the same
+/// window once their copy reached the dead-letter topic (the dead-letter topic keeps its own
+/// copy 30 days). Those kept only in the database (`published = false`) stay until re-driven or
+/// dropped. Rows are deleted oldest first, `batch` at a time, each batch its own short
+/// transaction, every `every`, through the indexes on `(consumer, processed_at)` and
+/// `(consumer, failed_at)`: the sweep never holds many locks nor competes with the consumer
+/// for long.
+#[derive(Clone, Debug)]
+pub struct Retention {
+    /// Rows older than this are deleted.
+    pub window: Duration,
+    /// Time between two sweeps.
+    pub every: Duration,
+    /// Most rows one statement deletes.
+    pub batch: u32,
+}
+
+impl Retention {
+    /// Kafka's default `segment.ms` (`log.roll.hours` = 168), which the suite's topics keep.
+    pub const KAFKA_DEFAULT_SEGMENT: Duration = Duration::from_secs(7 * 24 * 3600);
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            // retention.ms (7 d) + segment.ms (7 d) + a day.
+            window: Duration::from_secs(15 * 24 * 3600),
+            every: Duration::from_secs(60),
+            batch: 1000,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Setting a record aside: a copy on the dead-letter topic with why, and a row in
-//! `eventing_dead_letter` that makes replays skip it.
+//! `eventing_dead_letter` that makes replays skip it (an operator's replay of it for this
+//! consumer excepted: failing again, it updates the row, which then counts that replay).
 
 use std::time::{Duration, Instant};
 
@@ -80,8 +81,17 @@ impl<H: Handler> Consumer<H> {
         sqlx::query(
             "INSERT INTO eventing_dead_letter \
              (consumer, event_id, event_type, topic, kafka_partition, kafka_offset, dead_letter_topic, \
-              error, attempts, published, record_key, payload, header_names, header_values) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING",
+              error, attempts, published, record_key, payload, header_names, header_values, replays) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+             ON CONFLICT (consumer, event_id) DO UPDATE SET \
+               event_type = EXCLUDED.event_type, topic = EXCLUDED.topic, \
+               kafka_partition = EXCLUDED.kafka_partition, kafka_offset = EXCLUDED.kafka_offset, \
+               dead_letter_topic = EXCLUDED.dead_letter_topic, error = EXCLUDED.error, \
+               attempts = EXCLUDED.attempts, failed_at = now(), published = EXCLUDED.published, \
+               record_key = EXCLUDED.record_key, payload = EXCLUDED.payload, \
+               header_names = EXCLUDED.header_names, header_values = EXCLUDED.header_values, \
+               replays = EXCLUDED.replays \
+             WHERE eventing_dead_letter.replays < EXCLUDED.replays",
         )
         .bind(&self.config.name)
         .bind(&event.id)
@@ -97,6 +107,8 @@ impl<H: Handler> Consumer<H> {
         .bind(event.payload.as_slice())
         .bind(&names)
         .bind(&values)
+        // A replay that failed again: the row now counts it (the admin API's loop guard).
+        .bind(event.replay_for(&self.config.name).unwrap_or(0))
         .execute(&self.pool)
         .await
         .map_err(NotSetAside::Database)?;

@@ -14,7 +14,7 @@ use crate::{HandlerError, InboundEvent};
 pub trait Handler: Send + Sync + 'static {
     /// Applies `event` using `tx`, the transaction its inbox row is written in. Write every
     /// effect through `tx` (including outbox appends): it commits only if this returns `Ok`.
-    /// Events this handler does not care about should return `Ok(())`.
+    /// It is called only for records [`handles`](Self::handles) accepts.
     fn handle(
         &self,
         tx: &mut PgConnection,
@@ -45,6 +45,19 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<LockKey>, HandlerError>> + Send {
         let _ = (tx, event);
         std::future::ready(Ok(Vec::new()))
+    }
+
+    /// Whether this handler applies `event` at all, usually by its type (`event.is::<T>()`).
+    /// The records it does not handle are passed over without a transaction's work: no inbox
+    /// row (a topic's other event types would otherwise fill the inbox with rows that protect
+    /// nothing), no handler call, their offsets stored in order with the rest. Default: every
+    /// record.
+    ///
+    /// Say `true` for every type [`handle`](Self::handle) acts on: a type left out here is
+    /// never applied.
+    fn handles(&self, event: &InboundEvent) -> bool {
+        let _ = event;
+        true
     }
 }
 

@@ -18,6 +18,7 @@ mod context;
 mod dead_letter;
 mod error;
 mod handler;
+mod retention;
 mod waiting;
 
 use std::sync::Mutex;
@@ -33,7 +34,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-pub use self::config::{ConsumerConfig, StartPosition};
+pub use self::config::{ConsumerConfig, Retention, StartPosition};
 pub use self::error::HandlerError;
 pub use self::handler::{Handler, LockKey};
 
@@ -221,6 +222,20 @@ impl<H: Handler> Consumer<H> {
         if let Some(monitor) = self.lag.take() {
             tokio::spawn(monitor.run(lag_stop));
         }
+        // The inbox and dead-letter rows past the retention window go on a timer of their own,
+        // beside the loop: every consumer of every service bounds its tables, with nothing to
+        // start. It stops with the consumer however `run` ends (a crash failpoint returns
+        // early; a dropped `run` drops the guard).
+        let sweeping = shutdown.child_token();
+        let sweeper = tokio::spawn(retention::sweep(
+            self.pool.clone(),
+            self.config.name.clone(),
+            self.config.group_id.clone(),
+            self.config.retention.clone(),
+            self.config.metrics.clone(),
+            sweeping.clone(),
+        ));
+        let _sweeping = sweeping.clone().drop_guard();
         let mut waitlist = Waitlist::new(&self.config.group_id, &self.config.metrics);
         loop {
             self.forget_revoked(&mut waitlist);
@@ -300,6 +315,8 @@ impl<H: Handler> Consumer<H> {
         if closer.is_ok() && tokio::time::timeout(patience, closed_rx).await.is_err() {
             tracing::warn!(consumer = %config.name, ?patience, "The Kafka consumer did not close in time; leaving it behind (records since the last commit will be redelivered and skipped by the inbox).");
         }
+        sweeping.cancel();
+        let _ = sweeper.await;
         tracing::info!(consumer = %config.name, "Consumer stopped.");
         Ok(())
     }

@@ -121,13 +121,19 @@ async fn main() -> anyhow::Result<()> {
     // Orders that reached a terminal state while orders were still being placed.
     let done_in_window = Arc::new(AtomicU64::new(0));
     let window_end: Arc<Mutex<Option<Instant>>> = Arc::default();
-    let consumer: StreamConsumer = ClientConfig::new()
+    let mut reading = ClientConfig::new();
+    reading
         .set("bootstrap.servers", &args.kafka)
         .set("group.id", format!("shop-load-{run}"))
         .set("auto.offset.reset", "latest")
         .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "10")
-        .create()?;
+        .set("fetch.wait.max.ms", "10");
+    // A broker that requires a login (deploy/run.sh --broker kafka: SASL/SCRAM and ACLs) gets
+    // the one of the environment, as the services do (KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*).
+    for (key, value) in shop_runtime::kafka::security_properties() {
+        reading.set(key, value);
+    }
+    let consumer: StreamConsumer = reading.create()?;
     consumer.subscribe(&[&args.topic])?;
     // Wait for the assignment before placing anything, so no terminal event is missed.
     let joined = Instant::now();

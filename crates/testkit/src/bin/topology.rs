@@ -2,11 +2,11 @@
 //! run scripts never write the topology out again.
 //!
 //! ```text
-//! topology [--file FILE] services   # name binary env_prefix grpc_port metrics_port database consumer_group
+//! topology [--file FILE] services   # name binary env_prefix grpc_port metrics_port database consumer_group admin_port
 //! topology [--file FILE] topics     # name partitions (event topics, then the dead-letter topics)
 //! ```
 //!
-//! A process without a gRPC port prints `-` in that column.
+//! A process without a gRPC (or admin) port prints `-` in that column.
 
 use std::path::PathBuf;
 
@@ -35,8 +35,11 @@ fn main() -> anyhow::Result<()> {
                 let grpc = s
                     .grpc_port
                     .map_or_else(|| "-".to_owned(), |p| p.to_string());
+                let admin = s
+                    .admin_port
+                    .map_or_else(|| "-".to_owned(), |p| p.to_string());
                 println!(
-                    "{} {} {} {grpc} {} {} {}",
+                    "{} {} {} {grpc} {} {} {} {admin}",
                     s.name, s.binary, s.env_prefix, s.metrics_port, s.database, s.consumer_group
                 );
             }

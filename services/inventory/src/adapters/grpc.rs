@@ -5,6 +5,7 @@
 //! | Method | Allowed | Refused |
 //! | --- | --- | --- |
 //! | `UpsertProduct`, `AdjustStock` | an operator | anyone else: PERMISSION_DENIED |
+//! | `GetReservation` | an operator | anyone else: PERMISSION_DENIED |
 //! | `GetProduct`, `ListProducts` | any authenticated caller: customers browse the catalog, the order service prices orders with its own identity | nobody (anonymous callers are UNAUTHENTICATED) |
 
 use shop_proto::common::v1::Money;
@@ -15,7 +16,7 @@ use shop_runtime::status;
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
-use crate::adapters::postgres::ProductRow;
+use crate::adapters::postgres::{ProductRow, ReservationRow};
 use crate::app::{self, InventoryError};
 
 /// The gRPC API over the inventory database.
@@ -29,6 +30,7 @@ impl From<InventoryError> for Status {
         match error {
             InventoryError::Invalid(violations) => violations.into(),
             InventoryError::NotFound(sku) => status::not_found("product", &sku),
+            InventoryError::NoReservation(order) => status::not_found("reservation", &order),
             InventoryError::Precondition {
                 kind,
                 subject,
@@ -54,8 +56,40 @@ fn to_pb(row: ProductRow) -> pb::Product {
     }
 }
 
+fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn reservation_to_pb(row: ReservationRow) -> pb::Reservation {
+    pb::Reservation {
+        order_id: row.order_id,
+        status: row.status,
+        lines: row
+            .lines
+            .into_iter()
+            .map(|(sku, quantity)| pb::ReservationLine { sku, quantity })
+            .collect(),
+        created_at: Some(timestamp(row.created_at)),
+        updated_at: Some(timestamp(row.updated_at)),
+    }
+}
+
 #[tonic::async_trait]
 impl InventoryService for InventoryApi {
+    async fn get_reservation(
+        &self,
+        request: Request<pb::GetReservationRequest>,
+    ) -> Result<Response<pb::GetReservationResponse>, Status> {
+        Caller::of(&request)?.require_operator()?;
+        let row = app::get_reservation(&self.pool, &request.into_inner().order_id).await?;
+        Ok(Response::new(pb::GetReservationResponse {
+            reservation: Some(reservation_to_pb(row)),
+        }))
+    }
+
     async fn upsert_product(
         &self,
         request: Request<pb::UpsertProductRequest>,

@@ -77,4 +77,12 @@ impl Handler for OrderEvents {
         };
         Ok(skus.iter().map(|sku| stock_lock(sku)).collect())
     }
+
+    /// The saga steps inventory takes part in; the topic's other events leave no inbox row.
+    fn handles(&self, event: &InboundEvent) -> bool {
+        event.is::<order_pb::OrderPlaced>()
+            || event.is::<order_pb::OrderConfirmed>()
+            || event.is::<order_pb::OrderCancelled>()
+            || event.is::<order_pb::StockReleaseRequested>()
+    }
 }

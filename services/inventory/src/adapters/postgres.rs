@@ -173,6 +173,50 @@ pub async fn reserved_skus(conn: &mut PgConnection, order_id: &str) -> sqlx::Res
         .await
 }
 
+/// A reservation as operators read it.
+#[derive(Debug, Clone)]
+pub struct ReservationRow {
+    pub order_id: String,
+    pub status: String,
+    /// (sku, quantity), by sku.
+    pub lines: Vec<(String, i64)>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The reservation of an order with its lines, read without locking.
+pub async fn reservation(
+    conn: &mut PgConnection,
+    order_id: &str,
+) -> sqlx::Result<Option<ReservationRow>> {
+    let row: Option<(
+        String,
+        chrono::DateTime<chrono::Utc>,
+        chrono::DateTime<chrono::Utc>,
+    )> = sqlx::query_as(
+        "SELECT status, created_at, updated_at FROM reservations WHERE order_id = $1",
+    )
+    .bind(order_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((status, created_at, updated_at)) = row else {
+        return Ok(None);
+    };
+    let lines = sqlx::query_as(
+        "SELECT sku, quantity FROM reservation_lines WHERE order_id = $1 ORDER BY sku",
+    )
+    .bind(order_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(Some(ReservationRow {
+        order_id: order_id.to_owned(),
+        status,
+        lines,
+        created_at,
+        updated_at,
+    }))
+}
+
 /// A reservation's status and its lines (sku, quantity).
 pub type LockedReservation = (String, Vec<(String, i64)>);
 

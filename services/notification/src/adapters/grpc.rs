@@ -46,7 +46,16 @@ fn to_pb(notification: Notification) -> pb::Notification {
         DeliveryStatus::Delivered => pb::DeliveryStatus::Delivered,
         DeliveryStatus::Failed => pb::DeliveryStatus::Failed,
     };
+    // traceparent: `00-<trace id>-<span id>-<flags>`.
+    let trace_id = notification
+        .traceparent
+        .as_deref()
+        .and_then(|t| t.split('-').nth(1))
+        .filter(|id| id.len() == 32)
+        .unwrap_or_default()
+        .to_owned();
     pb::Notification {
+        trace_id,
         notification_id: notification.notification_id.to_string(),
         order_id: notification.order_id,
         customer_id: notification.customer_id,

@@ -57,6 +57,11 @@ impl Handler for OrderEvents {
         app::record(tx, self.channel, &self.metrics, &notification).await?;
         Ok(())
     }
+
+    /// The outcomes told to the customer; the topic's other events leave no inbox row.
+    fn handles(&self, event: &InboundEvent) -> bool {
+        event.is::<order_pb::OrderConfirmed>() || event.is::<order_pb::OrderCancelled>()
+    }
 }
 
 /// A notification needs to know whose order it is about.

@@ -67,4 +67,12 @@ impl Handler for SagaReplies {
                 Err(other) => HandlerError::permanent(other),
             })
     }
+
+    /// The replies the saga waits for (StockReleased and PaymentRefunded end compensations: nothing to do, no inbox row).
+    fn handles(&self, event: &InboundEvent) -> bool {
+        event.is::<inventory_pb::StockReserved>()
+            || event.is::<inventory_pb::StockRejected>()
+            || event.is::<payment_pb::PaymentCaptured>()
+            || event.is::<payment_pb::PaymentDeclined>()
+    }
 }

@@ -79,6 +79,13 @@ impl Handler for OrderEvents {
             Ok(Vec::new())
         }
     }
+
+    /// The saga steps payment takes part in; the topic's other events leave no inbox row.
+    fn handles(&self, event: &InboundEvent) -> bool {
+        event.is::<order_pb::PaymentRequested>()
+            || event.is::<order_pb::OrderCancelled>()
+            || event.is::<order_pb::RefundRequested>()
+    }
 }
 
 async fn refund(
