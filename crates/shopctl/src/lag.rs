@@ -70,7 +70,12 @@ fn list_groups_and_topics(
     kafka: &KafkaConfig,
     timeout: Duration,
 ) -> anyhow::Result<(BTreeMap<String, GroupState>, Vec<String>)> {
-    let admin: BaseConsumer = kafka.client_config().create()?;
+    let mut config = rdkafka::ClientConfig::new();
+    config.set("bootstrap.servers", &kafka.bootstrap_servers);
+    for (key, value) in &kafka.properties {
+        config.set(key, value);
+    }
+    let admin: BaseConsumer = config.create()?;
     let mut states: BTreeMap<String, GroupState> = BTreeMap::new();
     match admin.fetch_group_list(None, timeout) {
         Ok(list) => {

@@ -115,6 +115,9 @@ impl SuiteConfig {
 /// One running (or stopped) process of a service.
 struct Instance {
     child: Option<Child>,
+    /// Where the process's stdout and stderr go (appended to across restarts), so that a start
+    /// that times out can say why.
+    log: PathBuf,
     grpc: SocketAddr,
     metrics: SocketAddr,
     /// The admin API (`shopctl`'s).
@@ -132,6 +135,9 @@ struct Instance {
 pub struct SuiteProcesses {
     config: SuiteConfig,
     instances: BTreeMap<(Service, usize), Instance>,
+    /// The processes' log files: removed when the suite is dropped, kept when a test fails
+    /// (the thread is panicking), so that they can be read afterwards.
+    logs: PathBuf,
 }
 
 impl std::fmt::Debug for SuiteProcesses {
@@ -150,6 +156,11 @@ impl Drop for SuiteProcesses {
                 let _ = child.wait();
             }
         }
+        if std::thread::panicking() {
+            eprintln!("the services' output is kept in {}", self.logs.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.logs);
+        }
     }
 }
 
@@ -160,9 +171,12 @@ impl SuiteProcesses {
     /// # Errors
     /// When a process cannot be started or does not come up within a minute.
     pub async fn start(config: SuiteConfig) -> anyhow::Result<(Self, Clients)> {
+        let logs = std::env::temp_dir().join(format!("shop-suite-{}", config.group_suffix));
+        std::fs::create_dir_all(&logs)?;
         let mut suite = Self {
             config,
             instances: BTreeMap::new(),
+            logs,
         };
         // Inventory first: the order service prices orders from its catalog.
         for service in [
@@ -173,12 +187,22 @@ impl SuiteProcesses {
         ] {
             suite.add(service, Vec::new())?;
         }
-        let clients = Clients::connect(
+        let clients = match Clients::connect(
             &suite.endpoints(),
             Duration::from_secs(60),
             &shop_testkit::test_auth().operator(),
         )
-        .await?;
+        .await
+        {
+            Ok(clients) => clients,
+            Err(e) => {
+                let why: Vec<String> = Service::ALL
+                    .into_iter()
+                    .map(|service| suite.report(service, 0))
+                    .collect();
+                return Err(e.context(why.join("\n")));
+            }
+        };
         Ok((suite, clients))
     }
 
@@ -195,6 +219,9 @@ impl SuiteProcesses {
             .count();
         let instance = Instance {
             child: None,
+            log: self
+                .logs
+                .join(format!("{}-{replica}.log", service.name())),
             grpc: SocketAddr::from(([127, 0, 0, 1], free_port())),
             metrics: SocketAddr::from(([127, 0, 0, 1], free_port())),
             admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
@@ -308,12 +335,36 @@ impl SuiteProcesses {
     /// # Errors
     /// When it does not within `patience`.
     pub async fn wait_serving(
-        &self,
+        &mut self,
         service: Service,
         replica: usize,
         patience: Duration,
     ) -> anyhow::Result<()> {
-        crate::clients::wait_serving(&self.url(service, replica), patience).await
+        crate::clients::wait_serving(&self.url(service, replica), patience)
+            .await
+            .map_err(|e| e.context(self.report(service, replica)))
+    }
+
+    /// What a replica that does not serve has to say for itself: whether its process is
+    /// still running or how it exited, and the last lines of its output.
+    fn report(&mut self, service: Service, replica: usize) -> String {
+        const TAIL: usize = 30;
+        let instance = self.instance(service, replica);
+        let state = match instance.child.as_mut().map(Child::try_wait) {
+            None => "not running".to_owned(),
+            Some(Ok(None)) => format!("running (pid {})", instance.child.as_ref().map_or(0, Child::id)),
+            Some(Ok(Some(status))) => format!("exited: {status}"),
+            Some(Err(e)) => format!("unknown ({e})"),
+        };
+        let output = std::fs::read_to_string(&instance.log).unwrap_or_default();
+        let lines: Vec<&str> = output.lines().collect();
+        let tail = lines[lines.len().saturating_sub(TAIL)..].join("\n");
+        format!(
+            "{service:?} replica {replica}: {state}; last {} of {} lines of {}:\n{tail}",
+            lines.len().min(TAIL),
+            lines.len(),
+            instance.log.display()
+        )
     }
 
     fn instance(&mut self, service: Service, replica: usize) -> &mut Instance {
@@ -381,8 +432,13 @@ impl SuiteProcesses {
         for (k, v) in c.env.iter().chain(&instance.env) {
             command.env(k, v);
         }
+        // With TEST_LOG the output goes to the test's own; else to the replica's file.
         if std::env::var_os("TEST_LOG").is_none() {
-            command.stdout(Stdio::null()).stderr(Stdio::null());
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&instance.log)?;
+            command.stdout(log.try_clone()?).stderr(log);
         }
         let child = command.spawn()?;
         self.instance(service, replica).child = Some(child);
