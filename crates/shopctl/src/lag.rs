@@ -151,8 +151,13 @@ pub(crate) async fn run(ctx: &Context, args: &LagArgs) -> anyhow::Result<ExitCod
     let described = described_groups(ctx).await;
     // The services' own login (KAFKA_SECURITY_*, KAFKA_SASL_*, KAFKA_SSL_*): shop_runtime::kafka.
     let kafka = shop_runtime::kafka::client_config(&ctx.kafka);
-    let (mut lags, states) =
-        measure(&kafka, &described, args.group.as_deref(), ctx.clients.timeout).await?;
+    let (mut lags, states) = measure(
+        &kafka,
+        &described,
+        args.group.as_deref(),
+        ctx.clients.timeout,
+    )
+    .await?;
     if args.lagging {
         lags.retain(|l| l.lag.lag() > 0);
     }

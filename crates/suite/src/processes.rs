@@ -219,9 +219,7 @@ impl SuiteProcesses {
             .count();
         let instance = Instance {
             child: None,
-            log: self
-                .logs
-                .join(format!("{}-{replica}.log", service.name())),
+            log: self.logs.join(format!("{}-{replica}.log", service.name())),
             grpc: SocketAddr::from(([127, 0, 0, 1], free_port())),
             metrics: SocketAddr::from(([127, 0, 0, 1], free_port())),
             admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
@@ -352,7 +350,10 @@ impl SuiteProcesses {
         let instance = self.instance(service, replica);
         let state = match instance.child.as_mut().map(Child::try_wait) {
             None => "not running".to_owned(),
-            Some(Ok(None)) => format!("running (pid {})", instance.child.as_ref().map_or(0, Child::id)),
+            Some(Ok(None)) => format!(
+                "running (pid {})",
+                instance.child.as_ref().map_or(0, Child::id)
+            ),
             Some(Ok(Some(status))) => format!("exited: {status}"),
             Some(Err(e)) => format!("unknown ({e})"),
         };
