@@ -13,6 +13,8 @@
 
 #![allow(unreachable_pub, missing_debug_implementations, clippy::all)]
 
+pub mod ids;
+
 pub mod common {
     pub mod v1 {
         tonic::include_proto!("shop.common.v1");

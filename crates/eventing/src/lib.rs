@@ -190,7 +190,7 @@ pub use kafka::KafkaConfig;
 pub use lag::{PartitionLag, group_lag};
 pub use metrics::EventingMetrics;
 pub use migrate::migrate;
-pub use outbox::{NewEvent, Outbox};
+pub use outbox::{NewEvent, Outbox, Publisher};
 pub use parked::{ParkedEvent, ParkedEvents, drop_parked, parked_events, retry_parked};
 pub use relay::{Relay, RelayConfig, RelayError, RelayHealth, RelayStatus, RelayWaker};
 pub use retry::RetryPolicy;

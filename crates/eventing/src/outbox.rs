@@ -133,3 +133,43 @@ impl Outbox {
         Ok(event.id)
     }
 }
+
+/// One topic a service publishes to through its outbox: what its use cases append their events
+/// with, each keyed by its aggregate's id (so that one aggregate's events keep their order on
+/// one partition).
+#[derive(Clone, Debug)]
+pub struct Publisher {
+    outbox: Outbox,
+    topic: String,
+}
+
+impl Publisher {
+    /// Events of `outbox` to `topic`.
+    pub fn new(outbox: Outbox, topic: impl Into<String>) -> Self {
+        Self {
+            outbox,
+            topic: topic.into(),
+        }
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Appends `event` about aggregate `key` in the caller's transaction ([`Outbox::append`]).
+    ///
+    /// # Errors
+    /// Database errors; the caller's transaction should then be rolled back.
+    pub async fn append<M: prost::Message + prost::Name>(
+        &self,
+        conn: &mut PgConnection,
+        key: impl std::fmt::Display,
+        event: &M,
+    ) -> Result<(), sqlx::Error> {
+        self.outbox
+            .append(conn, NewEvent::new(&self.topic, key.to_string(), event))
+            .await
+            .map(|_| ())
+    }
+}

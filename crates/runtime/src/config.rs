@@ -135,6 +135,164 @@ pub fn listen_addr(name: &str, default_port: u16) -> Result<SocketAddr, ConfigEr
     parse(name, SocketAddr::from(([0, 0, 0, 0], default_port)))
 }
 
+/// Who a service is: the names it goes by and the defaults of its settings. Each service
+/// declares one (`IDENTITY` of its [`crate::skeleton::Service`]); `deploy/topology.yaml` holds
+/// the same values for the scripts and the manifests, and `crates/suite/tests/deployment.rs`
+/// keeps the two in step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// `order`, `inventory`, ...: upper-cased, the prefix of its variables (`ORDER_GRPC_ADDR`).
+    pub name: &'static str,
+    /// The binary, its `service.name` in traces and its default consumer group:
+    /// `<name>-service`.
+    pub binary: &'static str,
+    /// Its database on a shared local server (`postgres://…/<database>` by default).
+    pub database: &'static str,
+    /// Default ports of its gRPC API, `/metrics` and admin API.
+    pub grpc_port: u16,
+    pub metrics_port: u16,
+    pub admin_port: u16,
+}
+
+impl Identity {
+    /// `ORDER`, `INVENTORY`, ...: the prefix of the service's own variables.
+    pub fn prefix(&self) -> String {
+        self.name.to_uppercase()
+    }
+
+    /// The `ce_source` of the events it publishes: `/shop/<binary>`.
+    pub fn event_source(&self) -> String {
+        format!("/shop/{}", self.binary)
+    }
+}
+
+/// The settings every service has, read with its prefix (defaults in brackets; `<P>` is the
+/// service's prefix, e.g. `ORDER`):
+///
+/// | Variable | Meaning |
+/// | --- | --- |
+/// | `<P>_GRPC_ADDR` | gRPC listen address [`0.0.0.0:<grpc_port>`] |
+/// | `<P>_METRICS_ADDR` | Prometheus `/metrics` listen address [`0.0.0.0:<metrics_port>`] |
+/// | `<P>_ADMIN_ADDR` | admin gRPC API listen address, operators only (`shopctl`; never exposed to ordinary clients) [`0.0.0.0:<admin_port>`] |
+/// | `<P>_DATABASE_URL` or `DATABASE_URL` | its own database [`postgres://postgres@127.0.0.1:5432/<database>`] |
+/// | `<P>_DB_MAX_CONNECTIONS` | pool size [`10`] |
+/// | `KAFKA_BOOTSTRAP_SERVERS` | Kafka [`127.0.0.1:9092`]; the login comes from `KAFKA_SECURITY_*`, `KAFKA_SASL_*`, `KAFKA_SSL_*` ([`crate::kafka`]) |
+/// | `<P>_CONSUMER_GROUP` | consumer group and inbox name [`<binary>`] |
+/// | `KAFKA_SESSION_TIMEOUT_MS` | how long the group waits for a dead member [`10000`] |
+/// | `<P>_INBOX_RETENTION_MS` | how long inbox rows (and published dead-letter rows) are kept: at least the `retention.ms` + `segment.ms` of the topics it consumes (`shop_eventing::Retention`) [`1296000000`: 15 days] |
+/// | `GRPC_REQUEST_TIMEOUT_MS` | longest a call may run [`10000`] |
+/// | `AUTH_JWKS_FILE` or `AUTH_JWKS_URL`, `AUTH_ISSUER`, `AUTH_AUDIENCE`, `AUTH_JWKS_REFRESH_MS` | how callers' bearer tokens are checked: [`crate::auth::AuthSettings`] (a JWKS is required) |
+#[derive(Clone, Debug)]
+pub struct ServiceSettings {
+    pub grpc_addr: SocketAddr,
+    /// Where Prometheus scrapes `/metrics`.
+    pub metrics_addr: SocketAddr,
+    /// Where the admin API (`shop.admin.v1.AdminService`) listens.
+    pub admin_addr: SocketAddr,
+    pub database_url: String,
+    pub db_max_connections: u32,
+    pub kafka_bootstrap_servers: String,
+    /// The service's consumer group, and the name of its inbox.
+    pub consumer_group: String,
+    pub session_timeout: Duration,
+    /// How long the consumer's inbox and dead-letter rows are kept.
+    pub inbox_retention: Duration,
+    pub request_timeout: Duration,
+    /// How callers are authenticated.
+    pub auth: crate::auth::AuthSettings,
+}
+
+impl ServiceSettings {
+    /// Reads the settings of the service `identity` from the environment.
+    ///
+    /// # Errors
+    /// A variable that is set but invalid.
+    pub fn from_env(identity: &Identity) -> Result<Self, ConfigError> {
+        let p = identity.prefix();
+        let own_database = format!("{p}_DATABASE_URL");
+        Ok(Self {
+            grpc_addr: listen_addr(&format!("{p}_GRPC_ADDR"), identity.grpc_port)?,
+            metrics_addr: listen_addr(&format!("{p}_METRICS_ADDR"), identity.metrics_port)?,
+            admin_addr: listen_addr(&format!("{p}_ADMIN_ADDR"), identity.admin_port)?,
+            database_url: first_of(
+                &[own_database.as_str(), "DATABASE_URL"],
+                &format!("postgres://postgres@127.0.0.1:5432/{}", identity.database),
+            ),
+            db_max_connections: parse(&format!("{p}_DB_MAX_CONNECTIONS"), 10)?,
+            kafka_bootstrap_servers: string("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+            consumer_group: string(&format!("{p}_CONSUMER_GROUP"), identity.binary),
+            session_timeout: millis("KAFKA_SESSION_TIMEOUT_MS", Duration::from_secs(10))?,
+            inbox_retention: millis(
+                &format!("{p}_INBOX_RETENTION_MS"),
+                shop_eventing::Retention::default().window,
+            )?,
+            request_timeout: millis("GRPC_REQUEST_TIMEOUT_MS", Duration::from_secs(10))?,
+            auth: crate::auth::AuthSettings::from_env()?,
+        })
+    }
+
+    /// Settings for a test: ports the kernel picks on loopback, the test's database and broker,
+    /// callers checked by `auth`, a consumer group of its own (`<binary>-<uuid>`, so that tests
+    /// never share one), and a short session timeout (a killed member is noticed within 6 s).
+    pub fn for_test(
+        identity: &Identity,
+        database_url: impl Into<String>,
+        kafka_bootstrap_servers: impl Into<String>,
+        auth: crate::auth::AuthSettings,
+    ) -> Self {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self {
+            grpc_addr: any,
+            metrics_addr: any,
+            admin_addr: any,
+            database_url: database_url.into(),
+            db_max_connections: 10,
+            kafka_bootstrap_servers: kafka_bootstrap_servers.into(),
+            consumer_group: format!("{}-{}", identity.binary, uuid::Uuid::new_v4().simple()),
+            session_timeout: Duration::from_secs(6),
+            inbox_retention: shop_eventing::Retention::default().window,
+            request_timeout: Duration::from_secs(10),
+            auth,
+        }
+    }
+}
+
+/// The suite's event topics, each named by one variable that every service producing or
+/// consuming it reads (so that a deployment renames a topic in one place), defaulting to the
+/// contract's name (`shop_proto::topics`).
+pub mod topics {
+    /// `ORDER_EVENTS_TOPIC` [`order.events.v1`].
+    pub fn order_events() -> String {
+        super::string("ORDER_EVENTS_TOPIC", shop_proto::topics::ORDER_EVENTS)
+    }
+
+    /// `INVENTORY_EVENTS_TOPIC` [`inventory.events.v1`].
+    pub fn inventory_events() -> String {
+        super::string(
+            "INVENTORY_EVENTS_TOPIC",
+            shop_proto::topics::INVENTORY_EVENTS,
+        )
+    }
+
+    /// `PAYMENT_EVENTS_TOPIC` [`payment.events.v1`].
+    pub fn payment_events() -> String {
+        super::string("PAYMENT_EVENTS_TOPIC", shop_proto::topics::PAYMENT_EVENTS)
+    }
+}
+
+/// What a service's settings are made of: the [`ServiceSettings`] every service has, and its
+/// own.
+pub trait Settings: Sized {
+    /// Reads them from the environment.
+    ///
+    /// # Errors
+    /// A variable that is set but invalid.
+    fn from_env() -> Result<Self, ConfigError>;
+
+    /// The part every service has.
+    fn service(&self) -> &ServiceSettings;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -139,6 +139,91 @@ pub fn internal(error: &anyhow::Error) -> Status {
     Status::internal("internal error")
 }
 
+/// Why a use case of a service failed: the one error type of every service's `app` layer, so
+/// that each kind of failure reaches clients the same way from every service, through the one
+/// `From<ServiceError> for Status` below (with its `google.rpc` details).
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The request is malformed: every field that is, and why.
+    #[error("invalid request")]
+    Invalid(FieldViolations),
+    /// What the request names does not exist (or is not the caller's to see: the same answer).
+    #[error("{resource} {name} not found")]
+    NotFound {
+        resource: &'static str,
+        name: String,
+    },
+    /// What the request would create exists already.
+    #[error("{resource} {name} already exists")]
+    AlreadyExists {
+        resource: &'static str,
+        name: String,
+    },
+    /// The state of `subject` (`products/SKU-1`) forbids it; `kind` is the machine-readable
+    /// reason (`STOCK_RESERVED`).
+    #[error("{description}")]
+    Precondition {
+        kind: &'static str,
+        subject: String,
+        description: String,
+    },
+    /// A dependency is down, slow or shed: the client may retry after `retry_after`.
+    #[error("{reason}")]
+    Unavailable {
+        reason: String,
+        retry_after: Duration,
+    },
+    /// Anything else (the database, a bug): logged, answered `INTERNAL` without detail.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl ServiceError {
+    /// [`ServiceError::NotFound`].
+    pub fn not_found(resource: &'static str, name: impl Into<String>) -> Self {
+        Self::NotFound {
+            resource,
+            name: name.into(),
+        }
+    }
+}
+
+impl From<FieldViolations> for ServiceError {
+    fn from(violations: FieldViolations) -> Self {
+        Self::Invalid(violations)
+    }
+}
+
+impl From<sqlx::Error> for ServiceError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Unexpected(error.into())
+    }
+}
+
+impl From<ServiceError> for Status {
+    fn from(error: ServiceError) -> Self {
+        match error {
+            ServiceError::Invalid(violations) => violations.into(),
+            ServiceError::NotFound { resource, name } => not_found(resource, &name),
+            ServiceError::AlreadyExists { resource, name } => already_exists(
+                resource,
+                &name,
+                &format!("{resource} {name} already exists"),
+            ),
+            ServiceError::Precondition {
+                kind,
+                subject,
+                description,
+            } => failed_precondition(kind, &subject, &description),
+            ServiceError::Unavailable {
+                reason,
+                retry_after,
+            } => unavailable(reason, retry_after),
+            ServiceError::Unexpected(e) => internal(&e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

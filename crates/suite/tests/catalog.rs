@@ -114,17 +114,21 @@ impl Code {
 /// dead-letter topic the SDK gives it.
 fn consumer_groups() -> BTreeMap<String, String> {
     let dlq = |name: &str| ConsumerConfig::new(name, [""; 0]).dead_letter_topic;
-    let (order, _) = recording(order_service::config::Settings::from_env);
-    let (inventory, _) = recording(inventory_service::config::Settings::from_env);
-    let (payment, _) = recording(payment_service::config::Settings::from_env);
-    let (notification, _) = recording(notification_service::config::Settings::from_env);
+    fn group<S: shop_runtime::config::Settings>() -> String {
+        let (settings, _) = recording(S::from_env);
+        settings
+            .expect("a service's settings")
+            .service()
+            .consumer_group
+            .clone()
+    }
     let (sales, _) = recording(sales_analytics::config::Settings::from_env);
     let sales = sales.expect("sales-analytics settings");
     let mut groups: BTreeMap<String, String> = [
-        order.expect("order settings").consumer_group,
-        inventory.expect("inventory settings").consumer_group,
-        payment.expect("payment settings").consumer_group,
-        notification.expect("notification settings").consumer_group,
+        group::<order_service::config::Settings>(),
+        group::<inventory_service::config::Settings>(),
+        group::<payment_service::config::Settings>(),
+        group::<notification_service::config::Settings>(),
     ]
     .into_iter()
     .map(|group| {

@@ -42,21 +42,21 @@ fn shown(path: &Path) -> String {
 /// A setting of a service with the value the code uses when it is not set.
 #[derive(Clone, Debug)]
 struct Setting {
-    var: &'static str,
+    var: String,
     default: String,
 }
 
 impl Setting {
-    fn new(var: &'static str, default: impl ToString) -> Self {
+    fn new(var: impl Into<String>, default: impl ToString) -> Self {
         Self {
-            var,
+            var: var.into(),
             default: default.to_string(),
         }
     }
 
     /// Its value in `env` (unset or empty: the default, as `shop_runtime::config` reads it).
     fn value_in(&self, env: &Env) -> String {
-        match env.vars.get(self.var) {
+        match env.vars.get(&self.var) {
             Some(Some(value)) if !value.is_empty() => value.clone(),
             _ => self.default.clone(),
         }
@@ -110,90 +110,58 @@ fn port_of(addr: &str) -> Option<u16> {
 
 /// Reads each service's settings the way its `main` does, noting every variable read.
 fn services() -> Vec<Needs> {
-    use inventory_service::config::Settings as Inventory;
-    use notification_service::config::Settings as Notification;
-    use order_service::config::Settings as Order;
-    use payment_service::config::Settings as Payment;
+    use inventory_service::startup::Inventory;
+    use notification_service::startup::Notifications;
+    use order_service::startup::Orders;
+    use payment_service::startup::Payments;
+    use shop_runtime::config::Settings as _;
+    use shop_runtime::skeleton::Service;
 
-    let (order, order_reads) = recording(Order::from_env);
-    let order = order.expect("order-service settings from this environment");
-    let (inventory, inventory_reads) = recording(Inventory::from_env);
-    let inventory = inventory.expect("inventory-service settings from this environment");
-    let (payment, payment_reads) = recording(Payment::from_env);
-    let payment = payment.expect("payment-service settings from this environment");
-    let (notification, notification_reads) = recording(Notification::from_env);
-    let notification = notification.expect("notification-service settings from this environment");
+    /// What a service needs, from the settings it read (`reads`) and its `topics`.
+    fn needs<S: Service>(topics: impl FnOnce(&S::Settings) -> Vec<Setting>) -> Needs {
+        let identity = S::IDENTITY;
+        let (settings, reads) = recording(S::Settings::from_env);
+        let settings = settings
+            .unwrap_or_else(|e| panic!("{} settings from this environment: {e}", identity.binary));
+        let p = identity.prefix();
+        let common = settings.service();
+        Needs {
+            name: identity.name,
+            binary: identity.binary,
+            reads,
+            topics: topics(&settings),
+            group: Setting::new(format!("{p}_CONSUMER_GROUP"), &common.consumer_group),
+            grpc_addr: Setting::new(format!("{p}_GRPC_ADDR"), common.grpc_addr),
+            metrics_addr: Setting::new(format!("{p}_METRICS_ADDR"), common.metrics_addr),
+            admin_addr: Setting::new(format!("{p}_ADMIN_ADDR"), common.admin_addr),
+            inbox_retention: Setting::new(
+                format!("{p}_INBOX_RETENTION_MS"),
+                common.inbox_retention.as_millis(),
+            ),
+        }
+    }
 
     vec![
-        Needs {
-            name: "order",
-            binary: "order-service",
-            reads: order_reads,
-            topics: vec![
-                Setting::new("ORDER_EVENTS_TOPIC", &order.order_events_topic),
-                Setting::new("INVENTORY_EVENTS_TOPIC", &order.inventory_events_topic),
-                Setting::new("PAYMENT_EVENTS_TOPIC", &order.payment_events_topic),
-            ],
-            group: Setting::new("ORDER_CONSUMER_GROUP", &order.consumer_group),
-            grpc_addr: Setting::new("ORDER_GRPC_ADDR", order.grpc_addr),
-            metrics_addr: Setting::new("ORDER_METRICS_ADDR", order.metrics_addr),
-            admin_addr: Setting::new("ORDER_ADMIN_ADDR", order.admin_addr),
-            inbox_retention: Setting::new(
-                "ORDER_INBOX_RETENTION_MS",
-                order.inbox_retention.as_millis(),
-            ),
-        },
-        Needs {
-            name: "inventory",
-            binary: "inventory-service",
-            reads: inventory_reads,
-            topics: vec![
-                Setting::new("ORDER_EVENTS_TOPIC", &inventory.order_events_topic),
-                Setting::new("INVENTORY_EVENTS_TOPIC", &inventory.inventory_events_topic),
-            ],
-            group: Setting::new("INVENTORY_CONSUMER_GROUP", &inventory.consumer_group),
-            grpc_addr: Setting::new("INVENTORY_GRPC_ADDR", inventory.grpc_addr),
-            metrics_addr: Setting::new("INVENTORY_METRICS_ADDR", inventory.metrics_addr),
-            admin_addr: Setting::new("INVENTORY_ADMIN_ADDR", inventory.admin_addr),
-            inbox_retention: Setting::new(
-                "INVENTORY_INBOX_RETENTION_MS",
-                inventory.inbox_retention.as_millis(),
-            ),
-        },
-        Needs {
-            name: "payment",
-            binary: "payment-service",
-            reads: payment_reads,
-            topics: vec![
-                Setting::new("ORDER_EVENTS_TOPIC", &payment.order_events_topic),
-                Setting::new("PAYMENT_EVENTS_TOPIC", &payment.payment_events_topic),
-            ],
-            group: Setting::new("PAYMENT_CONSUMER_GROUP", &payment.consumer_group),
-            grpc_addr: Setting::new("PAYMENT_GRPC_ADDR", payment.grpc_addr),
-            metrics_addr: Setting::new("PAYMENT_METRICS_ADDR", payment.metrics_addr),
-            admin_addr: Setting::new("PAYMENT_ADMIN_ADDR", payment.admin_addr),
-            inbox_retention: Setting::new(
-                "PAYMENT_INBOX_RETENTION_MS",
-                payment.inbox_retention.as_millis(),
-            ),
-        },
-        Needs {
-            name: "notification",
-            binary: "notification-service",
-            reads: notification_reads,
-            topics: vec![Setting::new(
-                "ORDER_EVENTS_TOPIC",
-                &notification.order_events_topic,
-            )],
-            group: Setting::new("NOTIFICATION_CONSUMER_GROUP", &notification.consumer_group),
-            grpc_addr: Setting::new("NOTIFICATION_GRPC_ADDR", notification.grpc_addr),
-            metrics_addr: Setting::new("NOTIFICATION_METRICS_ADDR", notification.metrics_addr),
-            admin_addr: Setting::new("NOTIFICATION_ADMIN_ADDR", notification.admin_addr),
-            inbox_retention: Setting::new(
-                "NOTIFICATION_INBOX_RETENTION_MS",
-                notification.inbox_retention.as_millis(),
-            ),
-        },
+        needs::<Orders>(|s| {
+            vec![
+                Setting::new("ORDER_EVENTS_TOPIC", &s.order_events_topic),
+                Setting::new("INVENTORY_EVENTS_TOPIC", &s.inventory_events_topic),
+                Setting::new("PAYMENT_EVENTS_TOPIC", &s.payment_events_topic),
+            ]
+        }),
+        needs::<Inventory>(|s| {
+            vec![
+                Setting::new("ORDER_EVENTS_TOPIC", &s.order_events_topic),
+                Setting::new("INVENTORY_EVENTS_TOPIC", &s.inventory_events_topic),
+            ]
+        }),
+        needs::<Payments>(|s| {
+            vec![
+                Setting::new("ORDER_EVENTS_TOPIC", &s.order_events_topic),
+                Setting::new("PAYMENT_EVENTS_TOPIC", &s.payment_events_topic),
+            ]
+        }),
+        needs::<Notifications>(|s| vec![Setting::new("ORDER_EVENTS_TOPIC", &s.order_events_topic)]),
     ]
 }
 

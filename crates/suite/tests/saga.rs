@@ -12,6 +12,7 @@ use shop_proto::inventory::v1 as inventory;
 use shop_proto::notification::v1 as notification;
 use shop_proto::order::v1 as order;
 use shop_proto::payment::v1 as payment;
+use shop_runtime::skeleton::Service as _;
 use shop_suite::audit::{Databases, ExpectedDeadLetter, audit, audit_expecting};
 use shop_suite::clients::{Clients, Endpoints};
 use shop_testkit::{TestDb, TestKafka};
@@ -37,31 +38,34 @@ enum Launch {
 
 impl Launch {
     /// Builds and spawns the service; returns its address and its task.
-    async fn spawn(&mut self, stop: &CancellationToken) -> (SocketAddr, JoinHandle<()>) {
+    async fn spawn(
+        &mut self,
+        stop: &CancellationToken,
+    ) -> (SocketAddr, JoinHandle<anyhow::Result<()>>) {
         macro_rules! go {
-            ($module:ident, $settings:expr) => {{
-                let app = $module::startup::Application::build($settings.clone(), stop)
-                    .await
-                    .unwrap();
-                let addr = app.local_addr();
+            ($service:ty, $settings:expr) => {{
+                let running =
+                    shop_testkit::service::spawn::<$service>($settings.clone(), stop).await;
                 // A restart binds the same port, so clients reconnect to it.
-                $settings.grpc_addr = addr;
-                let stop = stop.clone();
-                (
-                    addr,
-                    tokio::spawn(async move {
-                        if let Err(error) = app.run(stop).await {
-                            tracing::error!(?error, "service failed");
-                        }
-                    }),
-                )
+                $settings.service.grpc_addr = running.addr;
+                (running.addr, running.task)
             }};
         }
         match self {
-            Self::Order(s) => go!(order_service, s),
-            Self::Inventory(s) => go!(inventory_service, s),
-            Self::Payment(s) => go!(payment_service, s),
-            Self::Notification(s) => go!(notification_service, s),
+            Self::Order(s) => go!(order_service::startup::Orders, s),
+            Self::Inventory(s) => go!(inventory_service::startup::Inventory, s),
+            Self::Payment(s) => go!(payment_service::startup::Payments, s),
+            Self::Notification(s) => go!(notification_service::startup::Notifications, s),
+        }
+    }
+
+    /// Its consumer group.
+    fn group(&self) -> &str {
+        match self {
+            Self::Order(s) => &s.service.consumer_group,
+            Self::Inventory(s) => &s.service.consumer_group,
+            Self::Payment(s) => &s.service.consumer_group,
+            Self::Notification(s) => &s.service.consumer_group,
         }
     }
 }
@@ -70,7 +74,7 @@ struct Suite {
     clients: Clients,
     dbs: Databases,
     launches: HashMap<Service, Launch>,
-    tasks: HashMap<Service, (CancellationToken, JoinHandle<()>)>,
+    tasks: HashMap<Service, (CancellationToken, JoinHandle<anyhow::Result<()>>)>,
     kafka: TestKafka,
     _databases: Vec<TestDb>,
 }
@@ -105,130 +109,56 @@ impl Suite {
         for t in [&order_topic, &inventory_topic, &payment_topic] {
             kafka.create_topic(t, 3).await;
         }
-        let bootstrap = kafka.bootstrap_servers().to_owned();
-        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let group = |name: &str| format!("{name}-{}", uuid::Uuid::new_v4().simple());
         let (order_db, inventory_db, payment_db, notification_db) = (
             TestDb::create().await,
             TestDb::create().await,
             TestDb::create().await,
             TestDb::create().await,
         );
-        let session = Duration::from_secs(6);
-        let timeout = Duration::from_secs(10);
+        let common = |identity, db: &TestDb| {
+            shop_testkit::service::service_settings(identity, db.url(), &kafka)
+        };
 
         let mut launches = HashMap::new();
-        let mut inventory = Launch::Inventory(inventory_service::config::Settings {
-            grpc_addr: any,
-            metrics_addr: any,
-            admin_addr: any,
-            database_url: inventory_db.url(),
-            db_max_connections: 10,
-            kafka_bootstrap_servers: bootstrap.clone(),
-            order_events_topic: order_topic.clone(),
-            inventory_events_topic: inventory_topic.clone(),
-            consumer_group: group("inventory"),
-            request_timeout: timeout,
-            auth: shop_runtime::auth::AuthSettings::with_jwks_file(
-                shop_testkit::test_auth().jwks_file(),
-                shop_testkit::auth::ISSUER,
-                shop_testkit::auth::AUDIENCE,
-            ),
-            session_timeout: session,
-            inbox_retention: shop_eventing::Retention::default().window,
-        });
+        let mut inventory = inventory_service::config::Settings::for_test(common(
+            &inventory_service::startup::Inventory::IDENTITY,
+            &inventory_db,
+        ));
+        inventory.order_events_topic = order_topic.clone();
+        inventory.inventory_events_topic = inventory_topic.clone();
+        let mut inventory = Launch::Inventory(inventory);
         let mut tasks = HashMap::new();
         let stop = CancellationToken::new();
         let (inventory_addr, task) = inventory.spawn(&stop).await;
         tasks.insert(Service::Inventory, (stop, task));
         launches.insert(Service::Inventory, inventory);
 
+        let mut order = order_service::config::Settings::for_test(
+            common(&order_service::startup::Orders::IDENTITY, &order_db),
+            format!("http://{inventory_addr}"),
+        );
+        order.order_events_topic = order_topic.clone();
+        order.inventory_events_topic = inventory_topic.clone();
+        order.payment_events_topic = payment_topic.clone();
+        order.saga_deadline = saga_deadline;
+        order.service_token_file =
+            Some(shop_testkit::test_auth().service_token_file("order-service"));
+        let mut payment = payment_service::config::Settings::for_test(common(
+            &payment_service::startup::Payments::IDENTITY,
+            &payment_db,
+        ));
+        payment.order_events_topic = order_topic.clone();
+        payment.payment_events_topic = payment_topic.clone();
+        let mut notification = notification_service::config::Settings::for_test(common(
+            &notification_service::startup::Notifications::IDENTITY,
+            &notification_db,
+        ));
+        notification.order_events_topic = order_topic.clone();
+        notification.webhook_url = webhook.map(|u| u.parse().unwrap());
         let others = [
-            (
-                Service::Order,
-                Launch::Order(order_service::config::Settings {
-                    grpc_addr: any,
-                    metrics_addr: any,
-                    admin_addr: any,
-                    database_url: order_db.url(),
-                    db_max_connections: 10,
-                    inventory_url: format!("http://{inventory_addr}"),
-                    inventory_deadline: Duration::from_secs(2),
-                    breaker_failures: 5,
-                    breaker_open_for: Duration::from_secs(5),
-                    kafka_bootstrap_servers: bootstrap.clone(),
-                    order_events_topic: order_topic.clone(),
-                    inventory_events_topic: inventory_topic.clone(),
-                    payment_events_topic: payment_topic.clone(),
-                    consumer_group: group("order"),
-                    saga_deadline,
-                    saga_sweep_interval: Duration::from_millis(200),
-                    saga_sweep_batch: 100,
-                    request_timeout: timeout,
-                    service_token_file: Some(
-                        shop_testkit::test_auth().service_token_file("order-service"),
-                    ),
-                    auth: shop_runtime::auth::AuthSettings::with_jwks_file(
-                        shop_testkit::test_auth().jwks_file(),
-                        shop_testkit::auth::ISSUER,
-                        shop_testkit::auth::AUDIENCE,
-                    ),
-                    session_timeout: session,
-                    inbox_retention: shop_eventing::Retention::default().window,
-                }),
-            ),
-            (
-                Service::Payment,
-                Launch::Payment(payment_service::config::Settings {
-                    grpc_addr: any,
-                    metrics_addr: any,
-                    admin_addr: any,
-                    database_url: payment_db.url(),
-                    db_max_connections: 10,
-                    kafka_bootstrap_servers: bootstrap.clone(),
-                    order_events_topic: order_topic.clone(),
-                    payment_events_topic: payment_topic.clone(),
-                    consumer_group: group("payment"),
-                    request_timeout: timeout,
-                    auth: shop_runtime::auth::AuthSettings::with_jwks_file(
-                        shop_testkit::test_auth().jwks_file(),
-                        shop_testkit::auth::ISSUER,
-                        shop_testkit::auth::AUDIENCE,
-                    ),
-                    session_timeout: session,
-                    inbox_retention: shop_eventing::Retention::default().window,
-                }),
-            ),
-            (
-                Service::Notification,
-                Launch::Notification(notification_service::config::Settings {
-                    grpc_addr: any,
-                    metrics_addr: any,
-                    admin_addr: any,
-                    database_url: notification_db.url(),
-                    db_max_connections: 10,
-                    kafka_bootstrap_servers: bootstrap.clone(),
-                    order_events_topic: order_topic.clone(),
-                    consumer_group: group("notification"),
-                    request_timeout: timeout,
-                    auth: shop_runtime::auth::AuthSettings::with_jwks_file(
-                        shop_testkit::test_auth().jwks_file(),
-                        shop_testkit::auth::ISSUER,
-                        shop_testkit::auth::AUDIENCE,
-                    ),
-                    session_timeout: session,
-                    inbox_retention: shop_eventing::Retention::default().window,
-                    webhook_url: webhook.map(|u| u.parse().unwrap()),
-                    webhook_timeout: Duration::from_secs(2),
-                    retry: shop_eventing::RetryPolicy {
-                        max_attempts: 8,
-                        initial_backoff: Duration::from_millis(50),
-                        max_backoff: Duration::from_millis(500),
-                    },
-                    poll_interval: Duration::from_millis(50),
-                    delivery_concurrency: 4,
-                }),
-            ),
+            (Service::Order, Launch::Order(order)),
+            (Service::Payment, Launch::Payment(payment)),
+            (Service::Notification, Launch::Notification(notification)),
         ];
         let mut addrs = HashMap::from([(Service::Inventory, inventory_addr)]);
         for (service, mut launch) in others {
@@ -240,13 +170,9 @@ impl Suite {
         }
         // Every consumer's dead-letter topic, provisioned as in k8s (auto-create is off there).
         for launch in launches.values() {
-            let group = match launch {
-                Launch::Order(s) => &s.consumer_group,
-                Launch::Inventory(s) => &s.consumer_group,
-                Launch::Payment(s) => &s.consumer_group,
-                Launch::Notification(s) => &s.consumer_group,
-            };
-            kafka.create_topic(&format!("{group}.dlq"), 1).await;
+            kafka
+                .create_topic(&format!("{}.dlq", launch.group()), 1)
+                .await;
         }
         let url = |s: Service| format!("http://{}", addrs[&s]);
         let endpoints = Endpoints {
@@ -430,12 +356,7 @@ impl Suite {
     }
 
     fn group(&self, service: Service) -> String {
-        match &self.launches[&service] {
-            Launch::Order(s) => s.consumer_group.clone(),
-            Launch::Inventory(s) => s.consumer_group.clone(),
-            Launch::Payment(s) => s.consumer_group.clone(),
-            Launch::Notification(s) => s.consumer_group.clone(),
-        }
+        self.launches[&service].group().to_owned()
     }
 
     /// Makes `service`'s database refuse rows of `table` matching `when` (a condition on NEW)

@@ -29,6 +29,10 @@ pub mod grpc;
 pub mod logs;
 pub mod metrics;
 
+/// The client span of a database query: `#[shop_telemetry::db_span("SELECT", "accounts")]`
+/// (see the `shop-telemetry-macros` crate).
+pub use shop_telemetry_macros::db_span;
+
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::sync::OnceLock;

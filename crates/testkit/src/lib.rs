@@ -13,6 +13,7 @@ mod postgres;
 mod reflection;
 mod scrape;
 pub mod semconv;
+pub mod service;
 mod tcp_proxy;
 pub mod topology;
 

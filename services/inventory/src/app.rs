@@ -1,64 +1,24 @@
 //! Inventory's use cases (catalog RPCs) and saga steps. Each saga step runs in the consumer's
 //! transaction and appends the event it causes to the outbox in that same transaction.
 
-use shop_eventing::{NewEvent, Outbox};
+use shop_eventing::Publisher;
 use shop_proto::inventory::v1 as pb;
 use shop_proto::order::v1 as order_pb;
 use shop_runtime::page_token;
-use shop_runtime::status::FieldViolations;
+use shop_runtime::status::{FieldViolations, ServiceError};
 use sqlx::{PgConnection, PgPool};
 
-use crate::adapters::postgres::{self as db, ProductRow, StockMove};
 use crate::domain::{
-    AdjustmentReason, AdjustmentRefused, MAX_UNITS, Price, ProductName, ReservationPlan, Sku,
-    StockDelta, adjust_on_hand, plan_reservation,
+    AdjustmentReason, AdjustmentRefused, MAX_UNITS, Price, Product, ProductName, Reservation,
+    ReservationPlan, Sku, StockDelta, adjust_on_hand, plan_reservation,
 };
-
-/// Why a use case failed.
-#[derive(Debug, thiserror::Error)]
-pub enum InventoryError {
-    #[error("invalid request")]
-    Invalid(FieldViolations),
-    #[error("product {0} not found")]
-    NotFound(String),
-    #[error("order {0} has no reservation")]
-    NoReservation(String),
-    #[error("{description}")]
-    Precondition {
-        kind: &'static str,
-        subject: String,
-        description: String,
-    },
-    #[error(transparent)]
-    Unexpected(#[from] anyhow::Error),
-}
-
-impl From<sqlx::Error> for InventoryError {
-    fn from(error: sqlx::Error) -> Self {
-        Self::Unexpected(error.into())
-    }
-}
+use crate::outbound::postgres::{self as db, StockMove};
 
 /// Where inventory's events go, and its outcomes are counted.
 #[derive(Clone, Debug)]
 pub struct Events {
-    pub outbox: Outbox,
-    pub topic: String,
+    pub publisher: Publisher,
     pub metrics: crate::metrics::InventoryMetrics,
-}
-
-impl Events {
-    async fn append<M: prost::Message + prost::Name>(
-        &self,
-        tx: &mut PgConnection,
-        order_id: &str,
-        event: &M,
-    ) -> sqlx::Result<()> {
-        self.outbox
-            .append(tx, NewEvent::new(&self.topic, order_id, event))
-            .await
-            .map(|_| ())
-    }
 }
 
 /// Creates a product or changes its name and price.
@@ -70,7 +30,7 @@ pub async fn upsert_product(
     sku: &str,
     name: &str,
     price: Option<(i64, &str)>,
-) -> Result<ProductRow, InventoryError> {
+) -> Result<Product, ServiceError> {
     let mut violations = FieldViolations::new();
     let sku = violations.check("sku", Sku::parse(sku));
     let name = violations.check("name", ProductName::parse(name));
@@ -84,7 +44,7 @@ pub async fn upsert_product(
             .ok(),
     };
     let (Some(sku), Some(name), Some(price)) = (sku, name, price) else {
-        return Err(InventoryError::Invalid(violations));
+        return Err(ServiceError::Invalid(violations));
     };
     let mut conn = pool.acquire().await?;
     Ok(db::upsert_product(
@@ -94,39 +54,39 @@ pub async fn upsert_product(
         price.amount_minor,
         &price.currency,
     )
-    .await?)
+    .await?
+    .into())
 }
 
 /// # Errors
 /// `Invalid` for a malformed sku, `NotFound` for an unknown one.
-pub async fn get_product(pool: &PgPool, sku: &str) -> Result<ProductRow, InventoryError> {
+pub async fn get_product(pool: &PgPool, sku: &str) -> Result<Product, ServiceError> {
     let mut violations = FieldViolations::new();
     let sku = violations
         .check("sku", Sku::parse(sku))
-        .ok_or(InventoryError::Invalid(violations))?;
+        .ok_or(ServiceError::Invalid(violations))?;
     let mut conn = pool.acquire().await?;
     db::product(&mut conn, sku.as_str(), false)
         .await?
-        .ok_or_else(|| InventoryError::NotFound(sku.as_str().to_owned()))
+        .map(Product::from)
+        .ok_or_else(|| ServiceError::not_found("product", sku.as_str()))
 }
 
 /// The reservation of an order (for operators: `shopctl order`).
 ///
 /// # Errors
-/// `Invalid` for an empty or oversized order id, `NoReservation` when the order has none.
-pub async fn get_reservation(
-    pool: &PgPool,
-    order_id: &str,
-) -> Result<db::ReservationRow, InventoryError> {
+/// `Invalid` for an empty or oversized order id, `NotFound` when the order has no reservation.
+pub async fn get_reservation(pool: &PgPool, order_id: &str) -> Result<Reservation, ServiceError> {
     let mut violations = FieldViolations::new();
     if order_id.is_empty() || order_id.len() > 128 || order_id.chars().any(char::is_control) {
         violations.add("order_id", "1-128 characters, no control characters");
-        return Err(InventoryError::Invalid(violations));
+        return Err(ServiceError::Invalid(violations));
     }
     let mut conn = pool.acquire().await?;
     db::reservation(&mut conn, order_id)
         .await?
-        .ok_or_else(|| InventoryError::NoReservation(order_id.to_owned()))
+        .map(Reservation::from)
+        .ok_or_else(|| ServiceError::not_found("reservation", order_id))
 }
 
 /// The listing name in products' page tokens.
@@ -141,7 +101,7 @@ pub async fn list_products(
     skus: &[String],
     page_size: u32,
     page_token: &str,
-) -> Result<(Vec<ProductRow>, String), InventoryError> {
+) -> Result<(Vec<Product>, String), ServiceError> {
     let mut violations = FieldViolations::new();
     if page_size > 500 {
         violations.add("page_size", "must be at most 500");
@@ -168,7 +128,7 @@ pub async fn list_products(
             }
         }
     };
-    violations.into_result().map_err(InventoryError::Invalid)?;
+    violations.into_result().map_err(ServiceError::Invalid)?;
     let limit = if page_size == 0 {
         100
     } else {
@@ -183,7 +143,7 @@ pub async fn list_products(
         }
         _ => String::new(),
     };
-    Ok((rows, next))
+    Ok((rows.into_iter().map(Product::from).collect(), next))
 }
 
 /// Adds or removes units on hand; never below what is reserved, never above
@@ -197,22 +157,22 @@ pub async fn adjust_stock(
     sku: &str,
     delta: i64,
     reason: &str,
-) -> Result<ProductRow, InventoryError> {
+) -> Result<Product, ServiceError> {
     let mut violations = FieldViolations::new();
     let sku = violations.check("sku", Sku::parse(sku));
     let delta = violations.check("delta", StockDelta::parse(delta));
     let reason = violations.check("reason", AdjustmentReason::parse(reason));
     let (Some(sku), Some(delta), Some(reason)) = (sku, delta, reason) else {
-        return Err(InventoryError::Invalid(violations));
+        return Err(ServiceError::Invalid(violations));
     };
     let mut tx = pool.begin().await?;
     let product = db::product(&mut tx, sku.as_str(), true)
         .await?
-        .ok_or_else(|| InventoryError::NotFound(sku.as_str().to_owned()))?;
+        .ok_or_else(|| ServiceError::not_found("product", sku.as_str()))?;
     match adjust_on_hand(product.on_hand, product.reserved, delta) {
         Ok(_) => {}
         Err(AdjustmentRefused::BelowReserved) => {
-            return Err(InventoryError::Precondition {
+            return Err(ServiceError::Precondition {
                 kind: "STOCK_RESERVED",
                 subject: format!("products/{}", sku.as_str()),
                 description: format!(
@@ -224,7 +184,7 @@ pub async fn adjust_stock(
             });
         }
         Err(AdjustmentRefused::AboveLimit) => {
-            return Err(InventoryError::Precondition {
+            return Err(ServiceError::Precondition {
                 kind: "STOCK_LIMIT",
                 subject: format!("products/{}", sku.as_str()),
                 description: format!(
@@ -237,7 +197,7 @@ pub async fn adjust_stock(
     }
     let row = db::adjust_on_hand(&mut tx, sku.as_str(), delta.get(), reason.as_str()).await?;
     tx.commit().await?;
-    Ok(row)
+    Ok(row.into())
 }
 
 /// Saga step for `OrderPlaced`: reserves every line or none, and says which. An order decided
@@ -289,7 +249,7 @@ pub async fn reserve(
                 lines: reserved_lines(&lines),
             };
             events.metrics.reserved();
-            events.append(tx, &placed.order_id, &event).await
+            events.publisher.append(tx, &placed.order_id, &event).await
         }
         ReservationPlan::Reject(shortfalls) => {
             if !db::insert_reservation(tx, &placed.order_id, "rejected", &[]).await? {
@@ -308,7 +268,7 @@ pub async fn reserve(
                     .collect(),
             };
             events.metrics.rejected();
-            events.append(tx, &placed.order_id, &event).await
+            events.publisher.append(tx, &placed.order_id, &event).await
         }
     }
 }
@@ -398,7 +358,7 @@ pub async fn release(tx: &mut PgConnection, events: &Events, order_id: &str) -> 
         was_sold,
     };
     events.metrics.released();
-    events.append(tx, order_id, &event).await
+    events.publisher.append(tx, order_id, &event).await
 }
 
 fn reserved_lines(lines: &[(String, i64)]) -> Vec<pb::ReservedLine> {
@@ -409,4 +369,13 @@ fn reserved_lines(lines: &[(String, i64)]) -> Vec<pb::ReservedLine> {
             quantity: u32::try_from(*q).unwrap_or(u32::MAX),
         })
         .collect()
+}
+
+/// The skus an order's reservation holds (none without one): the stock rows its later saga
+/// steps (sell, release) lock.
+///
+/// # Errors
+/// Database errors.
+pub async fn reserved_skus(tx: &mut PgConnection, order_id: &str) -> sqlx::Result<Vec<String>> {
+    db::reserved_skus(tx, order_id).await
 }

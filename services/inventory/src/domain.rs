@@ -5,30 +5,8 @@ use std::collections::BTreeMap;
 
 use shop_proto::inventory::v1::RejectionReason;
 
-/// A stock-keeping unit: 1 to 64 characters of letters, digits, `-`, `_` or `.`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Sku(String);
-
-impl Sku {
-    /// # Errors
-    /// A description of what is wrong.
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        if raw.is_empty() || raw.len() > 64 {
-            return Err("must be 1 to 64 characters".into());
-        }
-        if !raw
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
-            return Err("may contain only letters, digits, '-', '_' and '.'".into());
-        }
-        Ok(Self(raw.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
+/// A stock-keeping unit ([`shop_proto::ids`]).
+pub use shop_proto::ids::Sku;
 
 /// A product name: 1 to 200 characters, not blank, without control characters.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -161,6 +139,44 @@ impl AdjustmentReason {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// A product as the catalog shows it: what it is, what it costs, and its stock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Product {
+    pub sku: String,
+    pub name: String,
+    pub unit_price_minor: i64,
+    pub currency: String,
+    pub stock: Stock,
+}
+
+/// A product's units: in the warehouse (`on_hand`), held for orders in flight (`reserved`, part
+/// of `on_hand`) and sold (gone).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stock {
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub sold: i64,
+}
+
+impl Stock {
+    /// What a new order can still reserve.
+    pub fn available(&self) -> i64 {
+        self.on_hand - self.reserved
+    }
+}
+
+/// What inventory holds for an order: its status (`reserved`, `rejected`, `sold`,
+/// `released`, `cancelled`) and lines.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reservation {
+    pub order_id: String,
+    pub status: String,
+    /// (sku, quantity), by sku.
+    pub lines: Vec<(String, i64)>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Current stock of one product, as locked for a reservation.

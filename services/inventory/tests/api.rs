@@ -4,17 +4,17 @@
 use std::time::Duration;
 
 use inventory_service::config::Settings;
-use inventory_service::startup::Application;
+use inventory_service::startup::Inventory;
 use prost::Message;
 use shop_eventing::{KafkaConfig, NewEvent, Outbox, Relay, RelayConfig};
 use shop_proto::common::v1::Money;
 use shop_proto::inventory::v1 as pb;
 use shop_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use shop_proto::order::v1 as order_pb;
+use shop_runtime::skeleton::Service as _;
 use shop_testkit::{Authed, Record, TestDb, TestKafka, connect_authed, test_auth};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
-use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 struct TestApp {
@@ -41,31 +41,17 @@ async fn spawn_app() -> TestApp {
     let inventory_topic = TestKafka::unique_topic("inventory-events");
     kafka.create_topic(&order_topic, 3).await;
     kafka.create_topic(&inventory_topic, 3).await;
-    let settings = Settings {
-        grpc_addr: "127.0.0.1:0".parse().unwrap(),
-        metrics_addr: "127.0.0.1:0".parse().unwrap(),
-        admin_addr: "127.0.0.1:0".parse().unwrap(),
-        database_url: db.url(),
-        db_max_connections: 10,
-        kafka_bootstrap_servers: kafka.bootstrap_servers().to_owned(),
-        order_events_topic: order_topic.clone(),
-        inventory_events_topic: inventory_topic.clone(),
-        consumer_group: format!("inventory-{}", uuid::Uuid::new_v4().simple()),
-        request_timeout: Duration::from_secs(10),
-        auth: shop_runtime::auth::AuthSettings::with_jwks_file(
-            shop_testkit::test_auth().jwks_file(),
-            shop_testkit::auth::ISSUER,
-            shop_testkit::auth::AUDIENCE,
-        ),
-        session_timeout: Duration::from_secs(6),
-        inbox_retention: shop_eventing::Retention::default().window,
-    };
-    let consumer = settings.consumer_group.clone();
+    let mut settings = Settings::for_test(shop_testkit::service::service_settings(
+        &Inventory::IDENTITY,
+        db.url(),
+        &kafka,
+    ));
+    settings.order_events_topic = order_topic.clone();
+    settings.inventory_events_topic = inventory_topic.clone();
+    let consumer = settings.service.consumer_group.clone();
     let stop = CancellationToken::new();
-    let app = Application::build(settings, &stop).await.unwrap();
-    let addr = app.local_addr();
-    let metrics_addr = app.metrics_addr();
-    tokio::spawn(app.run(stop.clone()));
+    let app = shop_testkit::service::spawn::<Inventory>(settings, &stop).await;
+    let (addr, metrics_addr) = (app.addr, app.metrics_addr);
 
     let order_db = TestDb::create().await;
     shop_eventing::migrate(&order_db.pool).await.unwrap();
@@ -602,38 +588,12 @@ async fn fifty_concurrent_orders_for_ten_units_never_oversell() {
 #[tokio::test]
 async fn health_reports_serving_then_stops_serving_on_shutdown() {
     let app = spawn_app().await;
-    let channel = Channel::from_shared(format!("http://{}", app.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-    let serving = shop_testkit::eventually("SERVING", Duration::from_secs(10), || {
-        let mut health = health.clone();
-        async move {
-            let status = health
-                .check(tonic_health::pb::HealthCheckRequest {
-                    service: "shop.inventory.v1.InventoryService".into(),
-                })
-                .await
-                .ok()?
-                .into_inner()
-                .status;
-            (status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
-                .then_some(status)
-        }
-    })
+    shop_testkit::service::assert_serves_then_drains(
+        app.addr,
+        "shop.inventory.v1.InventoryService",
+        &app.stop,
+    )
     .await;
-    assert_eq!(serving, 1);
-    app.stop.cancel();
-    // While draining the server reports NOT_SERVING or has closed the connection.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let after = health
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: String::new(),
-        })
-        .await;
-    assert!(after.map(|r| r.into_inner().status != 1).unwrap_or(true));
 }
 
 fn cancelled(order_id: &str) -> order_pb::OrderCancelled {

@@ -5,11 +5,12 @@
 
 use std::time::Duration;
 
-use inventory_service::adapters::kafka::OrderEvents;
 use inventory_service::app::Events;
+use inventory_service::inbound::kafka::OrderEvents;
 use inventory_service::metrics::InventoryMetrics;
 use shop_eventing::{
-    Consumer, ConsumerConfig, EventingMetrics, KafkaConfig, NewEvent, Outbox, Relay, RelayConfig,
+    Consumer, ConsumerConfig, EventingMetrics, KafkaConfig, NewEvent, Outbox, Publisher, Relay,
+    RelayConfig,
 };
 use shop_proto::order::v1 as order_pb;
 use shop_telemetry::metrics::Registry;
@@ -87,8 +88,7 @@ async fn replica(
     config.metrics = EventingMetrics::new(&mut registry);
     let handler = OrderEvents {
         events: Events {
-            outbox: Outbox::new("/shop/inventory-service"),
-            topic: inventory_topic.to_owned(),
+            publisher: Publisher::new(Outbox::new("/shop/inventory-service"), inventory_topic),
             metrics: InventoryMetrics::new(&mut registry),
         },
     };

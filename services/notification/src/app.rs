@@ -11,32 +11,17 @@ use std::time::Duration;
 
 use shop_eventing::RetryPolicy;
 use shop_runtime::auth::Caller;
-use shop_runtime::status::FieldViolations;
+use shop_runtime::status::ServiceError;
 use sqlx::{PgConnection, PgPool};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::adapters::postgres::{self as db, Attempt, AttemptOutcome};
 use crate::domain::{
     AfterFailure, Cursor, ListQuery, NewNotification, Notification, after_failure,
 };
 use crate::metrics::NotificationMetrics;
-
-/// Why a use case failed.
-#[derive(Debug, thiserror::Error)]
-pub enum NotificationError {
-    #[error("invalid request")]
-    Invalid(FieldViolations),
-    #[error(transparent)]
-    Unexpected(#[from] anyhow::Error),
-}
-
-impl From<sqlx::Error> for NotificationError {
-    fn from(error: sqlx::Error) -> Self {
-        Self::Unexpected(error.into())
-    }
-}
+use crate::outbound::postgres::{self as db, Attempt, AttemptOutcome};
 
 /// Consumer step for an order outcome: records its notification, PENDING and due now, to go
 /// through `channel`. An order outcome already notified (the same event re-published under a new
@@ -88,9 +73,9 @@ pub async fn list_notifications(
     page_size: u32,
     page_token: &str,
     caller: &Caller,
-) -> Result<(Vec<Notification>, String), NotificationError> {
+) -> Result<(Vec<Notification>, String), ServiceError> {
     let query = ListQuery::parse(customer_id, order_id, page_size, page_token)
-        .map_err(|v| NotificationError::Invalid(v.into()))?;
+        .map_err(|v| ServiceError::Invalid(v.into()))?;
     let mut conn = pool.acquire().await?;
     let mut page = db::notifications(&mut conn, &query.filter, query.after, query.limit).await?;
     let listed = page.len();

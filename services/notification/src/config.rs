@@ -1,23 +1,18 @@
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use reqwest::Url;
 use shop_eventing::RetryPolicy;
-use shop_runtime::auth::AuthSettings;
-use shop_runtime::config::{self, ConfigError};
+use shop_runtime::config::{self, ConfigError, ServiceSettings};
+use shop_runtime::skeleton::Service as _;
 
-/// Settings of the notification service, from environment variables (defaults in brackets):
+use crate::startup::Notifications;
+
+/// Settings of the notification service, from environment variables: those of every service
+/// ([`ServiceSettings`], prefix `NOTIFICATION`), and (defaults in brackets):
 ///
 /// | Variable | Meaning |
 /// | --- | --- |
-/// | `NOTIFICATION_GRPC_ADDR` | gRPC listen address [`0.0.0.0:50054`] |
-/// | `NOTIFICATION_METRICS_ADDR` | Prometheus `/metrics` listen address [`0.0.0.0:9104`] |
-/// | `NOTIFICATION_ADMIN_ADDR` | admin gRPC API listen address, operators only (`shopctl`; never exposed to ordinary clients) [`0.0.0.0:50064`] |
-/// | `NOTIFICATION_DATABASE_URL` or `DATABASE_URL` | its own database [`postgres://postgres@127.0.0.1:5432/notification`] |
-/// | `NOTIFICATION_DB_MAX_CONNECTIONS` | pool size [`10`] |
-/// | `KAFKA_BOOTSTRAP_SERVERS` | Kafka [`127.0.0.1:9092`] |
 /// | `ORDER_EVENTS_TOPIC` | consumed [`order.events.v1`] |
-/// | `NOTIFICATION_CONSUMER_GROUP` | consumer group and inbox name [`notification-service`] |
 /// | `NOTIFICATION_WEBHOOK_URL` | when set, notifications are POSTed there (channel `webhook`); otherwise they are logged (channel `log`) [unset] |
 /// | `NOTIFICATION_WEBHOOK_TIMEOUT_MS` | longest a webhook call may take [`5000`] |
 /// | `NOTIFICATION_MAX_ATTEMPTS` | delivery attempts before a notification is FAILED [`8`] |
@@ -25,28 +20,10 @@ use shop_runtime::config::{self, ConfigError};
 /// | `NOTIFICATION_RETRY_MAX_BACKOFF_MS` | upper bound of any delay between attempts [`300000`] |
 /// | `NOTIFICATION_POLL_INTERVAL_MS` | how often an idle delivery worker looks for due notifications [`100`] |
 /// | `NOTIFICATION_DELIVERY_CONCURRENCY` | most deliveries in flight at once [`16`] |
-/// | `GRPC_REQUEST_TIMEOUT_MS` | longest a call may run [`10000`] |
-/// | `AUTH_JWKS_FILE` or `AUTH_JWKS_URL`, `AUTH_ISSUER`, `AUTH_AUDIENCE`, `AUTH_JWKS_REFRESH_MS` | how callers' bearer tokens are checked: `shop_runtime::auth::AuthSettings` (a JWKS is required) |
-/// | `KAFKA_SESSION_TIMEOUT_MS` | how long the group waits for a dead member [`10000`] |
-/// | `NOTIFICATION_INBOX_RETENTION_MS` | how long inbox rows (and published dead-letter rows) are kept: at least the `retention.ms` + `segment.ms` of `ORDER_EVENTS_TOPIC` (`shop_eventing::Retention`) [`1296000000`: 15 days] |
 #[derive(Clone, Debug)]
 pub struct Settings {
-    pub grpc_addr: SocketAddr,
-    /// Where Prometheus scrapes `/metrics`.
-    pub metrics_addr: SocketAddr,
-    /// Where the admin API (`shop.admin.v1.AdminService`) listens.
-    pub admin_addr: SocketAddr,
-    pub database_url: String,
-    pub db_max_connections: u32,
-    pub kafka_bootstrap_servers: String,
+    pub service: ServiceSettings,
     pub order_events_topic: String,
-    pub consumer_group: String,
-    pub request_timeout: Duration,
-    /// How callers are authenticated.
-    pub auth: AuthSettings,
-    pub session_timeout: Duration,
-    /// How long the consumer's inbox and dead-letter rows are kept.
-    pub inbox_retention: Duration,
     /// Where the webhook channel POSTs; `None` selects the log channel.
     pub webhook_url: Option<Url>,
     pub webhook_timeout: Duration,
@@ -57,32 +34,30 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// # Errors
-    /// A variable that is set but invalid.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let database_url = config::first_of(
-            &["NOTIFICATION_DATABASE_URL", "DATABASE_URL"],
-            "postgres://postgres@127.0.0.1:5432/notification",
-        );
+    /// For a test: [`ServiceSettings::for_test`], the suite's order topic, the log channel,
+    /// and quick retries (8 attempts, 50 ms to 500 ms apart) polled every 50 ms.
+    pub fn for_test(service: ServiceSettings) -> Self {
+        Self {
+            service,
+            order_events_topic: shop_proto::topics::ORDER_EVENTS.to_owned(),
+            webhook_url: None,
+            webhook_timeout: Duration::from_secs(2),
+            retry: RetryPolicy {
+                max_attempts: 8,
+                initial_backoff: Duration::from_millis(50),
+                max_backoff: Duration::from_millis(500),
+            },
+            poll_interval: Duration::from_millis(50),
+            delivery_concurrency: 4,
+        }
+    }
+}
+
+impl config::Settings for Settings {
+    fn from_env() -> Result<Self, ConfigError> {
         Ok(Self {
-            grpc_addr: config::listen_addr("NOTIFICATION_GRPC_ADDR", 50054)?,
-            metrics_addr: config::listen_addr("NOTIFICATION_METRICS_ADDR", 9104)?,
-            admin_addr: config::listen_addr("NOTIFICATION_ADMIN_ADDR", 50064)?,
-            database_url,
-            db_max_connections: config::parse("NOTIFICATION_DB_MAX_CONNECTIONS", 10)?,
-            kafka_bootstrap_servers: config::string("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
-            order_events_topic: config::string(
-                "ORDER_EVENTS_TOPIC",
-                shop_proto::topics::ORDER_EVENTS,
-            ),
-            consumer_group: config::string("NOTIFICATION_CONSUMER_GROUP", "notification-service"),
-            request_timeout: config::millis("GRPC_REQUEST_TIMEOUT_MS", Duration::from_secs(10))?,
-            auth: AuthSettings::from_env()?,
-            session_timeout: config::millis("KAFKA_SESSION_TIMEOUT_MS", Duration::from_secs(10))?,
-            inbox_retention: config::millis(
-                "NOTIFICATION_INBOX_RETENTION_MS",
-                shop_eventing::Retention::default().window,
-            )?,
+            service: ServiceSettings::from_env(&Notifications::IDENTITY)?,
+            order_events_topic: config::topics::order_events(),
             webhook_url: webhook_url("NOTIFICATION_WEBHOOK_URL")?,
             webhook_timeout: positive(
                 "NOTIFICATION_WEBHOOK_TIMEOUT_MS",
@@ -112,9 +87,12 @@ impl Settings {
             )?,
         })
     }
+
+    fn service(&self) -> &ServiceSettings {
+        &self.service
+    }
 }
 
-/// An absolute `http` or `https` URL, or `None` when the variable is unset or empty.
 fn webhook_url(name: &str) -> Result<Option<Url>, ConfigError> {
     let Some(value) = config::optional(name) else {
         return Ok(None);

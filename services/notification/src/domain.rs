@@ -229,22 +229,15 @@ impl Cursor {
     }
 }
 
-/// A customer id as the order service accepts it: 1 to 64 characters of letters, digits, `-`,
-/// `_` or `.`.
+/// A customer id as every service accepts it ([`shop_proto::ids`]); empty (no filter) too.
 ///
 /// # Errors
 /// What is wrong.
 pub fn parse_customer_id(raw: &str) -> Result<(), String> {
-    if raw.len() > 64 {
-        return Err("must be 1 to 64 characters".into());
+    if raw.is_empty() {
+        return Ok(());
     }
-    if !raw
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        return Err("may contain only letters, digits, '-', '_' and '.'".into());
-    }
-    Ok(())
+    shop_proto::ids::check(raw)
 }
 
 /// An order id (opaque here, a UUID from the order service): 1 to 128 characters without

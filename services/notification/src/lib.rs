@@ -5,15 +5,16 @@
 //! - `app`: use cases (recording a notification in the consumer's transaction, listing them),
 //!   the `Channel` port and the delivery worker that claims due notifications and delivers them
 //!   with retries, apart from consumption;
-//! - `adapters::grpc`: the `NotificationService` API and the mapping of errors to gRPC statuses;
-//! - `adapters::postgres`: the SQL;
-//! - `adapters::kafka`: which order event causes which notification;
-//! - `adapters::channels`: the delivery channels (`log`, `webhook`);
+//! - `inbound::grpc`: the `NotificationService` API and the mapping of errors to gRPC statuses;
+//! - `outbound::postgres`: the SQL;
+//! - `inbound::kafka`: which order event causes which notification;
+//! - `outbound::channels`: the delivery channels (`log`, `webhook`);
 //! - `config` and `startup`: settings from the environment and the running process.
 
-pub mod adapters;
 pub mod app;
 pub mod config;
 pub mod domain;
+pub mod inbound;
 pub mod metrics;
+pub mod outbound;
 pub mod startup;

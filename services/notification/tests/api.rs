@@ -9,16 +9,16 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use notification_service::config::Settings;
-use notification_service::startup::Application;
+use notification_service::startup::Notifications;
 use prost::Message;
 use shop_eventing::{KafkaConfig, NewEvent, Outbox, Relay, RelayConfig, RetryPolicy};
 use shop_proto::common::v1::Money;
 use shop_proto::notification::v1 as pb;
 use shop_proto::notification::v1::notification_service_client::NotificationServiceClient;
 use shop_proto::order::v1 as order_pb;
+use shop_runtime::skeleton::Service as _;
 use shop_testkit::{Authed, TestDb, TestKafka, connect_authed, test_auth};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
@@ -123,39 +123,25 @@ async fn spawn_app(webhook: Option<Behaviour>, tune: impl FnOnce(&mut Settings))
         Some(behaviour) => Some(Webhook::start(behaviour).await),
         None => None,
     };
-    let mut settings = Settings {
-        grpc_addr: "127.0.0.1:0".parse().unwrap(),
-        metrics_addr: "127.0.0.1:0".parse().unwrap(),
-        admin_addr: "127.0.0.1:0".parse().unwrap(),
-        database_url: db.url(),
-        db_max_connections: 10,
-        kafka_bootstrap_servers: kafka.bootstrap_servers().to_owned(),
-        order_events_topic: order_topic.clone(),
-        consumer_group: format!("notification-{}", uuid::Uuid::new_v4().simple()),
-        request_timeout: Duration::from_secs(10),
-        auth: shop_runtime::auth::AuthSettings::with_jwks_file(
-            shop_testkit::test_auth().jwks_file(),
-            shop_testkit::auth::ISSUER,
-            shop_testkit::auth::AUDIENCE,
-        ),
-        session_timeout: Duration::from_secs(6),
-        inbox_retention: shop_eventing::Retention::default().window,
-        webhook_url: webhook.as_ref().map(|w| w.url.parse().unwrap()),
-        webhook_timeout: Duration::from_secs(5),
-        retry: RetryPolicy {
-            max_attempts: 8,
-            initial_backoff: Duration::from_millis(50),
-            max_backoff: Duration::from_millis(200),
-        },
-        poll_interval: Duration::from_millis(100),
-        delivery_concurrency: 16,
+    let mut settings = Settings::for_test(shop_testkit::service::service_settings(
+        &Notifications::IDENTITY,
+        db.url(),
+        &kafka,
+    ));
+    settings.order_events_topic = order_topic.clone();
+    settings.webhook_url = webhook.as_ref().map(|w| w.url.parse().unwrap());
+    settings.webhook_timeout = Duration::from_secs(5);
+    settings.retry = RetryPolicy {
+        max_attempts: 8,
+        initial_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(200),
     };
+    settings.poll_interval = Duration::from_millis(100);
+    settings.delivery_concurrency = 16;
     tune(&mut settings);
     let stop = CancellationToken::new();
-    let app = Application::build(settings, &stop).await.unwrap();
-    let addr = app.local_addr();
-    let metrics_addr = app.metrics_addr();
-    tokio::spawn(app.run(stop.clone()));
+    let app = shop_testkit::service::spawn::<Notifications>(settings, &stop).await;
+    let (addr, metrics_addr) = (app.addr, app.metrics_addr);
 
     let order_db = TestDb::create().await;
     shop_eventing::migrate(&order_db.pool).await.unwrap();
@@ -738,38 +724,12 @@ async fn a_hanging_webhook_does_not_stall_consumption() {
 #[tokio::test]
 async fn health_reports_serving_then_stops_serving_on_shutdown() {
     let app = spawn_app(None, |_| {}).await;
-    let channel = Channel::from_shared(format!("http://{}", app.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-    let serving = shop_testkit::eventually("SERVING", Duration::from_secs(10), || {
-        let mut health = health.clone();
-        async move {
-            let status = health
-                .check(tonic_health::pb::HealthCheckRequest {
-                    service: "shop.notification.v1.NotificationService".into(),
-                })
-                .await
-                .ok()?
-                .into_inner()
-                .status;
-            (status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
-                .then_some(status)
-        }
-    })
+    shop_testkit::service::assert_serves_then_drains(
+        app.addr,
+        "shop.notification.v1.NotificationService",
+        &app.stop,
+    )
     .await;
-    assert_eq!(serving, 1);
-    app.stop.cancel();
-    // While draining the server reports NOT_SERVING or has closed the connection.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let after = health
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: String::new(),
-        })
-        .await;
-    assert!(after.map(|r| r.into_inner().status != 1).unwrap_or(true));
 }
 
 #[tokio::test]

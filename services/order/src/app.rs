@@ -3,69 +3,26 @@
 
 use std::time::Duration;
 
-use shop_eventing::{NewEvent, Outbox};
+use shop_eventing::Publisher;
 use shop_proto::common::v1::Money;
 use shop_proto::order::v1 as pb;
 use shop_runtime::auth::Caller;
 use shop_runtime::page_token;
-use shop_runtime::status::FieldViolations;
+use shop_runtime::status::{FieldViolations, ServiceError};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::adapters::inventory::InventoryCatalog;
-use crate::adapters::postgres::{self as db, FullOrder, OrderRow};
-use crate::domain::{CancellationReason, OrderRequest, OrderStatus, price};
+use crate::domain::{CancellationReason, Order, OrderRequest, OrderStatus, price};
 use crate::metrics::{LateCompensation, OrderMetrics};
-
-/// Why a use case failed.
-#[derive(Debug, thiserror::Error)]
-pub enum OrderError {
-    #[error("invalid request")]
-    Invalid(FieldViolations),
-    #[error("order {0} not found")]
-    NotFound(String),
-    #[error("{description}")]
-    Precondition {
-        kind: &'static str,
-        subject: String,
-        description: String,
-    },
-    #[error("{reason}")]
-    Unavailable {
-        reason: String,
-        retry_after: Duration,
-    },
-    #[error(transparent)]
-    Unexpected(#[from] anyhow::Error),
-}
-
-impl From<sqlx::Error> for OrderError {
-    fn from(error: sqlx::Error) -> Self {
-        Self::Unexpected(error.into())
-    }
-}
+use crate::outbound::inventory::InventoryCatalog;
+use crate::outbound::postgres::{self as db, FullOrder, OrderRow};
 
 /// Where the order's events go, and its outcomes are counted.
 #[derive(Clone, Debug)]
 pub struct Events {
-    pub outbox: Outbox,
-    pub topic: String,
+    pub publisher: Publisher,
     pub metrics: OrderMetrics,
-}
-
-impl Events {
-    async fn append<M: prost::Message + prost::Name>(
-        &self,
-        tx: &mut PgConnection,
-        order_id: Uuid,
-        event: &M,
-    ) -> sqlx::Result<()> {
-        self.outbox
-            .append(tx, NewEvent::new(&self.topic, order_id.to_string(), event))
-            .await
-            .map(|_| ())
-    }
 }
 
 fn money(amount_minor: i64, currency: &str) -> Option<Money> {
@@ -98,20 +55,22 @@ pub async fn place_order(
     catalog: &InventoryCatalog,
     events: &Events,
     request: OrderRequest,
-) -> Result<FullOrder, OrderError> {
+) -> Result<Order, ServiceError> {
     if let Some(existing) = existing_for_key(pool, &request).await? {
-        return Ok(existing);
+        return Ok(existing.into());
     }
     let prices = catalog
         .prices(&request.skus())
         .await
-        .map_err(|e| OrderError::Unavailable {
+        .map_err(|e| ServiceError::Unavailable {
             reason: e.to_string(),
             retry_after: e.retry_after,
         })?;
-    let priced = price(&request, &prices).map_err(|v| OrderError::Invalid(v.into()))?;
+    let priced = price(&request, &prices).map_err(|v| ServiceError::Invalid(v.into()))?;
 
-    shop_eventing::committing(record_order(pool, events, &request, &priced)).await
+    shop_eventing::committing(record_order(pool, events, &request, &priced))
+        .await
+        .map(Order::from)
 }
 
 async fn record_order(
@@ -119,7 +78,7 @@ async fn record_order(
     events: &Events,
     request: &OrderRequest,
     priced: &crate::domain::Priced,
-) -> Result<FullOrder, OrderError> {
+) -> Result<FullOrder, ServiceError> {
     let order_id = Uuid::now_v7();
     let mut tx = pool.begin().await?;
     if !db::insert_order(&mut tx, order_id, request, priced).await? {
@@ -138,7 +97,7 @@ async fn record_order(
         lines: event_lines(&order),
         total: money(priced.total_minor, &priced.currency),
     };
-    events.append(&mut tx, order_id, &placed).await?;
+    events.publisher.append(&mut tx, order_id, &placed).await?;
     events.metrics.placed();
     tx.commit().await?;
     tracing::info!(%order_id, customer_id = %request.customer_id, total_minor = priced.total_minor, "Order placed.");
@@ -148,7 +107,7 @@ async fn record_order(
 async fn existing_for_key(
     pool: &PgPool,
     request: &OrderRequest,
-) -> Result<Option<FullOrder>, OrderError> {
+) -> Result<Option<FullOrder>, ServiceError> {
     let mut conn = pool.acquire().await?;
     // Keys are per customer: whatever is found here is this customer's own order, so naming it
     // in the error below tells nobody anything about another customer.
@@ -161,7 +120,7 @@ async fn existing_for_key(
         .await?
         .ok_or_else(|| anyhow::anyhow!("order vanished"))?;
     if order.order.request_fingerprint != request.fingerprint() {
-        return Err(OrderError::Precondition {
+        return Err(ServiceError::Precondition {
             kind: "IDEMPOTENCY_KEY_REUSED",
             subject: format!("idempotency_keys/{}", request.idempotency_key),
             description: format!(
@@ -173,14 +132,14 @@ async fn existing_for_key(
     Ok(Some(order))
 }
 
-fn parse_order_id(raw: &str) -> Result<Uuid, OrderError> {
+fn parse_order_id(raw: &str) -> Result<Uuid, ServiceError> {
     let mut violations = FieldViolations::new();
     violations
         .check(
             "order_id",
             Uuid::try_parse(raw).map_err(|_| "must be a UUID"),
         )
-        .ok_or(OrderError::Invalid(violations))
+        .ok_or(ServiceError::Invalid(violations))
 }
 
 /// The order `order_id`, if `caller` may see it (its customer, or an operator).
@@ -192,13 +151,14 @@ pub async fn get_order(
     pool: &PgPool,
     order_id: &str,
     caller: &Caller,
-) -> Result<FullOrder, OrderError> {
+) -> Result<Order, ServiceError> {
     let id = parse_order_id(order_id)?;
     let mut conn = pool.acquire().await?;
     db::load_order(&mut conn, id)
         .await?
         .filter(|order| caller.sees_customer(&order.order.customer_id))
-        .ok_or_else(|| OrderError::NotFound(order_id.to_owned()))
+        .map(Order::from)
+        .ok_or_else(|| ServiceError::not_found("order", order_id))
 }
 
 /// A page of a customer's orders, newest first, and the next page's token (empty at the end).
@@ -210,9 +170,9 @@ pub async fn list_orders(
     customer_id: &str,
     page_size: u32,
     page_token: &str,
-) -> Result<(Vec<FullOrder>, String), OrderError> {
+) -> Result<(Vec<Order>, String), ServiceError> {
     let mut violations = FieldViolations::new();
-    violations.check("customer_id", crate::domain::parse_id(customer_id));
+    violations.check("customer_id", shop_proto::ids::check(customer_id));
     if page_size > 100 {
         violations.add("page_size", "must be at most 100");
     }
@@ -225,7 +185,7 @@ pub async fn list_orders(
         }
         cursor
     };
-    violations.into_result().map_err(OrderError::Invalid)?;
+    violations.into_result().map_err(ServiceError::Invalid)?;
     let limit = if page_size == 0 {
         20
     } else {
@@ -245,7 +205,7 @@ pub async fn list_orders(
         }
         _ => String::new(),
     };
-    Ok((orders, next))
+    Ok((orders.into_iter().map(Order::from).collect(), next))
 }
 
 /// The listing name in ListOrders' page tokens.
@@ -287,9 +247,11 @@ pub async fn cancel_order(
     events: &Events,
     order_id: &str,
     caller: &Caller,
-) -> Result<FullOrder, OrderError> {
+) -> Result<Order, ServiceError> {
     let id = parse_order_id(order_id)?;
-    shop_eventing::committing(cancel_by_customer(pool, events, id, order_id, caller)).await
+    shop_eventing::committing(cancel_by_customer(pool, events, id, order_id, caller))
+        .await
+        .map(Order::from)
 }
 
 async fn cancel_by_customer(
@@ -298,13 +260,13 @@ async fn cancel_by_customer(
     id: Uuid,
     order_id: &str,
     caller: &Caller,
-) -> Result<FullOrder, OrderError> {
+) -> Result<FullOrder, ServiceError> {
     let mut tx = pool.begin().await?;
     // Whose it is, before anything about its state is told.
     let order = db::lock_order(&mut tx, id)
         .await?
         .filter(|order| caller.sees_customer(&order.customer_id))
-        .ok_or_else(|| OrderError::NotFound(order_id.to_owned()))?;
+        .ok_or_else(|| ServiceError::not_found("order", order_id))?;
     if OrderStatus::parse(&order.status)? == OrderStatus::Cancelled {
         let reason = order.cancellation_reason.as_deref();
         if reason.and_then(CancellationReason::parse) == Some(CancellationReason::CustomerCancelled)
@@ -314,7 +276,7 @@ async fn cancel_by_customer(
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("order vanished").into());
         }
-        return Err(OrderError::Precondition {
+        return Err(ServiceError::Precondition {
             kind: "ORDER_ALREADY_CANCELLED",
             subject: format!("orders/{id}"),
             description: format!(
@@ -365,7 +327,7 @@ async fn cancel(
         detail: detail.to_owned(),
         was_confirmed,
     };
-    events.append(tx, order.order_id, &event).await?;
+    events.publisher.append(tx, order.order_id, &event).await?;
     events.metrics.cancelled(reason);
     tracing::info!(order_id = %order.order_id, reason = reason.as_str(), was_confirmed, "Order cancelled.");
     Ok(())
@@ -405,7 +367,7 @@ pub async fn on_reply(
                 order_id: order_id.to_string(),
                 customer_id: order.customer_id.clone(),
             };
-            events.append(tx, order_id, &request).await?;
+            events.publisher.append(tx, order_id, &request).await?;
             events.metrics.late_compensation(LateCompensation::Refund);
             tracing::warn!(%order_id, "Payment captured for a cancelled order; refund requested.");
             return Ok(());
@@ -414,7 +376,7 @@ pub async fn on_reply(
             let request = pb::StockReleaseRequested {
                 order_id: order_id.to_string(),
             };
-            events.append(tx, order_id, &request).await?;
+            events.publisher.append(tx, order_id, &request).await?;
             events.metrics.late_compensation(LateCompensation::Release);
             tracing::warn!(%order_id, "Stock reserved for a cancelled order; release requested.");
             return Ok(());
@@ -432,7 +394,7 @@ pub async fn on_reply(
                 customer_id: order.customer_id.clone(),
                 amount: money(order.total_minor, &order.currency),
             };
-            events.append(tx, order_id, &request).await?;
+            events.publisher.append(tx, order_id, &request).await?;
         }
         SagaReply::StockReserved => {}
         SagaReply::StockRejected { detail } => {
@@ -456,7 +418,7 @@ pub async fn on_reply(
                 lines: event_lines(&full),
                 total: money(order.total_minor, &order.currency),
             };
-            events.append(tx, order_id, &confirmed).await?;
+            events.publisher.append(tx, order_id, &confirmed).await?;
             events.metrics.confirmed();
             tracing::info!(%order_id, "Order confirmed.");
         }
@@ -534,7 +496,7 @@ pub async fn cancel_overdue(
     pool: &PgPool,
     events: &Events,
     deadline: SagaDeadline,
-) -> Result<usize, OrderError> {
+) -> Result<usize, ServiceError> {
     let batch = i64::from(deadline.batch.max(1));
     let mut total = 0;
     loop {
@@ -553,7 +515,7 @@ async fn cancel_overdue_batch(
     events: &Events,
     deadline: Duration,
     batch: i64,
-) -> Result<usize, OrderError> {
+) -> Result<usize, ServiceError> {
     let mut tx = pool.begin().await?;
     let overdue = db::lock_overdue(&mut tx, deadline, batch).await?;
     let detail = format!("the saga did not end within {} s", deadline.as_secs_f64());

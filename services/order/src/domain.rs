@@ -34,6 +34,40 @@ impl OrderStatus {
     }
 }
 
+/// An order as the API shows it: its lines and total, where its saga stands, and how it got
+/// there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Order {
+    pub order_id: uuid::Uuid,
+    pub customer_id: String,
+    pub lines: Vec<OrderedLine>,
+    pub total_minor: i64,
+    pub currency: String,
+    /// `None` for a status this version does not know.
+    pub status: Option<OrderStatus>,
+    pub cancellation_reason: Option<CancellationReason>,
+    /// Every status it was in, oldest first.
+    pub history: Vec<StatusChange>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A line of a placed order, at the price it was placed at (in the order's currency).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderedLine {
+    pub sku: String,
+    pub quantity: u32,
+    pub unit_price_minor: i64,
+}
+
+/// One entry of an order's status history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusChange {
+    pub status: Option<OrderStatus>,
+    pub reason: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
 /// Why an order was cancelled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CancellationReason {
@@ -106,7 +140,7 @@ impl OrderRequest {
         if let Err(e) = parse_idempotency_key(idempotency_key) {
             violations.push(("idempotency_key".to_owned(), e));
         }
-        if let Err(e) = parse_id(customer_id) {
+        if let Err(e) = shop_proto::ids::check(customer_id) {
             violations.push(("customer_id".to_owned(), e));
         }
         if lines.is_empty() || lines.len() > MAX_LINES {
@@ -116,7 +150,7 @@ impl OrderRequest {
             ));
         }
         for (i, (sku, quantity)) in lines.iter().enumerate() {
-            if let Err(e) = parse_id(sku) {
+            if let Err(e) = shop_proto::ids::check(sku) {
                 violations.push((format!("lines[{i}].sku"), e));
             }
             if *quantity == 0 || *quantity > MAX_QUANTITY {
@@ -165,23 +199,6 @@ pub fn parse_idempotency_key(raw: &str) -> Result<(), String> {
     }
     if !raw.chars().all(|c| c.is_ascii_graphic()) {
         return Err("may contain only printable ASCII characters, no spaces".into());
-    }
-    Ok(())
-}
-
-/// Ids (customers, skus): 1 to 64 characters of letters, digits, `-`, `_` or `.`.
-///
-/// # Errors
-/// What is wrong.
-pub fn parse_id(raw: &str) -> Result<(), String> {
-    if raw.is_empty() || raw.len() > 64 {
-        return Err("must be 1 to 64 characters".into());
-    }
-    if !raw
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        return Err("may contain only letters, digits, '-', '_' and '.'".into());
     }
     Ok(())
 }

@@ -15,12 +15,14 @@
 //! one partition and are seen by each service in the order they were decided.
 //!
 //! Modules: `domain` (validation, pricing, statuses), `app` (use cases and saga steps),
-//! `adapters` (`grpc`, `postgres`, `kafka`, and `inventory`: the catalog client), `config`,
-//! `startup`.
+//! `inbound` (what calls the service: `grpc`, its API, and `kafka`, the saga replies it
+//! consumes), `outbound` (what it calls: `postgres`, its database, and `inventory`, the catalog
+//! client), `config`, `startup`.
 
-pub mod adapters;
 pub mod app;
 pub mod config;
 pub mod domain;
+pub mod inbound;
 pub mod metrics;
+pub mod outbound;
 pub mod startup;

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use order_service::config::Settings;
-use order_service::startup::Application;
+use order_service::startup::{Application, Orders};
 use prost::Message;
 use shop_eventing::{KafkaConfig, NewEvent, Outbox, Relay, RelayConfig};
 use shop_proto::common::v1::Money;
@@ -14,6 +14,7 @@ use shop_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use shop_proto::order::v1 as pb;
 use shop_proto::order::v1::order_service_client::OrderServiceClient;
 use shop_proto::payment::v1 as payment_pb;
+use shop_runtime::skeleton::Service as _;
 use shop_testkit::{Authed, Record, TestDb, TestKafka, connect_authed, test_auth};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
@@ -62,69 +63,39 @@ async fn spawn_app_with(inventory_url: Option<&str>, tune: impl FnOnce(&mut Sett
 
     // The real inventory service.
     let inventory_db = TestDb::create().await;
-    let inventory = inventory_service::startup::Application::build(
-        inventory_service::config::Settings {
-            grpc_addr: "127.0.0.1:0".parse().unwrap(),
-            metrics_addr: "127.0.0.1:0".parse().unwrap(),
-            admin_addr: "127.0.0.1:0".parse().unwrap(),
-            database_url: inventory_db.url(),
-            db_max_connections: 10,
-            kafka_bootstrap_servers: kafka.bootstrap_servers().to_owned(),
-            order_events_topic: order_topic.clone(),
-            inventory_events_topic: inventory_topic.clone(),
-            consumer_group: format!("inventory-{}", uuid::Uuid::new_v4().simple()),
-            request_timeout: Duration::from_secs(10),
-            auth: shop_runtime::auth::AuthSettings::with_jwks_file(
-                shop_testkit::test_auth().jwks_file(),
-                shop_testkit::auth::ISSUER,
-                shop_testkit::auth::AUDIENCE,
-            ),
-            session_timeout: Duration::from_secs(6),
-            inbox_retention: shop_eventing::Retention::default().window,
-        },
+    let mut inventory_settings =
+        inventory_service::config::Settings::for_test(shop_testkit::service::service_settings(
+            &inventory_service::startup::Inventory::IDENTITY,
+            inventory_db.url(),
+            &kafka,
+        ));
+    inventory_settings.order_events_topic = order_topic.clone();
+    inventory_settings.inventory_events_topic = inventory_topic.clone();
+    let inventory = shop_testkit::service::spawn::<inventory_service::startup::Inventory>(
+        inventory_settings,
         &stop,
     )
-    .await
-    .unwrap();
-    let inventory_addr = format!("http://{}", inventory.local_addr());
-    tokio::spawn(inventory.run(stop.clone()));
+    .await;
+    let inventory_addr = inventory.url();
 
     let order_db = TestDb::create().await;
-    let mut settings = Settings {
-        grpc_addr: "127.0.0.1:0".parse().unwrap(),
-        metrics_addr: "127.0.0.1:0".parse().unwrap(),
-        admin_addr: "127.0.0.1:0".parse().unwrap(),
-        database_url: order_db.url(),
-        db_max_connections: 10,
-        inventory_url: inventory_url.unwrap_or(&inventory_addr).to_owned(),
-        // Far above a call's time even on a loaded 2-core machine (the whole suite's tests at
-        // once); the deadline's own test sets 500 ms.
-        inventory_deadline: Duration::from_secs(5),
-        breaker_failures: 2,
-        breaker_open_for: Duration::from_secs(30),
-        kafka_bootstrap_servers: kafka.bootstrap_servers().to_owned(),
-        order_events_topic: order_topic.clone(),
-        inventory_events_topic: inventory_topic.clone(),
-        payment_events_topic: payment_topic.clone(),
-        consumer_group: format!("order-{}", uuid::Uuid::new_v4().simple()),
-        saga_deadline: Duration::from_secs(600),
-        saga_sweep_interval: Duration::from_millis(200),
-        saga_sweep_batch: 100,
-        request_timeout: Duration::from_secs(10),
-        service_token_file: Some(test_auth().service_token_file("order-service")),
-        auth: shop_runtime::auth::AuthSettings::with_jwks_file(
-            shop_testkit::test_auth().jwks_file(),
-            shop_testkit::auth::ISSUER,
-            shop_testkit::auth::AUDIENCE,
-        ),
-        session_timeout: Duration::from_secs(6),
-        inbox_retention: shop_eventing::Retention::default().window,
-    };
+    let mut settings = Settings::for_test(
+        shop_testkit::service::service_settings(&Orders::IDENTITY, order_db.url(), &kafka),
+        inventory_url.unwrap_or(&inventory_addr),
+    );
+    // Far above a call's time even on a loaded 2-core machine (the whole suite's tests at
+    // once); the deadline's own test sets 500 ms.
+    settings.inventory_deadline = Duration::from_secs(5);
+    settings.breaker_failures = 2;
+    settings.breaker_open_for = Duration::from_secs(30);
+    settings.order_events_topic = order_topic.clone();
+    settings.inventory_events_topic = inventory_topic.clone();
+    settings.payment_events_topic = payment_topic.clone();
+    settings.service_token_file = Some(test_auth().service_token_file("order-service"));
     tune(&mut settings);
-    let app = Application::build(settings.clone(), &stop).await.unwrap();
-    let order_addr = format!("http://{}", app.local_addr());
-    let metrics_addr = app.metrics_addr();
-    tokio::spawn(app.run(stop.clone()));
+    let app = shop_testkit::service::spawn::<Orders>(settings.clone(), &stop).await;
+    let order_addr = app.url();
+    let metrics_addr = app.metrics_addr;
 
     // Payment's side: its replies leave through an outbox and relay, as the real service's do.
     let payment_db = TestDb::create().await;
@@ -1167,14 +1138,8 @@ async fn orders_past_their_deadline_are_cancelled_once_by_any_replica() {
         s.saga_sweep_batch = 3;
     })
     .await;
-    let mut replica_settings = app.settings.clone();
-    replica_settings.grpc_addr = "127.0.0.1:0".parse().unwrap();
-    replica_settings.metrics_addr = "127.0.0.1:0".parse().unwrap();
-    let replica = Application::build(replica_settings, &app.stop)
-        .await
-        .unwrap();
-    let replica_metrics = replica.metrics_addr();
-    tokio::spawn(replica.run(app.stop.clone()));
+    let replica = shop_testkit::service::spawn::<Orders>(app.settings.clone(), &app.stop).await;
+    let replica_metrics = replica.metrics_addr;
     app.product("BOOK", 1000, 100).await;
     let mut ids = Vec::new();
     for i in 0..20 {

@@ -1,75 +1,29 @@
 //! Payment's use cases (account RPCs) and saga steps. Each saga step runs in the consumer's
 //! transaction and appends the event it causes to the outbox in that same transaction.
 
-use shop_eventing::{NewEvent, Outbox};
+use shop_eventing::Publisher;
 use shop_proto::common::v1::Money;
 use shop_proto::order::v1 as order_pb;
 use shop_proto::payment::v1 as pb;
 use shop_runtime::auth::Caller;
-use shop_runtime::status::FieldViolations;
+use shop_runtime::status::{FieldViolations, ServiceError};
 use sqlx::{PgConnection, PgPool};
 
-use crate::adapters::postgres::{self as db, AccountRow, NewPayment, PaymentRow};
 use crate::domain::{
-    AccountState, AccountStatus, Amount, Currency, CustomerId, DepositId, MAX_BALANCE_MINOR,
-    OrderId, PaymentDecision, PaymentStatus, decide_payment,
+    Account, AccountState, AccountStatus, Amount, Currency, CustomerId, DepositId,
+    MAX_BALANCE_MINOR, OrderId, Payment, PaymentDecision, PaymentStatus, decide_payment,
 };
-
-/// Why a use case failed.
-#[derive(Debug, thiserror::Error)]
-pub enum PaymentError {
-    #[error("invalid request")]
-    Invalid(FieldViolations),
-    #[error("{resource} {name} not found")]
-    NotFound {
-        resource: &'static str,
-        name: String,
-    },
-    #[error("{resource} {name} already exists")]
-    AlreadyExists {
-        resource: &'static str,
-        name: String,
-    },
-    #[error("{description}")]
-    Precondition {
-        kind: &'static str,
-        subject: String,
-        description: String,
-    },
-    #[error(transparent)]
-    Unexpected(#[from] anyhow::Error),
-}
-
-impl From<sqlx::Error> for PaymentError {
-    fn from(error: sqlx::Error) -> Self {
-        Self::Unexpected(error.into())
-    }
-}
+use crate::outbound::postgres::{self as db, NewPayment};
 
 /// Where payment's events go, and its outcomes are counted.
 #[derive(Clone, Debug)]
 pub struct Events {
-    pub outbox: Outbox,
-    pub topic: String,
+    pub publisher: Publisher,
     pub metrics: crate::metrics::PaymentMetrics,
 }
 
-impl Events {
-    async fn append<M: prost::Message + prost::Name>(
-        &self,
-        tx: &mut PgConnection,
-        order_id: &str,
-        event: &M,
-    ) -> sqlx::Result<()> {
-        self.outbox
-            .append(tx, NewEvent::new(&self.topic, order_id, event))
-            .await
-            .map(|_| ())
-    }
-}
-
-fn account_not_found(customer_id: &CustomerId) -> PaymentError {
-    PaymentError::NotFound {
+fn account_not_found(customer_id: &CustomerId) -> ServiceError {
+    ServiceError::NotFound {
         resource: "account",
         name: customer_id.as_str().to_owned(),
     }
@@ -84,12 +38,12 @@ pub async fn open_account(
     customer_id: &str,
     currency: &str,
     frozen: bool,
-) -> Result<AccountRow, PaymentError> {
+) -> Result<Account, ServiceError> {
     let mut violations = FieldViolations::new();
     let customer_id = violations.check("customer_id", CustomerId::parse(customer_id));
     let currency = violations.check("currency", Currency::parse(currency));
     let (Some(customer_id), Some(currency)) = (customer_id, currency) else {
-        return Err(PaymentError::Invalid(violations));
+        return Err(ServiceError::Invalid(violations));
     };
     let status = if frozen {
         AccountStatus::Frozen
@@ -104,7 +58,8 @@ pub async fn open_account(
         status.as_str(),
     )
     .await?
-    .ok_or_else(|| PaymentError::AlreadyExists {
+    .map(Account::from)
+    .ok_or_else(|| ServiceError::AlreadyExists {
         resource: "account",
         name: customer_id.as_str().to_owned(),
     })
@@ -123,7 +78,7 @@ pub async fn deposit(
     customer_id: &str,
     amount: Option<(i64, &str)>,
     deposit_id: &str,
-) -> Result<AccountRow, PaymentError> {
+) -> Result<Account, ServiceError> {
     let mut violations = FieldViolations::new();
     let customer_id = violations.check("customer_id", CustomerId::parse(customer_id));
     let amount = match amount {
@@ -138,7 +93,7 @@ pub async fn deposit(
     let deposit_id = violations.check("deposit_id", DepositId::parse(deposit_id));
     let (Some(customer_id), Some(amount), Some(deposit_id)) = (customer_id, amount, deposit_id)
     else {
-        return Err(PaymentError::Invalid(violations));
+        return Err(ServiceError::Invalid(violations));
     };
 
     let mut tx = pool.begin().await?;
@@ -162,9 +117,9 @@ pub async fn deposit(
             && earlier.amount_minor == amount.amount_minor
             && amount.currency.as_str() == account.currency
         {
-            return Ok(account);
+            return Ok(account.into());
         }
-        return Err(PaymentError::Precondition {
+        return Err(ServiceError::Precondition {
             kind: "DEPOSIT_ID_REUSED",
             subject: format!("deposits/{}", deposit_id.as_str()),
             description: format!(
@@ -180,10 +135,10 @@ pub async fn deposit(
             "amount.currency",
             format!("must be the account's currency {}", account.currency),
         );
-        return Err(PaymentError::Invalid(violations));
+        return Err(ServiceError::Invalid(violations));
     }
     if AccountStatus::parse(&account.status) == Some(AccountStatus::Frozen) {
-        return Err(PaymentError::Precondition {
+        return Err(ServiceError::Precondition {
             kind: "ACCOUNT_FROZEN",
             subject: format!("accounts/{}", customer_id.as_str()),
             description: format!("account {} is frozen", customer_id.as_str()),
@@ -194,7 +149,7 @@ pub async fn deposit(
         .checked_add(amount.amount_minor)
         .is_none_or(|after| after > MAX_BALANCE_MINOR)
     {
-        return Err(PaymentError::Precondition {
+        return Err(ServiceError::Precondition {
             kind: "BALANCE_LIMIT",
             subject: format!("accounts/{}", customer_id.as_str()),
             description: format!(
@@ -204,19 +159,20 @@ pub async fn deposit(
     }
     let row = db::add_to_balance(&mut tx, customer_id.as_str(), amount.amount_minor).await?;
     tx.commit().await?;
-    Ok(row)
+    Ok(row.into())
 }
 
 /// # Errors
 /// `Invalid` for a malformed customer id, `NotFound` for an unknown one.
-pub async fn get_account(pool: &PgPool, customer_id: &str) -> Result<AccountRow, PaymentError> {
+pub async fn get_account(pool: &PgPool, customer_id: &str) -> Result<Account, ServiceError> {
     let mut violations = FieldViolations::new();
     let customer_id = violations
         .check("customer_id", CustomerId::parse(customer_id))
-        .ok_or(PaymentError::Invalid(violations))?;
+        .ok_or(ServiceError::Invalid(violations))?;
     let mut conn = pool.acquire().await?;
     db::account(&mut conn, customer_id.as_str(), false)
         .await?
+        .map(Account::from)
         .ok_or_else(|| account_not_found(&customer_id))
 }
 
@@ -229,16 +185,17 @@ pub async fn get_payment(
     pool: &PgPool,
     order_id: &str,
     caller: &Caller,
-) -> Result<PaymentRow, PaymentError> {
+) -> Result<Payment, ServiceError> {
     let mut violations = FieldViolations::new();
     let order_id = violations
         .check("order_id", OrderId::parse(order_id))
-        .ok_or(PaymentError::Invalid(violations))?;
+        .ok_or(ServiceError::Invalid(violations))?;
     let mut conn = pool.acquire().await?;
     db::payment(&mut conn, order_id.as_str(), false)
         .await?
         .filter(|payment| caller.sees_customer(&payment.customer_id))
-        .ok_or_else(|| PaymentError::NotFound {
+        .map(Payment::from)
+        .ok_or_else(|| ServiceError::NotFound {
             resource: "payment",
             name: order_id.as_str().to_owned(),
         })
@@ -313,7 +270,7 @@ pub async fn capture(
                 amount: money(amount_minor, currency),
             };
             events.metrics.captured();
-            events.append(tx, order_id, &event).await
+            events.publisher.append(tx, order_id, &event).await
         }
         PaymentDecision::Decline(reason) => {
             tracing::info!(
@@ -328,7 +285,7 @@ pub async fn capture(
                 reason: pb::DeclineReason::from(reason).into(),
             };
             events.metrics.declined(reason);
-            events.append(tx, order_id, &event).await
+            events.publisher.append(tx, order_id, &event).await
         }
     }
 }
@@ -410,7 +367,7 @@ pub async fn refund(
         amount: money(payment.amount_minor, &payment.currency),
     };
     events.metrics.refunded();
-    Ok(events.append(tx, order_id, &event).await?)
+    Ok(events.publisher.append(tx, order_id, &event).await?)
 }
 
 fn money(amount_minor: i64, currency: &str) -> Option<Money> {
@@ -418,4 +375,14 @@ fn money(amount_minor: i64, currency: &str) -> Option<Money> {
         amount_minor,
         currency: currency.to_owned(),
     })
+}
+
+/// Who paid for an order (none before its payment): the account its refund locks.
+///
+/// # Errors
+/// Database errors.
+pub async fn payer(tx: &mut PgConnection, order_id: &str) -> sqlx::Result<Option<String>> {
+    Ok(db::payment(tx, order_id, false)
+        .await?
+        .map(|payment| payment.customer_id))
 }

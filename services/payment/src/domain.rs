@@ -3,30 +3,8 @@
 
 use shop_proto::payment::v1 as pb;
 
-/// A customer id, the key of an account: 1 to 64 characters of letters, digits, `-`, `_` or `.`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct CustomerId(String);
-
-impl CustomerId {
-    /// # Errors
-    /// A description of what is wrong.
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        if raw.is_empty() || raw.len() > 64 {
-            return Err("must be 1 to 64 characters".into());
-        }
-        if !raw
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
-            return Err("may contain only letters, digits, '-', '_' and '.'".into());
-        }
-        Ok(Self(raw.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
+/// A customer id, the key of an account ([`shop_proto::ids`]).
+pub use shop_proto::ids::CustomerId;
 
 /// An ISO 4217 alphabetic currency code: 3 upper-case letters.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -131,6 +109,30 @@ impl Amount {
             _ => Err(violations),
         }
     }
+}
+
+/// A customer's account as the API shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Account {
+    pub customer_id: String,
+    pub currency: String,
+    pub balance_minor: i64,
+    /// `None` for a status this version does not know.
+    pub status: Option<AccountStatus>,
+    pub opened_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The payment of an order as the API shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Payment {
+    pub order_id: String,
+    pub customer_id: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    /// `None` for a status this version does not know.
+    pub status: Option<PaymentStatus>,
+    pub decline_reason: Option<String>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Whether an account takes deposits and pays for orders.

@@ -3,14 +3,15 @@
 //! - `domain`: ids, currencies, amounts and the capture-or-decline rule (no I/O);
 //! - `app`: use cases (account RPCs) and saga steps (capture, refund), each one database
 //!   transaction that also appends the resulting event to the outbox;
-//! - `adapters::grpc`: the `PaymentService` API and the mapping of errors to gRPC statuses;
-//! - `adapters::postgres`: the SQL;
-//! - `adapters::kafka`: which order event triggers which saga step;
+//! - `inbound::grpc`: the `PaymentService` API and the mapping of errors to gRPC statuses;
+//! - `outbound::postgres`: the SQL;
+//! - `inbound::kafka`: which order event triggers which saga step;
 //! - `config` and `startup`: settings from the environment and the running process.
 
-pub mod adapters;
 pub mod app;
 pub mod config;
 pub mod domain;
+pub mod inbound;
 pub mod metrics;
+pub mod outbound;
 pub mod startup;

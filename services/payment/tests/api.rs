@@ -7,17 +7,18 @@ use std::time::Duration;
 
 use payment_service::app::{self, Events};
 use payment_service::config::Settings;
-use payment_service::startup::Application;
+use payment_service::startup::Payments;
 use prost::Message;
-use shop_eventing::{KafkaConfig, NewEvent, Outbox, Relay, RelayConfig};
+use shop_eventing::{KafkaConfig, NewEvent, Outbox, Publisher, Relay, RelayConfig};
 use shop_proto::common::v1::Money;
 use shop_proto::order::v1 as order_pb;
 use shop_proto::payment::v1 as pb;
 use shop_proto::payment::v1::payment_service_client::PaymentServiceClient;
+use shop_runtime::skeleton::Service as _;
+use shop_testkit::service::bad_request_fields;
 use shop_testkit::{Authed, Record, TestDb, TestKafka, connect_authed, test_auth};
 use sqlx::postgres::PgPoolOptions;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
@@ -44,30 +45,16 @@ async fn spawn_app() -> TestApp {
     let payment_topic = TestKafka::unique_topic("payment-events");
     kafka.create_topic(&order_topic, 3).await;
     kafka.create_topic(&payment_topic, 3).await;
-    let settings = Settings {
-        grpc_addr: "127.0.0.1:0".parse().unwrap(),
-        metrics_addr: "127.0.0.1:0".parse().unwrap(),
-        admin_addr: "127.0.0.1:0".parse().unwrap(),
-        database_url: db.url(),
-        db_max_connections: 10,
-        kafka_bootstrap_servers: kafka.bootstrap_servers().to_owned(),
-        order_events_topic: order_topic.clone(),
-        payment_events_topic: payment_topic.clone(),
-        consumer_group: format!("payment-{}", uuid::Uuid::new_v4().simple()),
-        request_timeout: Duration::from_secs(10),
-        auth: shop_runtime::auth::AuthSettings::with_jwks_file(
-            shop_testkit::test_auth().jwks_file(),
-            shop_testkit::auth::ISSUER,
-            shop_testkit::auth::AUDIENCE,
-        ),
-        session_timeout: Duration::from_secs(6),
-        inbox_retention: shop_eventing::Retention::default().window,
-    };
+    let mut settings = Settings::for_test(shop_testkit::service::service_settings(
+        &Payments::IDENTITY,
+        db.url(),
+        &kafka,
+    ));
+    settings.order_events_topic = order_topic.clone();
+    settings.payment_events_topic = payment_topic.clone();
     let stop = CancellationToken::new();
-    let app = Application::build(settings.clone(), &stop).await.unwrap();
-    let addr = app.local_addr();
-    let metrics_addr = app.metrics_addr();
-    tokio::spawn(app.run(stop.clone()));
+    let app = shop_testkit::service::spawn::<Payments>(settings.clone(), &stop).await;
+    let (addr, metrics_addr) = (app.addr, app.metrics_addr);
 
     let order_db = TestDb::create().await;
     shop_eventing::migrate(&order_db.pool).await.unwrap();
@@ -201,7 +188,10 @@ impl TestApp {
     /// row), dead-lettered (a dead-letter row), or passed over as a type payment does not
     /// handle (no row: counted by its consumer's `outcome="ignored"`).
     async fn applied(&self, count: i64) {
-        let (pool, consumer) = (self.db.pool.clone(), self.settings.consumer_group.clone());
+        let (pool, consumer) = (
+            self.db.pool.clone(),
+            self.settings.service.consumer_group.clone(),
+        );
         let metrics = self.metrics_addr;
         shop_testkit::eventually(
             &format!("{count} order events applied"),
@@ -291,16 +281,6 @@ fn decoded<M: Message + prost::Name + Default>(records: &[Record]) -> Vec<(Strin
         .collect()
 }
 
-fn fields(status: &Status) -> Vec<String> {
-    status
-        .get_details_bad_request()
-        .unwrap_or_else(|| panic!("no field violations in {status:?}"))
-        .field_violations
-        .into_iter()
-        .map(|v| v.field)
-        .collect()
-}
-
 fn precondition(status: &Status) -> String {
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
     status
@@ -372,7 +352,7 @@ async fn bad_input_gets_a_clear_status_with_field_details() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert_eq!(fields(&status), ["customer_id", "currency"]);
+    assert_eq!(bad_request_fields(&status), ["customer_id", "currency"]);
     let status = app
         .client
         .open_account(pb::OpenAccountRequest {
@@ -403,7 +383,7 @@ async fn bad_input_gets_a_clear_status_with_field_details() {
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert_eq!(
-        fields(&status),
+        bad_request_fields(&status),
         [
             "customer_id",
             "amount.amount_minor",
@@ -412,9 +392,9 @@ async fn bad_input_gets_a_clear_status_with_field_details() {
         ]
     );
     let status = app.deposit("alice", eur(-5), "dep-x").await.unwrap_err();
-    assert_eq!(fields(&status), ["amount.amount_minor"]);
+    assert_eq!(bad_request_fields(&status), ["amount.amount_minor"]);
     let status = app.deposit("alice", None, "dep-x").await.unwrap_err();
-    assert_eq!(fields(&status), ["amount"]);
+    assert_eq!(bad_request_fields(&status), ["amount"]);
     let status = app.deposit("ghost", eur(100), "dep-x").await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
     assert_eq!(
@@ -426,7 +406,7 @@ async fn bad_input_gets_a_clear_status_with_field_details() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert_eq!(fields(&status), ["amount.currency"]);
+    assert_eq!(bad_request_fields(&status), ["amount.currency"]);
     let status = app.deposit("frosty", eur(100), "dep-x").await.unwrap_err();
     assert_eq!(precondition(&status), "ACCOUNT_FROZEN");
     let status = app.deposit("alice", eur(999), "dep-1").await.unwrap_err();
@@ -458,7 +438,7 @@ async fn bad_input_gets_a_clear_status_with_field_details() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert_eq!(fields(&status), ["customer_id"]);
+    assert_eq!(bad_request_fields(&status), ["customer_id"]);
     let status = app
         .client
         .get_account(pb::GetAccountRequest {
@@ -475,7 +455,7 @@ async fn bad_input_gets_a_clear_status_with_field_details() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert_eq!(fields(&status), ["order_id"]);
+    assert_eq!(bad_request_fields(&status), ["order_id"]);
     let status = app
         .client
         .get_payment(pb::GetPaymentRequest {
@@ -671,10 +651,7 @@ async fn twenty_concurrent_payments_from_an_account_that_covers_seven_conserve_m
     app.deposit("alice", eur(300), "dep-2").await.unwrap();
     // A second replica in the same consumer group, on the same database: the order events'
     // partitions are shared between the two, which decide concurrently.
-    let replica = Application::build(app.settings.clone(), &app.stop)
-        .await
-        .unwrap();
-    tokio::spawn(replica.run(app.stop.clone()));
+    let _replica = shop_testkit::service::spawn::<Payments>(app.settings.clone(), &app.stop).await;
 
     let mut tx = app.order_db.pool.begin().await.unwrap();
     for i in 0..20 {
@@ -727,8 +704,10 @@ async fn concurrent_saga_transactions_on_one_account_never_overdraw() {
         .await
         .unwrap();
     let events = Events {
-        outbox: Outbox::new("/shop/payment-service"),
-        topic: app.payment_topic.clone(),
+        publisher: Publisher::new(
+            Outbox::new("/shop/payment-service"),
+            app.payment_topic.clone(),
+        ),
         metrics: Default::default(),
     };
     let barrier = Arc::new(tokio::sync::Barrier::new(20));
@@ -767,7 +746,7 @@ async fn concurrent_saga_transactions_on_one_account_never_overdraw() {
 async fn a_request_that_violates_the_contract_is_dead_lettered() {
     let mut app = spawn_app().await;
     app.kafka
-        .create_topic(&format!("{}.dlq", app.settings.consumer_group), 1)
+        .create_topic(&format!("{}.dlq", app.settings.service.consumer_group), 1)
         .await;
     app.open("alice", "EUR", false).await;
     app.deposit("alice", eur(1000), "dep-1").await.unwrap();
@@ -795,38 +774,12 @@ async fn a_request_that_violates_the_contract_is_dead_lettered() {
 #[tokio::test]
 async fn health_reports_serving_then_stops_serving_on_shutdown() {
     let app = spawn_app().await;
-    let channel = Channel::from_shared(format!("http://{}", app.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-    let serving = shop_testkit::eventually("SERVING", Duration::from_secs(10), || {
-        let mut health = health.clone();
-        async move {
-            let status = health
-                .check(tonic_health::pb::HealthCheckRequest {
-                    service: "shop.payment.v1.PaymentService".into(),
-                })
-                .await
-                .ok()?
-                .into_inner()
-                .status;
-            (status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
-                .then_some(status)
-        }
-    })
+    shop_testkit::service::assert_serves_then_drains(
+        app.addr,
+        "shop.payment.v1.PaymentService",
+        &app.stop,
+    )
     .await;
-    assert_eq!(serving, 1);
-    app.stop.cancel();
-    // While draining the server reports NOT_SERVING or has closed the connection.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let after = health
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: String::new(),
-        })
-        .await;
-    assert!(after.map(|r| r.into_inner().status != 1).unwrap_or(true));
 }
 
 #[tokio::test]
@@ -917,7 +870,7 @@ async fn money_arithmetic_never_overflows() {
     // a later capture overflowed the balance (22003), so the refund was dead-lettered.
     let mut app = spawn_app().await;
     app.kafka
-        .create_topic(&format!("{}.dlq", app.settings.consumer_group), 1)
+        .create_topic(&format!("{}.dlq", app.settings.service.consumer_group), 1)
         .await;
     app.open("alice", "EUR", false).await;
     let status = app
@@ -925,7 +878,7 @@ async fn money_arithmetic_never_overflows() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    assert_eq!(fields(&status), ["amount.amount_minor"]);
+    assert_eq!(bad_request_fields(&status), ["amount.amount_minor"]);
     // The largest balance deposits may reach (payment_service::domain::MAX_BALANCE_MINOR).
     let max: i64 = 1_000_000_000_000_000;
     app.deposit("alice", eur(max), "dep-1").await.unwrap();

@@ -5,11 +5,12 @@
 
 use std::time::Duration;
 
-use payment_service::adapters::kafka::OrderEvents;
 use payment_service::app::Events;
+use payment_service::inbound::kafka::OrderEvents;
 use payment_service::metrics::PaymentMetrics;
 use shop_eventing::{
-    Consumer, ConsumerConfig, EventingMetrics, KafkaConfig, NewEvent, Outbox, Relay, RelayConfig,
+    Consumer, ConsumerConfig, EventingMetrics, KafkaConfig, NewEvent, Outbox, Publisher, Relay,
+    RelayConfig,
 };
 use shop_proto::order::v1 as order_pb;
 use shop_telemetry::metrics::Registry;
@@ -85,8 +86,7 @@ async fn replica(
     config.metrics = EventingMetrics::new(&mut registry);
     let handler = OrderEvents {
         events: Events {
-            outbox: Outbox::new("/shop/payment-service"),
-            topic: payment_topic.to_owned(),
+            publisher: Publisher::new(Outbox::new("/shop/payment-service"), payment_topic),
             metrics: PaymentMetrics::new(&mut registry),
         },
     };

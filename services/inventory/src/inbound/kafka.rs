@@ -4,7 +4,6 @@ use shop_eventing::{Handler, HandlerError, InboundEvent, LockKey};
 use shop_proto::order::v1 as order_pb;
 use sqlx::PgConnection;
 
-use crate::adapters::postgres as db;
 use crate::app::{self, Events};
 
 /// The lock of one product's stock row, shared by every consumer of this database.
@@ -65,13 +64,13 @@ impl Handler for OrderEvents {
             placed.lines.into_iter().map(|l| l.sku).collect()
         } else if event.is::<order_pb::OrderConfirmed>() {
             let confirmed: order_pb::OrderConfirmed = event.decode()?;
-            db::reserved_skus(tx, &confirmed.order_id).await?
+            app::reserved_skus(tx, &confirmed.order_id).await?
         } else if event.is::<order_pb::OrderCancelled>() {
             let cancelled: order_pb::OrderCancelled = event.decode()?;
-            db::reserved_skus(tx, &cancelled.order_id).await?
+            app::reserved_skus(tx, &cancelled.order_id).await?
         } else if event.is::<order_pb::StockReleaseRequested>() {
             let requested: order_pb::StockReleaseRequested = event.decode()?;
-            db::reserved_skus(tx, &requested.order_id).await?
+            app::reserved_skus(tx, &requested.order_id).await?
         } else {
             Vec::new()
         };

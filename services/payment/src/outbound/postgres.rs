@@ -3,6 +3,8 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
+use crate::domain::{Account, AccountStatus, Payment, PaymentStatus};
+
 /// An account row.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct AccountRow {
@@ -32,6 +34,32 @@ pub struct PaymentRow {
     pub updated_at: DateTime<Utc>,
 }
 
+impl From<AccountRow> for Account {
+    fn from(row: AccountRow) -> Self {
+        Self {
+            status: AccountStatus::parse(&row.status),
+            customer_id: row.customer_id,
+            currency: row.currency,
+            balance_minor: row.balance_minor,
+            opened_at: row.opened_at,
+        }
+    }
+}
+
+impl From<PaymentRow> for Payment {
+    fn from(row: PaymentRow) -> Self {
+        Self {
+            status: PaymentStatus::parse(&row.status),
+            order_id: row.order_id,
+            customer_id: row.customer_id,
+            amount_minor: row.amount_minor,
+            currency: row.currency,
+            decline_reason: row.decline_reason,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
 /// A payment to record.
 #[derive(Clone, Debug)]
 pub struct NewPayment<'a> {
@@ -58,16 +86,7 @@ impl<'a> NewPayment<'a> {
 }
 
 /// Opens an account with a zero balance; `None` if the customer already has one.
-#[tracing::instrument(
-    name = "INSERT accounts",
-    skip_all,
-    fields(
-        otel.kind = "client",
-        db.system.name = "postgresql",
-        db.operation.name = "INSERT",
-        db.collection.name = "accounts",
-    )
-)]
+#[shop_telemetry::db_span("INSERT", "accounts")]
 pub async fn insert_account(
     conn: &mut PgConnection,
     customer_id: &str,
@@ -87,16 +106,7 @@ pub async fn insert_account(
 }
 
 /// The account, locked for update when `lock`.
-#[tracing::instrument(
-    name = "SELECT accounts",
-    skip_all,
-    fields(
-        otel.kind = "client",
-        db.system.name = "postgresql",
-        db.operation.name = "SELECT",
-        db.collection.name = "accounts",
-    )
-)]
+#[shop_telemetry::db_span("SELECT", "accounts")]
 pub async fn account(
     conn: &mut PgConnection,
     customer_id: &str,
@@ -115,16 +125,7 @@ pub async fn account(
 
 /// Adds `delta` (negative for a debit) to the balance. The balance's CHECK refuses to go below
 /// zero, so a debit the caller did not check fails rather than overdraws.
-#[tracing::instrument(
-    name = "UPDATE accounts",
-    skip_all,
-    fields(
-        otel.kind = "client",
-        db.system.name = "postgresql",
-        db.operation.name = "UPDATE",
-        db.collection.name = "accounts",
-    )
-)]
+#[shop_telemetry::db_span("UPDATE", "accounts")]
 pub async fn add_to_balance(
     conn: &mut PgConnection,
     customer_id: &str,
@@ -142,16 +143,7 @@ pub async fn add_to_balance(
 
 /// Records a deposit; `false` if `deposit_id` is already taken (by this request's first try or
 /// by another request). Waits for a concurrent insert of the same id to commit or roll back.
-#[tracing::instrument(
-    name = "INSERT deposits",
-    skip_all,
-    fields(
-        otel.kind = "client",
-        db.system.name = "postgresql",
-        db.operation.name = "INSERT",
-        db.collection.name = "deposits",
-    )
-)]
+#[shop_telemetry::db_span("INSERT", "deposits")]
 pub async fn insert_deposit(
     conn: &mut PgConnection,
     deposit_id: &str,
@@ -171,16 +163,7 @@ pub async fn insert_deposit(
         == 1)
 }
 
-#[tracing::instrument(
-    name = "SELECT deposits",
-    skip_all,
-    fields(
-        otel.kind = "client",
-        db.system.name = "postgresql",
-        db.operation.name = "SELECT",
-        db.collection.name = "deposits",
-    )
-)]
+#[shop_telemetry::db_span("SELECT", "deposits")]
 pub async fn deposit(
     conn: &mut PgConnection,
     deposit_id: &str,
@@ -192,16 +175,7 @@ pub async fn deposit(
 }
 
 /// The payment of an order, locked for update when `lock`.
-#[tracing::instrument(
-    name = "SELECT payments",
-    skip_all,
-    fields(
-        otel.kind = "client",
-        db.system.name = "postgresql",
-        db.operation.name = "SELECT",
-        db.collection.name = "payments",
-    )
-)]
+#[shop_telemetry::db_span("SELECT", "payments")]
 pub async fn payment(
     conn: &mut PgConnection,
     order_id: &str,
@@ -222,16 +196,7 @@ pub async fn payment(
 
 /// Records an order's payment; `false` if the order already has one. Waits for a concurrent
 /// insert for the same order to commit or roll back.
-#[tracing::instrument(
-    name = "INSERT payments",
-    skip_all,
-    fields(
-        otel.kind = "client",
-        db.system.name = "postgresql",
-        db.operation.name = "INSERT",
-        db.collection.name = "payments",
-    )
-)]
+#[shop_telemetry::db_span("INSERT", "payments")]
 pub async fn insert_payment(
     conn: &mut PgConnection,
     payment: &NewPayment<'_>,
@@ -252,16 +217,7 @@ pub async fn insert_payment(
         == 1)
 }
 
-#[tracing::instrument(
-    name = "UPDATE payments",
-    skip_all,
-    fields(
-        otel.kind = "client",
-        db.system.name = "postgresql",
-        db.operation.name = "UPDATE",
-        db.collection.name = "payments",
-    )
-)]
+#[shop_telemetry::db_span("UPDATE", "payments")]
 pub async fn set_payment_status(
     conn: &mut PgConnection,
     order_id: &str,

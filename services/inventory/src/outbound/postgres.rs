@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use sqlx::PgConnection;
 
-use crate::domain::StockLevel;
+use crate::domain::{Product, Reservation, Stock, StockLevel};
 
 /// A product row.
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -18,16 +18,23 @@ pub struct ProductRow {
     pub sold: i64,
 }
 
-#[tracing::instrument(
-    name = "INSERT products",
-    skip_all,
-    fields(
-        otel.kind = "client",
-        db.system.name = "postgresql",
-        db.operation.name = "INSERT",
-        db.collection.name = "products",
-    )
-)]
+impl From<ProductRow> for Product {
+    fn from(row: ProductRow) -> Self {
+        Self {
+            sku: row.sku,
+            name: row.name,
+            unit_price_minor: row.unit_price_minor,
+            currency: row.currency,
+            stock: Stock {
+                on_hand: row.on_hand,
+                reserved: row.reserved,
+                sold: row.sold,
+            },
+        }
+    }
+}
+
+#[shop_telemetry::db_span("INSERT", "products")]
 pub async fn upsert_product(
     conn: &mut PgConnection,
     sku: &str,
@@ -50,16 +57,7 @@ pub async fn upsert_product(
 }
 
 /// The product, locked for update when `lock`.
-#[tracing::instrument(
-    name = "SELECT products",
-    skip_all,
-    fields(
-        otel.kind = "client",
-        db.system.name = "postgresql",
-        db.operation.name = "SELECT",
-        db.collection.name = "products",
-    )
-)]
+#[shop_telemetry::db_span("SELECT", "products")]
 pub async fn product(
     conn: &mut PgConnection,
     sku: &str,
@@ -74,16 +72,7 @@ pub async fn product(
 }
 
 /// Products whose sku is in `skus` (all when `None`), after `after`, by sku.
-#[tracing::instrument(
-    name = "SELECT products",
-    skip_all,
-    fields(
-        otel.kind = "client",
-        db.system.name = "postgresql",
-        db.operation.name = "SELECT",
-        db.collection.name = "products",
-    )
-)]
+#[shop_telemetry::db_span("SELECT", "products")]
 pub async fn products(
     conn: &mut PgConnection,
     skus: Option<&[String]>,
@@ -102,16 +91,7 @@ pub async fn products(
 }
 
 /// Changes on_hand by `delta` and records the adjustment.
-#[tracing::instrument(
-    name = "UPDATE products",
-    skip_all,
-    fields(
-        otel.kind = "client",
-        db.system.name = "postgresql",
-        db.operation.name = "UPDATE",
-        db.collection.name = "products",
-    )
-)]
+#[shop_telemetry::db_span("UPDATE", "products")]
 pub async fn adjust_on_hand(
     conn: &mut PgConnection,
     sku: &str,
@@ -139,16 +119,7 @@ pub async fn adjust_on_hand(
 /// batch (many orders in one transaction, each locking its own skus) from deadlocking with
 /// another replica's: the consumer first takes an advisory lock on every sku of its batch, in
 /// one global order (`OrderEvents::lock_keys`).
-#[tracing::instrument(
-    name = "SELECT products",
-    skip_all,
-    fields(
-        otel.kind = "client",
-        db.system.name = "postgresql",
-        db.operation.name = "SELECT",
-        db.collection.name = "products",
-    )
-)]
+#[shop_telemetry::db_span("SELECT", "products")]
 pub async fn lock_stock(
     conn: &mut PgConnection,
     skus: &[String],
@@ -182,6 +153,18 @@ pub struct ReservationRow {
     pub lines: Vec<(String, i64)>,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<ReservationRow> for Reservation {
+    fn from(row: ReservationRow) -> Self {
+        Self {
+            order_id: row.order_id,
+            status: row.status,
+            lines: row.lines,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
 }
 
 /// The reservation of an order with its lines, read without locking.
@@ -221,16 +204,7 @@ pub async fn reservation(
 pub type LockedReservation = (String, Vec<(String, i64)>);
 
 /// The reservation of an order, locked: its status and lines.
-#[tracing::instrument(
-    name = "SELECT reservations",
-    skip_all,
-    fields(
-        otel.kind = "client",
-        db.system.name = "postgresql",
-        db.operation.name = "SELECT",
-        db.collection.name = "reservations",
-    )
-)]
+#[shop_telemetry::db_span("SELECT", "reservations")]
 pub async fn lock_reservation(
     conn: &mut PgConnection,
     order_id: &str,
@@ -254,16 +228,7 @@ pub async fn lock_reservation(
 
 /// Records a reservation (status `reserved` or `rejected`, or the line-less tombstone
 /// `cancelled`); `false` if the order already has one.
-#[tracing::instrument(
-    name = "INSERT reservations",
-    skip_all,
-    fields(
-        otel.kind = "client",
-        db.system.name = "postgresql",
-        db.operation.name = "INSERT",
-        db.collection.name = "reservations",
-    )
-)]
+#[shop_telemetry::db_span("INSERT", "reservations")]
 pub async fn insert_reservation(
     conn: &mut PgConnection,
     order_id: &str,
@@ -293,16 +258,7 @@ pub async fn insert_reservation(
     Ok(inserted)
 }
 
-#[tracing::instrument(
-    name = "UPDATE reservations",
-    skip_all,
-    fields(
-        otel.kind = "client",
-        db.system.name = "postgresql",
-        db.operation.name = "UPDATE",
-        db.collection.name = "reservations",
-    )
-)]
+#[shop_telemetry::db_span("UPDATE", "reservations")]
 pub async fn set_reservation_status(
     conn: &mut PgConnection,
     order_id: &str,
@@ -326,16 +282,7 @@ pub struct StockMove {
 }
 
 /// Applies `moves` to the stock buckets.
-#[tracing::instrument(
-    name = "UPDATE products",
-    skip_all,
-    fields(
-        otel.kind = "client",
-        db.system.name = "postgresql",
-        db.operation.name = "UPDATE",
-        db.collection.name = "products",
-    )
-)]
+#[shop_telemetry::db_span("UPDATE", "products")]
 pub async fn move_stock(conn: &mut PgConnection, moves: &[StockMove]) -> sqlx::Result<()> {
     for m in moves {
         sqlx::query(

@@ -4,7 +4,9 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::domain::{OrderRequest, Priced};
+use crate::domain::{
+    CancellationReason, Order, OrderRequest, OrderStatus, OrderedLine, Priced, StatusChange,
+};
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct OrderRow {
@@ -42,21 +44,49 @@ pub struct FullOrder {
     pub history: Vec<HistoryRow>,
 }
 
+impl From<FullOrder> for Order {
+    fn from(full: FullOrder) -> Self {
+        let o = full.order;
+        Self {
+            order_id: o.order_id,
+            customer_id: o.customer_id,
+            lines: full
+                .lines
+                .into_iter()
+                .map(|l| OrderedLine {
+                    sku: l.sku,
+                    quantity: u32::try_from(l.quantity).unwrap_or(0),
+                    unit_price_minor: l.unit_price_minor,
+                })
+                .collect(),
+            total_minor: o.total_minor,
+            currency: o.currency,
+            status: OrderStatus::parse(&o.status).ok(),
+            cancellation_reason: o
+                .cancellation_reason
+                .as_deref()
+                .and_then(CancellationReason::parse),
+            history: full
+                .history
+                .into_iter()
+                .map(|h| StatusChange {
+                    status: OrderStatus::parse(&h.status).ok(),
+                    reason: h.reason,
+                    at: h.at,
+                })
+                .collect(),
+            created_at: o.created_at,
+            updated_at: o.updated_at,
+        }
+    }
+}
+
 const ORDER_COLUMNS: &str = "order_id, customer_id, status, cancellation_reason, total_minor, currency, \
                              payment_requested, request_fingerprint, created_at, updated_at";
 
 /// Inserts a new pending order with its lines and first history entry. `false` when another
 /// order of the customer already holds the idempotency key (a concurrent retry won).
-#[tracing::instrument(
-    name = "INSERT orders",
-    skip_all,
-    fields(
-        otel.kind = "client",
-        db.system.name = "postgresql",
-        db.operation.name = "INSERT",
-        db.collection.name = "orders",
-    )
-)]
+#[shop_telemetry::db_span("INSERT", "orders")]
 pub async fn insert_order(
     conn: &mut PgConnection,
     order_id: Uuid,
@@ -101,16 +131,7 @@ pub async fn insert_order(
     Ok(true)
 }
 
-#[tracing::instrument(
-    name = "SELECT orders",
-    skip_all,
-    fields(
-        otel.kind = "client",
-        db.system.name = "postgresql",
-        db.operation.name = "SELECT",
-        db.collection.name = "orders",
-    )
-)]
+#[shop_telemetry::db_span("SELECT", "orders")]
 /// The order a customer placed under an idempotency key (keys are the customer's own).
 pub async fn order_id_by_key(
     conn: &mut PgConnection,
@@ -127,16 +148,7 @@ pub async fn order_id_by_key(
 }
 
 /// The order row, locked for a status change.
-#[tracing::instrument(
-    name = "SELECT orders",
-    skip_all,
-    fields(
-        otel.kind = "client",
-        db.system.name = "postgresql",
-        db.operation.name = "SELECT",
-        db.collection.name = "orders",
-    )
-)]
+#[shop_telemetry::db_span("SELECT", "orders")]
 pub async fn lock_order(conn: &mut PgConnection, order_id: Uuid) -> sqlx::Result<Option<OrderRow>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1 FOR UPDATE"
@@ -146,16 +158,7 @@ pub async fn lock_order(conn: &mut PgConnection, order_id: Uuid) -> sqlx::Result
     .await
 }
 
-#[tracing::instrument(
-    name = "SELECT orders",
-    skip_all,
-    fields(
-        otel.kind = "client",
-        db.system.name = "postgresql",
-        db.operation.name = "SELECT",
-        db.collection.name = "orders",
-    )
-)]
+#[shop_telemetry::db_span("SELECT", "orders")]
 pub async fn load_order(
     conn: &mut PgConnection,
     order_id: Uuid,
@@ -185,16 +188,7 @@ pub async fn load_order(
 }
 
 /// A customer's order ids, newest first, strictly after the cursor `(created_at, order_id)`.
-#[tracing::instrument(
-    name = "SELECT orders",
-    skip_all,
-    fields(
-        otel.kind = "client",
-        db.system.name = "postgresql",
-        db.operation.name = "SELECT",
-        db.collection.name = "orders",
-    )
-)]
+#[shop_telemetry::db_span("SELECT", "orders")]
 pub async fn order_ids_of_customer(
     conn: &mut PgConnection,
     customer_id: &str,
@@ -215,16 +209,7 @@ pub async fn order_ids_of_customer(
     .await
 }
 
-#[tracing::instrument(
-    name = "INSERT order_status_history",
-    skip_all,
-    fields(
-        otel.kind = "client",
-        db.system.name = "postgresql",
-        db.operation.name = "INSERT",
-        db.collection.name = "order_status_history",
-    )
-)]
+#[shop_telemetry::db_span("INSERT", "order_status_history")]
 pub async fn add_history(
     conn: &mut PgConnection,
     order_id: Uuid,
@@ -244,16 +229,7 @@ pub async fn add_history(
 }
 
 /// Moves the order to `status` (with a cancellation reason when cancelled) and records why.
-#[tracing::instrument(
-    name = "UPDATE orders",
-    skip_all,
-    fields(
-        otel.kind = "client",
-        db.system.name = "postgresql",
-        db.operation.name = "UPDATE",
-        db.collection.name = "orders",
-    )
-)]
+#[shop_telemetry::db_span("UPDATE", "orders")]
 pub async fn set_status(
     conn: &mut PgConnection,
     order_id: Uuid,
@@ -270,16 +246,7 @@ pub async fn set_status(
     add_history(conn, order_id, status, why).await
 }
 
-#[tracing::instrument(
-    name = "UPDATE orders",
-    skip_all,
-    fields(
-        otel.kind = "client",
-        db.system.name = "postgresql",
-        db.operation.name = "UPDATE",
-        db.collection.name = "orders",
-    )
-)]
+#[shop_telemetry::db_span("UPDATE", "orders")]
 pub async fn mark_payment_requested(conn: &mut PgConnection, order_id: Uuid) -> sqlx::Result<()> {
     sqlx::query("UPDATE orders SET payment_requested = true, updated_at = clock_timestamp() WHERE order_id = $1")
         .bind(order_id)
@@ -297,16 +264,7 @@ pub async fn mark_payment_requested(conn: &mut PgConnection, order_id: Uuid) -> 
 /// Up to `limit` PENDING orders placed more than `deadline` ago, oldest first, locked for their
 /// cancellation. Orders another replica's sweeper (or a saga step) holds are skipped, not
 /// waited for: that one decides them.
-#[tracing::instrument(
-    name = "SELECT orders",
-    skip_all,
-    fields(
-        otel.kind = "client",
-        db.system.name = "postgresql",
-        db.operation.name = "SELECT",
-        db.collection.name = "orders",
-    )
-)]
+#[shop_telemetry::db_span("SELECT", "orders")]
 pub async fn lock_overdue(
     conn: &mut PgConnection,
     deadline: std::time::Duration,
@@ -325,16 +283,7 @@ pub async fn lock_overdue(
 
 /// The PENDING orders: how many are older than `deadline`, and the age of the oldest (0 when
 /// there is none).
-#[tracing::instrument(
-    name = "SELECT orders",
-    skip_all,
-    fields(
-        otel.kind = "client",
-        db.system.name = "postgresql",
-        db.operation.name = "SELECT",
-        db.collection.name = "orders",
-    )
-)]
+#[shop_telemetry::db_span("SELECT", "orders")]
 pub async fn pending_ages(
     conn: &mut PgConnection,
     deadline: std::time::Duration,

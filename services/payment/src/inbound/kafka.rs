@@ -4,7 +4,6 @@ use shop_eventing::{Handler, HandlerError, InboundEvent, LockKey};
 use shop_proto::order::v1 as order_pb;
 use sqlx::PgConnection;
 
-use crate::adapters::postgres as db;
 use crate::app::{self, Events, StepError};
 
 /// The lock of one customer's account row, shared by every consumer of this database.
@@ -70,9 +69,9 @@ impl Handler for OrderEvents {
             } else {
                 event.decode::<order_pb::RefundRequested>()?.order_id
             };
-            Ok(db::payment(tx, &order_id, false)
+            Ok(app::payer(tx, &order_id)
                 .await?
-                .map(|payment| account_lock(&payment.customer_id))
+                .map(|customer_id| account_lock(&customer_id))
                 .into_iter()
                 .collect())
         } else {

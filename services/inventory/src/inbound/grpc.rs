@@ -12,12 +12,11 @@ use shop_proto::common::v1::Money;
 use shop_proto::inventory::v1 as pb;
 use shop_proto::inventory::v1::inventory_service_server::InventoryService;
 use shop_runtime::auth::Caller;
-use shop_runtime::status;
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
-use crate::adapters::postgres::{ProductRow, ReservationRow};
-use crate::app::{self, InventoryError};
+use crate::app;
+use crate::domain::{Product, Reservation};
 
 /// The gRPC API over the inventory database.
 #[derive(Clone, Debug)]
@@ -25,34 +24,18 @@ pub struct InventoryApi {
     pub pool: PgPool,
 }
 
-impl From<InventoryError> for Status {
-    fn from(error: InventoryError) -> Self {
-        match error {
-            InventoryError::Invalid(violations) => violations.into(),
-            InventoryError::NotFound(sku) => status::not_found("product", &sku),
-            InventoryError::NoReservation(order) => status::not_found("reservation", &order),
-            InventoryError::Precondition {
-                kind,
-                subject,
-                description,
-            } => status::failed_precondition(kind, &subject, &description),
-            InventoryError::Unexpected(e) => status::internal(&e),
-        }
-    }
-}
-
-fn to_pb(row: ProductRow) -> pb::Product {
+fn to_pb(product: Product) -> pb::Product {
     pb::Product {
-        available: row.on_hand - row.reserved,
+        available: product.stock.available(),
         unit_price: Some(Money {
-            amount_minor: row.unit_price_minor,
-            currency: row.currency,
+            amount_minor: product.unit_price_minor,
+            currency: product.currency,
         }),
-        sku: row.sku,
-        name: row.name,
-        on_hand: row.on_hand,
-        reserved: row.reserved,
-        sold: row.sold,
+        sku: product.sku,
+        name: product.name,
+        on_hand: product.stock.on_hand,
+        reserved: product.stock.reserved,
+        sold: product.stock.sold,
     }
 }
 
@@ -63,7 +46,7 @@ fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
     }
 }
 
-fn reservation_to_pb(row: ReservationRow) -> pb::Reservation {
+fn reservation_to_pb(row: Reservation) -> pb::Reservation {
     pb::Reservation {
         order_id: row.order_id,
         status: row.status,

@@ -13,38 +13,16 @@ use shop_proto::common::v1::Money;
 use shop_proto::payment::v1 as pb;
 use shop_proto::payment::v1::payment_service_server::PaymentService;
 use shop_runtime::auth::{Caller, Role};
-use shop_runtime::status;
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
-use crate::adapters::postgres::{AccountRow, PaymentRow};
-use crate::app::{self, PaymentError};
-use crate::domain::{AccountStatus, PaymentStatus};
+use crate::app;
+use crate::domain::{Account, AccountStatus, Payment, PaymentStatus};
 
 /// The gRPC API over the payment database.
 #[derive(Clone, Debug)]
 pub struct PaymentApi {
     pub pool: PgPool,
-}
-
-impl From<PaymentError> for Status {
-    fn from(error: PaymentError) -> Self {
-        match error {
-            PaymentError::Invalid(violations) => violations.into(),
-            PaymentError::NotFound { resource, name } => status::not_found(resource, &name),
-            PaymentError::AlreadyExists { resource, name } => status::already_exists(
-                resource,
-                &name,
-                &format!("{resource} {name} already exists"),
-            ),
-            PaymentError::Precondition {
-                kind,
-                subject,
-                description,
-            } => status::failed_precondition(kind, &subject, &description),
-            PaymentError::Unexpected(e) => status::internal(&e),
-        }
-    }
 }
 
 fn timestamp(at: DateTime<Utc>) -> Option<prost_types::Timestamp> {
@@ -54,8 +32,8 @@ fn timestamp(at: DateTime<Utc>) -> Option<prost_types::Timestamp> {
     })
 }
 
-fn account_to_pb(row: AccountRow) -> pb::Account {
-    let status = match AccountStatus::parse(&row.status) {
+fn account_to_pb(row: Account) -> pb::Account {
+    let status = match row.status {
         Some(AccountStatus::Open) => pb::AccountStatus::Open,
         Some(AccountStatus::Frozen) => pb::AccountStatus::Frozen,
         None => pb::AccountStatus::Unspecified,
@@ -71,8 +49,8 @@ fn account_to_pb(row: AccountRow) -> pb::Account {
     }
 }
 
-fn payment_to_pb(row: PaymentRow) -> pb::Payment {
-    let status = match PaymentStatus::parse(&row.status) {
+fn payment_to_pb(row: Payment) -> pb::Payment {
+    let status = match row.status {
         Some(PaymentStatus::Captured) => pb::PaymentStatus::Captured,
         Some(PaymentStatus::Declined) => pb::PaymentStatus::Declined,
         Some(PaymentStatus::Refunded) => pb::PaymentStatus::Refunded,

@@ -11,26 +11,16 @@ use chrono::{DateTime, Utc};
 use shop_proto::notification::v1 as pb;
 use shop_proto::notification::v1::notification_service_server::NotificationService;
 use shop_runtime::auth::{Caller, Role};
-use shop_runtime::status;
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
-use crate::app::{self, NotificationError};
+use crate::app;
 use crate::domain::{DeliveryStatus, Notification};
 
 /// The gRPC API over the notification database.
 #[derive(Clone, Debug)]
 pub struct NotificationApi {
     pub pool: PgPool,
-}
-
-impl From<NotificationError> for Status {
-    fn from(error: NotificationError) -> Self {
-        match error {
-            NotificationError::Invalid(violations) => violations.into(),
-            NotificationError::Unexpected(e) => status::internal(&e),
-        }
-    }
 }
 
 fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {

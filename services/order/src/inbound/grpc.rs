@@ -12,14 +12,13 @@ use shop_proto::common::v1::Money;
 use shop_proto::order::v1 as pb;
 use shop_proto::order::v1::order_service_server::OrderService;
 use shop_runtime::auth::{Caller, Role};
-use shop_runtime::status;
+use shop_runtime::status::ServiceError;
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
-use crate::adapters::inventory::InventoryCatalog;
-use crate::adapters::postgres::FullOrder;
-use crate::app::{self, Events, OrderError};
-use crate::domain::{CancellationReason, OrderRequest};
+use crate::app::{self, Events};
+use crate::domain::{Order, OrderRequest, OrderStatus};
+use crate::outbound::inventory::InventoryCatalog;
 
 /// The gRPC API over the order database.
 #[derive(Clone, Debug)]
@@ -29,25 +28,6 @@ pub struct OrderApi {
     pub events: Events,
 }
 
-impl From<OrderError> for Status {
-    fn from(error: OrderError) -> Self {
-        match error {
-            OrderError::Invalid(violations) => violations.into(),
-            OrderError::NotFound(id) => status::not_found("order", &id),
-            OrderError::Precondition {
-                kind,
-                subject,
-                description,
-            } => status::failed_precondition(kind, &subject, &description),
-            OrderError::Unavailable {
-                reason,
-                retry_after,
-            } => status::unavailable(reason, retry_after),
-            OrderError::Unexpected(e) => status::internal(&e),
-        }
-    }
-}
-
 fn timestamp(at: chrono::DateTime<chrono::Utc>) -> Option<prost_types::Timestamp> {
     Some(prost_types::Timestamp {
         seconds: at.timestamp(),
@@ -55,54 +35,51 @@ fn timestamp(at: chrono::DateTime<chrono::Utc>) -> Option<prost_types::Timestamp
     })
 }
 
-fn status_pb(raw: &str) -> pb::OrderStatus {
-    match raw {
-        "pending" => pb::OrderStatus::Pending,
-        "confirmed" => pb::OrderStatus::Confirmed,
-        "cancelled" => pb::OrderStatus::Cancelled,
-        _ => pb::OrderStatus::Unspecified,
+fn status_pb(status: Option<OrderStatus>) -> pb::OrderStatus {
+    match status {
+        Some(OrderStatus::Pending) => pb::OrderStatus::Pending,
+        Some(OrderStatus::Confirmed) => pb::OrderStatus::Confirmed,
+        Some(OrderStatus::Cancelled) => pb::OrderStatus::Cancelled,
+        None => pb::OrderStatus::Unspecified,
     }
 }
 
-fn to_pb(full: FullOrder) -> pb::Order {
-    let o = &full.order;
-    let reason = o
-        .cancellation_reason
-        .as_deref()
-        .and_then(CancellationReason::parse)
-        .map_or(pb::CancellationReason::Unspecified, Into::into);
+fn to_pb(order: Order) -> pb::Order {
+    let money = |amount_minor| {
+        Some(Money {
+            amount_minor,
+            currency: order.currency.clone(),
+        })
+    };
     pb::Order {
-        order_id: o.order_id.to_string(),
-        customer_id: o.customer_id.clone(),
-        lines: full
+        order_id: order.order_id.to_string(),
+        lines: order
             .lines
             .iter()
             .map(|l| pb::OrderLine {
                 sku: l.sku.clone(),
-                quantity: u32::try_from(l.quantity).unwrap_or(0),
-                unit_price: Some(Money {
-                    amount_minor: l.unit_price_minor,
-                    currency: o.currency.clone(),
-                }),
+                quantity: l.quantity,
+                unit_price: money(l.unit_price_minor),
             })
             .collect(),
-        total: Some(Money {
-            amount_minor: o.total_minor,
-            currency: o.currency.clone(),
-        }),
-        status: status_pb(&o.status).into(),
-        cancellation_reason: reason.into(),
-        history: full
+        total: money(order.total_minor),
+        status: status_pb(order.status).into(),
+        cancellation_reason: order
+            .cancellation_reason
+            .map_or(pb::CancellationReason::Unspecified, Into::into)
+            .into(),
+        history: order
             .history
             .iter()
             .map(|h| pb::StatusChange {
-                status: status_pb(&h.status).into(),
+                status: status_pb(h.status).into(),
                 reason: h.reason.clone(),
                 at: timestamp(h.at),
             })
             .collect(),
-        created_at: timestamp(o.created_at),
-        updated_at: timestamp(o.updated_at),
+        created_at: timestamp(order.created_at),
+        updated_at: timestamp(order.updated_at),
+        customer_id: order.customer_id,
     }
 }
 
@@ -117,7 +94,7 @@ impl OrderService for OrderApi {
         caller.require_customer_or_operator(&r.customer_id)?;
         let lines: Vec<(String, u32)> = r.lines.into_iter().map(|l| (l.sku, l.quantity)).collect();
         let request = OrderRequest::parse(&r.idempotency_key, &r.customer_id, &lines)
-            .map_err(|v| OrderError::Invalid(v.into()))?;
+            .map_err(|v| ServiceError::Invalid(v.into()))?;
         let order = app::place_order(&self.pool, &self.catalog, &self.events, request).await?;
         Ok(Response::new(pb::PlaceOrderResponse {
             order: Some(to_pb(order)),

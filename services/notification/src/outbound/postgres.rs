@@ -68,16 +68,7 @@ fn millis(duration: Duration) -> i64 {
 
 /// Records a PENDING notification, due now, to go through `channel`, with the trace context its
 /// deliveries continue; `false` if the order already has a notification of this kind.
-#[tracing::instrument(
-    name = "INSERT notifications",
-    skip_all,
-    fields(
-        otel.kind = "client",
-        db.system.name = "postgresql",
-        db.operation.name = "INSERT",
-        db.collection.name = "notifications",
-    )
-)]
+#[shop_telemetry::db_span("INSERT", "notifications")]
 pub async fn insert_notification(
     conn: &mut PgConnection,
     notification: &NewNotification,
@@ -102,16 +93,7 @@ pub async fn insert_notification(
 }
 
 /// One page of notifications of a customer or an order, newest first, strictly after `after`.
-#[tracing::instrument(
-    name = "SELECT notifications",
-    skip_all,
-    fields(
-        otel.kind = "client",
-        db.system.name = "postgresql",
-        db.operation.name = "SELECT",
-        db.collection.name = "notifications",
-    )
-)]
+#[shop_telemetry::db_span("SELECT", "notifications")]
 pub async fn notifications(
     conn: &mut PgConnection,
     filter: &Filter,
@@ -156,16 +138,7 @@ pub async fn notifications(
 /// delivered (leased) or waiting for its retry. Otherwise a cancellation could reach the
 /// customer before the confirmation whose first delivery failed. An earlier one that FAILED for
 /// good no longer holds the later ones back.
-#[tracing::instrument(
-    name = "UPDATE notifications",
-    skip_all,
-    fields(
-        otel.kind = "client",
-        db.system.name = "postgresql",
-        db.operation.name = "UPDATE",
-        db.collection.name = "notifications",
-    )
-)]
+#[shop_telemetry::db_span("UPDATE", "notifications")]
 pub async fn claim_due(
     conn: &mut PgConnection,
     limit: i64,
@@ -222,16 +195,7 @@ pub struct Attempt<'a> {
 /// or FAILED). `false`, recording nothing, when the notification is no longer PENDING after
 /// `attempt.attempt - 1` attempts: another worker recorded this attempt first (this worker's
 /// lease had expired).
-#[tracing::instrument(
-    name = "INSERT delivery_attempts",
-    skip_all,
-    fields(
-        otel.kind = "client",
-        db.system.name = "postgresql",
-        db.operation.name = "INSERT",
-        db.collection.name = "delivery_attempts",
-    )
-)]
+#[shop_telemetry::db_span("INSERT", "delivery_attempts")]
 pub async fn record_attempt(conn: &mut PgConnection, attempt: &Attempt<'_>) -> sqlx::Result<bool> {
     let number = i32::try_from(attempt.attempt).unwrap_or(i32::MAX);
     let (status, next_in) = match attempt.outcome {

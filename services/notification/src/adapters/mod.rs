@@ -1,4 +1,0 @@
-pub mod channels;
-pub mod grpc;
-pub mod kafka;
-pub mod postgres;

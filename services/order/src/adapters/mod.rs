@@ -1,4 +1,0 @@
-pub mod grpc;
-pub mod inventory;
-pub mod kafka;
-pub mod postgres;

@@ -1,3 +1,0 @@
-pub mod grpc;
-pub mod kafka;
-pub mod postgres;

@@ -1,0 +1,3 @@
+//! What the service calls: its database.
+
+pub mod postgres;
