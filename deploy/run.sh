@@ -37,7 +37,9 @@ ensure_postgres
 profile="${SHOP_PROFILE:-debug}"
 bin="target/$profile"
 say "building the services ($profile)"
-cargo build --locked -q $([ "$profile" = release ] && echo --release) \
+release=()
+[ "$profile" != release ] || release=(--release)
+cargo build --locked -q "${release[@]}" \
   -p order-service -p inventory-service -p payment-service -p notification-service -p shop-suite -p shop-testkit \
   -p sales-analytics -p shopctl
 
@@ -110,7 +112,8 @@ for s in "${SERVICES[@]}"; do
   psql "$DATABASE_URL" -XtAqc "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1 \
     || psql "$DATABASE_URL" -Xqc "CREATE DATABASE $db" >/dev/null
   prefix="${PREFIX[$s]}"
-  env $(kafka_login "${BINARY[$s]}") "${prefix}_DATABASE_URL=$server/$db" "${prefix}_GRPC_ADDR=127.0.0.1:${PORT[$s]}" \
+  mapfile -t login < <(kafka_login "${BINARY[$s]}")
+  env "${login[@]}" "${prefix}_DATABASE_URL=$server/$db" "${prefix}_GRPC_ADDR=127.0.0.1:${PORT[$s]}" \
     "${prefix}_METRICS_ADDR=127.0.0.1:${METRICS[$s]}" "${prefix}_ADMIN_ADDR=127.0.0.1:${ADMIN[$s]}" \
     KAFKA_BOOTSTRAP_SERVERS="$KAFKA_BOOTSTRAP_SERVERS" INVENTORY_GRPC_URL="http://127.0.0.1:${PORT[inventory]}" \
     AUTH_JWKS_FILE="$auth/jwks.json" ORDER_SERVICE_TOKEN_FILE="$auth/order-service.token" \
@@ -125,7 +128,8 @@ sa_db=${DB[sales-analytics]} sa_metrics=${METRICS[sales-analytics]}
 psql "$DATABASE_URL" -XtAqc "SELECT 1 FROM pg_database WHERE datname = '$sa_db'" | grep -q 1 \
   || psql "$DATABASE_URL" -Xqc "CREATE DATABASE $sa_db" >/dev/null
 sa_started=$SECONDS
-env $(kafka_login "${BINARY[sales-analytics]}") \
+mapfile -t login < <(kafka_login "${BINARY[sales-analytics]}")
+env "${login[@]}" \
   SALES_ANALYTICS_DATABASE_URL="$server/$sa_db" SALES_ANALYTICS_METRICS_ADDR="127.0.0.1:$sa_metrics" \
   KAFKA_BOOTSTRAP_SERVERS="$KAFKA_BOOTSTRAP_SERVERS" RUST_LOG="${RUST_LOG:-info}" \
   "$bin/sales-analytics" >"$logs/sales-analytics.log" 2>&1 &
@@ -233,7 +237,7 @@ $(if [ "$broker" = kafka ]; then
     echo "  deploy/kafka-cli.sh console-consumer --topic order.events.v1 --from-beginning --property print.headers=true"
     echo "  deploy/kafka-cli.sh consumer-groups --describe --all-groups"
   else
-    echo "  kcat -b $KAFKA_BOOTSTRAP_SERVERS -C -t order.events.v1 -f '%k %h\\n' -e   # Debian's kcat"
+    printf '%s\n' "  kcat -b $KAFKA_BOOTSTRAP_SERVERS -C -t order.events.v1 -f '%k %h\\n' -e   # Debian's kcat"
   fi)
   Event catalog: docs/asyncapi.yaml; writing a subscriber: docs/subscribing.md
   SHOP_SIGNING_KEY=$SHOP_SIGNING_KEY $bin/shop-load --kafka $KAFKA_BOOTSTRAP_SERVERS --seconds 60     # load test

@@ -79,27 +79,27 @@ for s in order inventory payment notification; do
   check "$s: describe" "rpc " grpcurl -plaintext "$addr" describe "$svc"
   check "$s: health SERVING" '"SERVING"' grpcurl -plaintext -d "{\"service\":\"$svc\"}" "$addr" grpc.health.v1.Health/Check
 done
-check "inventory: no token is UNAUTHENTICATED" 'Code: Unauthenticated' grpcurl -plaintext -d '{"sku":"BOOK"}' 127.0.0.1:${PORT[inventory]} shop.inventory.v1.InventoryService/GetProduct
-check "inventory: GetProduct" '"sku": "BOOK"' grpcurl -plaintext "${customer[@]}" -d '{"sku":"BOOK"}' 127.0.0.1:${PORT[inventory]} shop.inventory.v1.InventoryService/GetProduct
-check "inventory: bad sku names the field" '"field":"sku"' grpcurl -plaintext "${customer[@]}" -d '{"sku":"no such sku"}' 127.0.0.1:${PORT[inventory]} shop.inventory.v1.InventoryService/GetProduct
-check "inventory: a customer may not change stock" 'Code: PermissionDenied' grpcurl -plaintext "${customer[@]}" -d '{"sku":"BOOK","delta":1000,"reason":"free books"}' 127.0.0.1:${PORT[inventory]} shop.inventory.v1.InventoryService/AdjustStock
-check "payment: OpenAccount" '"customerId": "'"$smoke"'"' grpcurl -plaintext "${operator[@]}" -d '{"customer_id":"'"$smoke"'","currency":"EUR"}' 127.0.0.1:${PORT[payment]} shop.payment.v1.PaymentService/OpenAccount
-check "payment: a customer may not deposit" 'Code: PermissionDenied' grpcurl -plaintext "${customer[@]}" -d '{"customer_id":"'"$smoke"'","amount":{"amount_minor":10000,"currency":"EUR"},"deposit_id":"'"$smoke"'-self"}' 127.0.0.1:${PORT[payment]} shop.payment.v1.PaymentService/Deposit
-check "payment: Deposit" '"amountMinor": "10000"' grpcurl -plaintext "${operator[@]}" -d '{"customer_id":"'"$smoke"'","amount":{"amount_minor":10000,"currency":"EUR"},"deposit_id":"'"$smoke"'"}' 127.0.0.1:${PORT[payment]} shop.payment.v1.PaymentService/Deposit
-check "order: PlaceOrder" '"ORDER_STATUS_PENDING"' grpcurl -plaintext "${customer[@]}" -d '{"idempotency_key":"'"$smoke"'","customer_id":"'"$smoke"'","lines":[{"sku":"BOOK","quantity":1}]}' 127.0.0.1:${PORT[order]} shop.order.v1.OrderService/PlaceOrder
-check "order: bad request lists every field" '"field":"lines"' grpcurl -plaintext "${operator[@]}" -d '{"customer_id":"x"}' 127.0.0.1:${PORT[order]} shop.order.v1.OrderService/PlaceOrder
-check "order: another customer's orders are PERMISSION_DENIED" 'Code: PermissionDenied' grpcurl -plaintext "${customer[@]}" -d '{"customer_id":"x"}' 127.0.0.1:${PORT[order]} shop.order.v1.OrderService/ListOrders
+check "inventory: no token is UNAUTHENTICATED" 'Code: Unauthenticated' grpcurl -plaintext -d '{"sku":"BOOK"}' 127.0.0.1:"${PORT[inventory]}" shop.inventory.v1.InventoryService/GetProduct
+check "inventory: GetProduct" '"sku": "BOOK"' grpcurl -plaintext "${customer[@]}" -d '{"sku":"BOOK"}' 127.0.0.1:"${PORT[inventory]}" shop.inventory.v1.InventoryService/GetProduct
+check "inventory: bad sku names the field" '"field":"sku"' grpcurl -plaintext "${customer[@]}" -d '{"sku":"no such sku"}' 127.0.0.1:"${PORT[inventory]}" shop.inventory.v1.InventoryService/GetProduct
+check "inventory: a customer may not change stock" 'Code: PermissionDenied' grpcurl -plaintext "${customer[@]}" -d '{"sku":"BOOK","delta":1000,"reason":"free books"}' 127.0.0.1:"${PORT[inventory]}" shop.inventory.v1.InventoryService/AdjustStock
+check "payment: OpenAccount" '"customerId": "'"$smoke"'"' grpcurl -plaintext "${operator[@]}" -d '{"customer_id":"'"$smoke"'","currency":"EUR"}' 127.0.0.1:"${PORT[payment]}" shop.payment.v1.PaymentService/OpenAccount
+check "payment: a customer may not deposit" 'Code: PermissionDenied' grpcurl -plaintext "${customer[@]}" -d '{"customer_id":"'"$smoke"'","amount":{"amount_minor":10000,"currency":"EUR"},"deposit_id":"'"$smoke"'-self"}' 127.0.0.1:"${PORT[payment]}" shop.payment.v1.PaymentService/Deposit
+check "payment: Deposit" '"amountMinor": "10000"' grpcurl -plaintext "${operator[@]}" -d '{"customer_id":"'"$smoke"'","amount":{"amount_minor":10000,"currency":"EUR"},"deposit_id":"'"$smoke"'"}' 127.0.0.1:"${PORT[payment]}" shop.payment.v1.PaymentService/Deposit
+check "order: PlaceOrder" '"ORDER_STATUS_PENDING"' grpcurl -plaintext "${customer[@]}" -d '{"idempotency_key":"'"$smoke"'","customer_id":"'"$smoke"'","lines":[{"sku":"BOOK","quantity":1}]}' 127.0.0.1:"${PORT[order]}" shop.order.v1.OrderService/PlaceOrder
+check "order: bad request lists every field" '"field":"lines"' grpcurl -plaintext "${operator[@]}" -d '{"customer_id":"x"}' 127.0.0.1:"${PORT[order]}" shop.order.v1.OrderService/PlaceOrder
+check "order: another customer's orders are PERMISSION_DENIED" 'Code: PermissionDenied' grpcurl -plaintext "${customer[@]}" -d '{"customer_id":"x"}' 127.0.0.1:"${PORT[order]}" shop.order.v1.OrderService/ListOrders
 sleep 3
-check "order: ListOrders shows it confirmed" '"ORDER_STATUS_CONFIRMED"' grpcurl -plaintext "${customer[@]}" -d '{"customer_id":"'"$smoke"'"}' 127.0.0.1:${PORT[order]} shop.order.v1.OrderService/ListOrders
-check "notification: ListNotifications" '"order_confirmed"' grpcurl -plaintext "${customer[@]}" -d '{"customer_id":"'"$smoke"'"}' 127.0.0.1:${PORT[notification]} shop.notification.v1.NotificationService/ListNotifications
-check "notification: neither id is refused" '"field":"customer_id"' grpcurl -plaintext "${operator[@]}" -d '{}' 127.0.0.1:${PORT[notification]} shop.notification.v1.NotificationService/ListNotifications
+check "order: ListOrders shows it confirmed" '"ORDER_STATUS_CONFIRMED"' grpcurl -plaintext "${customer[@]}" -d '{"customer_id":"'"$smoke"'"}' 127.0.0.1:"${PORT[order]}" shop.order.v1.OrderService/ListOrders
+check "notification: ListNotifications" '"order_confirmed"' grpcurl -plaintext "${customer[@]}" -d '{"customer_id":"'"$smoke"'"}' 127.0.0.1:"${PORT[notification]}" shop.notification.v1.NotificationService/ListNotifications
+check "notification: neither id is refused" '"field":"customer_id"' grpcurl -plaintext "${operator[@]}" -d '{}' 127.0.0.1:"${PORT[notification]}" shop.notification.v1.NotificationService/ListNotifications
 
 echo "metrics and traces:"
-check "order: /metrics counts confirmed orders" 'shop_orders_confirmed_total' curl -fsS http://127.0.0.1:${METRICS[order]}/metrics
-check "payment: /metrics counts captures" 'shop_payments_captured_total' curl -fsS http://127.0.0.1:${METRICS[payment]}/metrics
-check "notification: /metrics counts deliveries" 'shop_notifications_delivered_total{channel="log"}' curl -fsS http://127.0.0.1:${METRICS[notification]}/metrics
-check "inventory: /metrics has consumer RED" 'shop_consumer_messages_total' curl -fsS http://127.0.0.1:${METRICS[inventory]}/metrics
-check "sales-analytics: /metrics counts its consumer group" 'shop_consumer_messages_total{group="sales-analytics"' curl -fsS http://127.0.0.1:${METRICS[sales-analytics]}/metrics
+check "order: /metrics counts confirmed orders" 'shop_orders_confirmed_total' curl -fsS http://127.0.0.1:"${METRICS[order]}"/metrics
+check "payment: /metrics counts captures" 'shop_payments_captured_total' curl -fsS http://127.0.0.1:"${METRICS[payment]}"/metrics
+check "notification: /metrics counts deliveries" 'shop_notifications_delivered_total{channel="log"}' curl -fsS http://127.0.0.1:"${METRICS[notification]}"/metrics
+check "inventory: /metrics has consumer RED" 'shop_consumer_messages_total' curl -fsS http://127.0.0.1:"${METRICS[inventory]}"/metrics
+check "sales-analytics: /metrics counts its consumer group" 'shop_consumer_messages_total{group="sales-analytics"' curl -fsS http://127.0.0.1:"${METRICS[sales-analytics]}"/metrics
 traces="$SHOP_STATE_DIR/logs/traces.log"
 for _ in $(seq 1 30); do grep -q "notification-service" "$traces" 2>/dev/null && break; sleep 1; done
 check "traces: one PlaceOrder trace reaches the notification service" "notification-service" \

@@ -48,6 +48,7 @@ case "$broker" in
     unset KAFKA_BOOTSTRAP_SERVERS
     ensure_tools
     step "rustfmt" cargo fmt --all --check
+    step "shellcheck: the deploy scripts and CI" shellcheck -x deploy/*.sh deploy/compose/*.sh .ci/run
     step "secrets: detect-secrets over the tracked files (.secrets.baseline), none in k8s/, compose, Dockerfile" \
       deploy/scan-secrets.sh
     step "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
