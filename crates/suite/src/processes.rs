@@ -77,15 +77,39 @@ pub fn binary_path(name: &str) -> PathBuf {
     path
 }
 
-/// A free port on loopback (the kernel's choice; released for the service to bind).
+/// A free port on loopback, released for a service to bind.
+///
+/// Not the kernel's pick (`bind(0)`): that comes from the ephemeral range (32768-60999 on
+/// Linux), the range every outgoing connection of the machine (Kafka clients, database pools,
+/// gRPC channels, of every test running) takes its source port from, so between this release
+/// and the service's bind another connection could take it ("Address already in use", a
+/// service that never serves). The ports here come from 20000-32767, below that range, start at
+/// a place of this process's own and are never handed out twice by it; each is checked
+/// bindable.
 ///
 /// # Panics
-/// When no port can be bound.
+/// When no port of the range is free.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_768;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    // A start of this process's own, so that test binaries running side by side (nextest)
+    // rarely walk the same ports.
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id().wrapping_mul(7919)) % COUNT,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..COUNT {
+        let offset = NEXT.fetch_add(1, Ordering::SeqCst) % COUNT;
+        let port = u16::try_from(FIRST + offset).expect("below 32768");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000-32767");
 }
 
 /// How to run the suite.
