@@ -632,3 +632,33 @@ impl Databases {
         ]
     }
 }
+
+/// Refuses every debit of the accounts of customers `victim-*` with a permanent error (a
+/// check violation), as a database bug or a mistaken constraint would: their payments are
+/// dead-lettered until the cause is fixed ([`fix_the_cause`]).
+///
+/// # Panics
+/// When the payment database refuses the trigger.
+pub async fn refuse_victims_debits(payment: &sqlx::PgPool) {
+    for statement in [
+        "CREATE FUNCTION test_refuse_debits() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN RAISE EXCEPTION 'debits of % refused (a fault the test injected)', OLD.customer_id \
+         USING ERRCODE = 'check_violation'; END $$",
+        "CREATE TRIGGER test_refuse_debits BEFORE UPDATE OF balance_minor ON accounts FOR EACH ROW \
+         WHEN (OLD.customer_id LIKE 'victim-%' AND NEW.balance_minor < OLD.balance_minor) \
+         EXECUTE FUNCTION test_refuse_debits()",
+    ] {
+        sqlx::query(statement).execute(payment).await.unwrap();
+    }
+}
+
+/// Undoes [`refuse_victims_debits`]: the victims' debits go through again.
+///
+/// # Panics
+/// When the trigger cannot be dropped.
+pub async fn fix_the_cause(payment: &sqlx::PgPool) {
+    sqlx::query("DROP TRIGGER test_refuse_debits ON accounts")
+        .execute(payment)
+        .await
+        .unwrap();
+}

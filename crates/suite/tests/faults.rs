@@ -515,29 +515,6 @@ async fn poison_records_amid_valid_orders_stop_nothing() {
     }
 }
 
-/// Refuses every debit of the accounts of customers `victim-*` with a permanent error (a
-/// check violation), as a database bug or a mistaken constraint would: their payments are
-/// dead-lettered until the cause is fixed (the trigger dropped).
-async fn refuse_victims_debits(payment: &PgPool) {
-    for statement in [
-        "CREATE FUNCTION test_refuse_debits() RETURNS trigger LANGUAGE plpgsql AS $$ \
-         BEGIN RAISE EXCEPTION 'debits of % refused (a fault the test injected)', OLD.customer_id \
-         USING ERRCODE = 'check_violation'; END $$",
-        "CREATE TRIGGER test_refuse_debits BEFORE UPDATE OF balance_minor ON accounts FOR EACH ROW \
-         WHEN (OLD.customer_id LIKE 'victim-%' AND NEW.balance_minor < OLD.balance_minor) \
-         EXECUTE FUNCTION test_refuse_debits()",
-    ] {
-        sqlx::query(statement).execute(payment).await.unwrap();
-    }
-}
-
-async fn fix_the_cause(payment: &PgPool) {
-    sqlx::query("DROP TRIGGER test_refuse_debits ON accounts")
-        .execute(payment)
-        .await
-        .unwrap();
-}
-
 /// Places one order of a plentiful product for `customer` and waits until payment has
 /// dead-lettered its `PaymentRequested`.
 async fn order_dead_lettered_at_payment(
@@ -654,7 +631,7 @@ async fn a_whole_topic_replay_applies_nothing_twice() {
     let _slot = SLOT.acquire().await.unwrap();
     let (mut suite, shop) = open(TestKafka::start()).await;
     suite.account("victim-0", 10_000).await.unwrap();
-    refuse_victims_debits(&suite.dbs.payment).await;
+    harness::refuse_victims_debits(&suite.dbs.payment).await;
 
     let stream = suite.stream_shop(20, Duration::from_secs(10), &shop);
     // An order whose payment is dead-lettered, then cancelled by its customer.
@@ -675,7 +652,7 @@ async fn a_whole_topic_replay_applies_nothing_twice() {
     report.assert_clean();
     let before = snapshot(&suite).await;
     // The operator fixes the cause, and (the dead-letter row still there) replays every topic.
-    fix_the_cause(&suite.dbs.payment).await;
+    harness::fix_the_cause(&suite.dbs.payment).await;
 
     for service in Service::ALL {
         assert!(
@@ -743,7 +720,7 @@ async fn a_dead_letter_re_driven_after_the_customer_cancelled_takes_no_money() {
     for victim in ["victim-kept", "victim-deleted"] {
         suite.account(victim, 10_000).await.unwrap();
     }
-    refuse_victims_debits(&suite.dbs.payment).await;
+    harness::refuse_victims_debits(&suite.dbs.payment).await;
     let stream = suite.stream_shop(20, Duration::from_secs(10), &shop);
     let kept = order_dead_lettered_at_payment(&mut suite, &shop, "victim-kept").await;
     let deleted = order_dead_lettered_at_payment(&mut suite, &shop, "victim-deleted").await;
@@ -766,7 +743,7 @@ async fn a_dead_letter_re_driven_after_the_customer_cancelled_takes_no_money() {
     // The operator fixes the cause and re-drives the dead letters onto the topic with their
     // original headers: one with its dead-letter row still there (as the review reproduced),
     // one after deleting it (the documented procedure).
-    fix_the_cause(&suite.dbs.payment).await;
+    harness::fix_the_cause(&suite.dbs.payment).await;
     sqlx::query("DELETE FROM eventing_dead_letter WHERE error LIKE '%victim-deleted%'")
         .execute(&suite.dbs.payment)
         .await

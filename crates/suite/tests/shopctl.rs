@@ -106,28 +106,6 @@ fn listed(suite: &ProcessSuite, args: &[&str]) -> Vec<(String, String, u64)> {
         .collect()
 }
 
-/// Refuses every debit of the accounts of customers `victim-*` with a permanent error, as a
-/// database bug would (the same fault as crates/suite/tests/faults.rs).
-async fn refuse_victims_debits(payment: &PgPool) {
-    for statement in [
-        "CREATE FUNCTION test_refuse_debits() RETURNS trigger LANGUAGE plpgsql AS $$ \
-         BEGIN RAISE EXCEPTION 'debits of % refused (a fault the test injected)', OLD.customer_id \
-         USING ERRCODE = 'check_violation'; END $$",
-        "CREATE TRIGGER test_refuse_debits BEFORE UPDATE OF balance_minor ON accounts FOR EACH ROW \
-         WHEN (OLD.customer_id LIKE 'victim-%' AND NEW.balance_minor < OLD.balance_minor) \
-         EXECUTE FUNCTION test_refuse_debits()",
-    ] {
-        sqlx::query(statement).execute(payment).await.unwrap();
-    }
-}
-
-async fn fix_the_cause(payment: &PgPool) {
-    sqlx::query("DROP TRIGGER test_refuse_debits ON accounts")
-        .execute(payment)
-        .await
-        .unwrap();
-}
-
 async fn balance(payment: &PgPool, customer: &str) -> i64 {
     sqlx::query_scalar("SELECT balance_minor FROM accounts WHERE customer_id = $1")
         .bind(customer)
@@ -192,7 +170,7 @@ async fn shopctl_diagnoses_and_re_drives_a_dead_letter_and_runs_every_command() 
     let shop: Shop = suite.open_shop(&ShopSpec::default()).await.unwrap();
     let victim = "victim-shopctl";
     suite.account(victim, 10_000).await.unwrap();
-    refuse_victims_debits(&suite.dbs.payment).await;
+    harness::refuse_victims_debits(&suite.dbs.payment).await;
 
     // Help on every level.
     for args in [
@@ -342,7 +320,7 @@ async fn shopctl_diagnoses_and_re_drives_a_dead_letter_and_runs_every_command() 
     assert!(!refused.status.success());
 
     // The fix, then the replay: applied once.
-    fix_the_cause(&suite.dbs.payment).await;
+    harness::fix_the_cause(&suite.dbs.payment).await;
     let replayed = ok(&suite, &["dlq", "replay", "--order-id", &order_id]);
     show(
         &format!("shopctl dlq replay --order-id {order_id}   # after the fix"),
