@@ -191,58 +191,28 @@ _shop_pg_answers() {
   return 1
 }
 
-# Prints the bin directory of the newest installed PostgreSQL server (initdb, pg_ctl, postgres),
-# or of major version $1 when given and installed.
-_shop_pg_bindir() {
-  local want=${1:-} dir major best="" best_major=0 cand=()
-  for dir in /usr/lib/postgresql/*/bin /usr/pgsql-*/bin /usr/local/pgsql/bin; do
-    [ -d "$dir" ] && cand+=("$dir")
-  done
-  if command -v pg_config >/dev/null 2>&1; then
-    dir=$(pg_config --bindir 2>/dev/null) && [ -n "$dir" ] && cand+=("$dir")
-  fi
-  for dir in "${cand[@]}"; do
-    if [ ! -x "$dir/initdb" ] || [ ! -x "$dir/pg_ctl" ] || [ ! -x "$dir/postgres" ]; then continue; fi
-    major=$("$dir/pg_ctl" --version 2>/dev/null | sed -n 's/.* \([0-9][0-9]*\)[.0-9]*.*/\1/p' | head -n 1)
-    [ -n "$major" ] || continue
-    if [ -n "$want" ]; then
-      if [ "$major" = "$want" ]; then
-        printf '%s\n' "$dir"
-        return 0
-      fi
-    elif [ "$major" -gt "$best_major" ]; then
-      best=$dir best_major=$major
-    fi
-  done
-  [ -n "$best" ] || return 1
-  printf '%s\n' "$best"
-}
-
-# Where the private cluster lives: $SHOP_STATE_DIR/pg (data/, server.log, the socket). When we
-# are root, the postgres OS user runs it and must be able to reach that directory; if a parent
-# is closed to it (e.g. a checkout under /root), a directory under /var/tmp is used instead.
-_shop_pg_home() {
-  local home="$SHOP_STATE_DIR/pg"
-  if [ "$(id -u)" = 0 ] && id postgres >/dev/null 2>&1 &&
-    ! runuser -u postgres -- test -x "$SHOP_STATE_DIR" 2>/dev/null; then
-    home="/var/tmp/shop-pg-$(printf '%s' "$SHOP_STATE_DIR" | cksum | cut -d' ' -f1)"
-  fi
-  printf '%s\n' "$home"
-}
-
-# Runs a PostgreSQL server command as the user owning the private cluster.
-_shop_pg_as() {
-  if [ "$(id -u)" = 0 ]; then
-    runuser -u postgres -- "$@"
-  else
-    "$@"
-  fi
+# The private cluster is run by shop-postgres (crates/pgcluster, `shop-postgres --help`): initdb,
+# its settings, pg_ctl start/stop as the postgres OS user when we are root, its home
+# ($SHOP_STATE_DIR/pg, or under /var/tmp when the postgres user cannot enter $SHOP_STATE_DIR).
+# _shop_pg_tool builds it (seconds, once: it depends on anyhow only) -> _SHOP_PG_TOOL, its path.
+_SHOP_PG_TOOL=
+_shop_pg_tool() {
+  [ -z "$_SHOP_PG_TOOL" ] || return 0
+  command -v cargo >/dev/null 2>&1 ||
+    shop_die "cargo not found: the private PostgreSQL is run by shop-postgres (crates/pgcluster), built with cargo"
+  local target=${CARGO_TARGET_DIR:-target}
+  case "$target" in /*) ;; *) target="$_SHOP_ROOT/$target" ;; esac
+  (cd "$_SHOP_ROOT" && cargo build --locked -q -p shop-pgcluster --bin shop-postgres) ||
+    shop_die "cargo build -p shop-pgcluster --bin shop-postgres failed"
+  [ -x "$target/debug/shop-postgres" ] || shop_die "cargo built no $target/debug/shop-postgres"
+  _SHOP_PG_TOOL="$target/debug/shop-postgres"
 }
 
 # ensure_postgres: exports DATABASE_URL (the `postgres` database of a server that answers) and
 # SHOP_PG_KIND. In order: (a) DATABASE_URL as given, (b) 127.0.0.1:5432 as user postgres,
-# (c) a private cluster in $SHOP_STATE_DIR/pg on 127.0.0.1:${SHOP_PG_PORT:-55432}, started
-# (or reused) from the newest installed server binaries, (d) fail saying what to install.
+# (c) a private cluster in $SHOP_STATE_DIR/pg on 127.0.0.1:${SHOP_PG_PORT:-55432}, created,
+# started or reused by shop-postgres from the newest installed server binaries (Debian's
+# postgresql package installed first if there are none), (d) fail saying what to install.
 ensure_postgres() {
   _shop_state
   command -v psql >/dev/null 2>&1 ||
@@ -267,20 +237,15 @@ $_SHOP_PG_ERR"
   fi
 
   # (c) a private cluster
-  local home data log port="${SHOP_PG_PORT:-55432}" bindir version="" sockdir
-  home=$(_shop_pg_home)
-  data="$home/data" log="$home/server.log"
-  [ -f "$data/PG_VERSION" ] && version=$(cat "$data/PG_VERSION")
-  if [ -n "$version" ]; then
-    bindir=$(_shop_pg_bindir "$version") ||
-      shop_die "the private cluster in $data is PostgreSQL $version, whose server binaries are not installed (apt-get install postgresql-$version), or remove $home"
-  else
-    local why="nothing answers on 127.0.0.1:5432"
-    [ -z "${SHOP_PG_FORCE_PRIVATE:-}" ] || why="127.0.0.1:5432 skipped by SHOP_PG_FORCE_PRIVATE"
-    if ! bindir=$(_shop_pg_bindir); then
-      _shop_install_postgres "$why"
-      bindir=$(_shop_pg_bindir) || shop_die "apt-get installed postgresql, yet no server binaries are found"
-    fi
+  local why="nothing answers on 127.0.0.1:5432" err rc=0
+  [ -z "${SHOP_PG_FORCE_PRIVATE:-}" ] || why="127.0.0.1:5432 skipped by SHOP_PG_FORCE_PRIVATE"
+  _shop_pg_tool
+  # Exit status 3: no server binaries installed at all.
+  err=$("$_SHOP_PG_TOOL" bindir --state-dir "$SHOP_STATE_DIR" 2>&1 >/dev/null) || rc=$?
+  if [ "$rc" = 3 ]; then
+    _shop_install_postgres "$why"
+  elif [ "$rc" != 0 ]; then
+    shop_die "$err"
   fi
   if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
     # initdb refuses to run as root: the private cluster runs as the postgres OS user.
@@ -288,60 +253,14 @@ $_SHOP_PG_ERR"
     useradd --system --user-group --home-dir /var/lib/postgresql --shell /bin/bash postgres ||
       shop_die "could not create the postgres OS user (the private cluster cannot run as root)"
   fi
-
   _shop_lock pg
-  mkdir -p -- "$home" || shop_die "cannot create $home"
-  chmod 700 "$home" || shop_die "cannot chmod $home"
-  if [ "$(id -u)" = 0 ]; then
-    chown postgres: "$home" || shop_die "cannot hand $home to the postgres user"
-  fi
-  if [ ! -f "$data/PG_VERSION" ]; then
-    if [ "$home" != "$SHOP_STATE_DIR/pg" ]; then
-      shop_say "PostgreSQL: the postgres OS user cannot enter $SHOP_STATE_DIR; using $home instead"
-    fi
-    shop_say "PostgreSQL: creating a private cluster in $data ($bindir)"
-    rm -rf -- "$data"
-    if ! _shop_pg_as "$bindir/initdb" -D "$data" -U postgres --auth=trust --encoding=UTF8 --locale=C \
-      >"$home/initdb.log" 2>&1; then
-      _shop_log_tail "$home/initdb.log"
-      shop_die "initdb failed (log: $home/initdb.log)"
-    fi
-    printf "\n# deploy/lib.sh: the settings of the private test cluster\ninclude_if_exists 'shop.conf'\n" \
-      >>"$data/postgresql.conf" || shop_die "cannot write $data/postgresql.conf"
-  fi
-
-  if _shop_pg_as "$bindir/pg_ctl" -D "$data" status >/dev/null 2>&1; then
-    # Running already (started by an earlier script): use it on the port it listens on.
-    local running
-    running=$(sed -n 4p "$data/postmaster.pid" 2>/dev/null)
-    [ -n "$running" ] && port=$running
-  else
-    # The socket goes in $home unless that path is too long for a Unix socket (107 bytes).
-    sockdir=$home
-    [ ${#sockdir} -le 80 ] || sockdir=""
-    cat >"$data/shop.conf" <<CONF || shop_die "cannot write $data/shop.conf"
-# Written by deploy/lib.sh at each start of the private cluster.
-listen_addresses = '127.0.0.1'
-port = $port
-unix_socket_directories = '$sockdir'
-max_connections = 300
-shared_buffers = 256MB
-max_wal_size = 2GB
-CONF
-    if [ "$(id -u)" = 0 ]; then chown postgres: "$data/shop.conf"; fi
-    if ! _shop_pg_as "$bindir/pg_ctl" -D "$data" -l "$log" -w -t 60 start \
-      >"$home/pg_ctl.log" 2>&1 {_SHOP_LOCK_FD}>&-; then
-      cat "$home/pg_ctl.log" >&2 || true
-      _shop_log_tail "$log"
-      shop_die "the private PostgreSQL did not start on 127.0.0.1:$port (log: $log); if the port is taken, choose another with SHOP_PG_PORT"
-    fi
-  fi
+  # The lock's descriptor closed, so that the server does not inherit (and hold) it.
+  url=$("$_SHOP_PG_TOOL" up --state-dir "$SHOP_STATE_DIR" --port "${SHOP_PG_PORT:-55432}" {_SHOP_LOCK_FD}>&-) ||
+    shop_die "no private PostgreSQL: shop-postgres up failed (above)"
   _shop_unlock
-
-  url="postgres://postgres@127.0.0.1:$port/postgres"
-  _shop_pg_answers "$url" || shop_die "the private PostgreSQL in $data does not answer at $url: $_SHOP_PG_ERR"
+  _shop_pg_answers "$url" || shop_die "the private PostgreSQL does not answer at $url: $_SHOP_PG_ERR"
   export DATABASE_URL="$url" SHOP_PG_KIND=private
-  shop_say "PostgreSQL: private cluster $DATABASE_URL ($data; stop_private_postgres stops it)"
+  shop_say "PostgreSQL: private cluster $DATABASE_URL (shop-postgres; stop_private_postgres stops it)"
 }
 
 # _shop_install_postgres WHY: installs Debian's postgresql package (server binaries and the
@@ -366,22 +285,9 @@ _shop_install_postgres() {
 # stop_private_postgres: stops the private cluster if it runs (it is kept between scripts).
 stop_private_postgres() {
   _shop_state
-  local home data bindir version
-  home=$(_shop_pg_home)
-  data="$home/data"
-  if [ ! -f "$data/PG_VERSION" ]; then
-    shop_say "PostgreSQL: no private cluster in $data"
-    return 0
-  fi
-  version=$(cat "$data/PG_VERSION")
-  bindir=$(_shop_pg_bindir "$version") || shop_die "the PostgreSQL $version server binaries are missing"
-  if _shop_pg_as "$bindir/pg_ctl" -D "$data" status >/dev/null 2>&1; then
-    _shop_pg_as "$bindir/pg_ctl" -D "$data" -m fast -w -t 60 stop >/dev/null ||
-      shop_die "pg_ctl stop failed for $data"
-    shop_say "PostgreSQL: stopped the private cluster in $data"
-  else
-    shop_say "PostgreSQL: the private cluster in $data is not running"
-  fi
+  _shop_pg_tool
+  "$_SHOP_PG_TOOL" down --state-dir "$SHOP_STATE_DIR" ||
+    shop_die "could not stop the private PostgreSQL: shop-postgres down failed (above)"
   if [ "${SHOP_PG_KIND:-}" = private ]; then unset DATABASE_URL SHOP_PG_KIND; fi
 }
 

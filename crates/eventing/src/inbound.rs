@@ -200,6 +200,33 @@ impl InboundEvent {
         self.event_type.as_deref() == Some(T::full_name().as_str())
     }
 
+    /// Decodes the payload as `T` when the record carries event type `T`, `None` when it
+    /// carries another: one line per event type a handler applies.
+    ///
+    /// ```
+    /// # use shop_eventing::{HandlerError, InboundEvent};
+    /// use shop_proto::order::v1::OrderConfirmed;
+    ///
+    /// fn total(event: &InboundEvent) -> Result<Option<i64>, HandlerError> {
+    ///     let Some(confirmed) = event.decode_if::<OrderConfirmed>()? else {
+    ///         return Ok(None); // not ours
+    ///     };
+    ///     Ok(confirmed.total.map(|m| m.amount_minor))
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`InboundEvent::decode`], for a record of type `T` that is malformed.
+    pub fn decode_if<T: prost::Message + prost::Name + Default + shop_proto::Untrusted>(
+        &self,
+    ) -> Result<Option<T>, HandlerError> {
+        if self.is::<T>() {
+            self.decode().map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
     /// Decodes the payload as `T`.
     ///
     /// ```

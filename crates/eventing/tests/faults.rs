@@ -163,8 +163,10 @@ async fn a_transient_failure_is_retried_for_as_long_as_it_lasts_while_other_part
     // It shows: one partition of the topic waits, and for how long.
     let retrying = |name: &str| metric(&registry, name, &[("group", &group), ("topic", &topic)]);
     assert_eq!(retrying("shop_consumer_retrying_records"), Some(1.0));
+    // Positive (how much depends on how fast the tries went: 0.43 s was seen on a loaded
+    // machine); that it grows while the record waits is checked below.
     let waited = retrying("shop_consumer_retrying_seconds").unwrap();
-    assert!(waited > 0.5 && waited < 60.0, "{waited}");
+    assert!(waited > 0.0 && waited < 60.0, "{waited}");
 
     // Longer than max.poll.interval.ms: the member stays in the group, and the other
     // partition's records still flow.

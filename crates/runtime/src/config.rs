@@ -175,12 +175,14 @@ impl Identity {
 /// | `<P>_METRICS_ADDR` | Prometheus `/metrics` listen address [`0.0.0.0:<metrics_port>`] |
 /// | `<P>_ADMIN_ADDR` | admin gRPC API listen address, operators only (`shopctl`; never exposed to ordinary clients) [`0.0.0.0:<admin_port>`] |
 /// | `<P>_DATABASE_URL` or `DATABASE_URL` | its own database [`postgres://postgres@127.0.0.1:5432/<database>`] |
-/// | `<P>_DB_MAX_CONNECTIONS` | pool size [`10`] |
+/// | `<P>_DB_MAX_CONNECTIONS` | the API's pool size [`10`] |
+/// | `<P>_CONSUMER_DB_CONNECTIONS` | the consumer's own connections, which API traffic cannot take [`3`] |
 /// | `KAFKA_BOOTSTRAP_SERVERS` | Kafka [`127.0.0.1:9092`]; the login comes from `KAFKA_SECURITY_*`, `KAFKA_SASL_*`, `KAFKA_SSL_*` ([`crate::kafka`]) |
 /// | `<P>_CONSUMER_GROUP` | consumer group and inbox name [`<binary>`] |
 /// | `KAFKA_SESSION_TIMEOUT_MS` | how long the group waits for a dead member [`10000`] |
 /// | `<P>_INBOX_RETENTION_MS` | how long inbox rows (and published dead-letter rows) are kept: at least the `retention.ms` + `segment.ms` of the topics it consumes (`shop_eventing::Retention`) [`1296000000`: 15 days] |
 /// | `GRPC_REQUEST_TIMEOUT_MS` | longest a call may run [`10000`] |
+/// | `<P>_API_MAX_IN_FLIGHT` | calls of the public API in flight at once; one more is refused at once with `RESOURCE_EXHAUSTED` and a `RetryInfo` ([`crate::admission`]) [`64`] |
 /// | `AUTH_JWKS_FILE` or `AUTH_JWKS_URL`, `AUTH_ISSUER`, `AUTH_AUDIENCE`, `AUTH_JWKS_REFRESH_MS` | how callers' bearer tokens are checked: [`crate::auth::AuthSettings`] (a JWKS is required) |
 #[derive(Clone, Debug)]
 pub struct ServiceSettings {
@@ -191,6 +193,8 @@ pub struct ServiceSettings {
     pub admin_addr: SocketAddr,
     pub database_url: String,
     pub db_max_connections: u32,
+    /// The consumer's own connections, outside the API's pool (`db_max_connections`).
+    pub consumer_db_connections: u32,
     pub kafka_bootstrap_servers: String,
     /// The service's consumer group, and the name of its inbox.
     pub consumer_group: String,
@@ -198,6 +202,8 @@ pub struct ServiceSettings {
     /// How long the consumer's inbox and dead-letter rows are kept.
     pub inbox_retention: Duration,
     pub request_timeout: Duration,
+    /// How many calls of the public API may be in flight at once ([`crate::admission`]).
+    pub api_max_in_flight: usize,
     /// How callers are authenticated.
     pub auth: crate::auth::AuthSettings,
 }
@@ -219,6 +225,7 @@ impl ServiceSettings {
                 &format!("postgres://postgres@127.0.0.1:5432/{}", identity.database),
             ),
             db_max_connections: parse(&format!("{p}_DB_MAX_CONNECTIONS"), 10)?,
+            consumer_db_connections: parse(&format!("{p}_CONSUMER_DB_CONNECTIONS"), 3)?,
             kafka_bootstrap_servers: string("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
             consumer_group: string(&format!("{p}_CONSUMER_GROUP"), identity.binary),
             session_timeout: millis("KAFKA_SESSION_TIMEOUT_MS", Duration::from_secs(10))?,
@@ -227,6 +234,7 @@ impl ServiceSettings {
                 shop_eventing::Retention::default().window,
             )?,
             request_timeout: millis("GRPC_REQUEST_TIMEOUT_MS", Duration::from_secs(10))?,
+            api_max_in_flight: parse(&format!("{p}_API_MAX_IN_FLIGHT"), 64)?,
             auth: crate::auth::AuthSettings::from_env()?,
         })
     }
@@ -247,11 +255,13 @@ impl ServiceSettings {
             admin_addr: any,
             database_url: database_url.into(),
             db_max_connections: 10,
+            consumer_db_connections: 3,
             kafka_bootstrap_servers: kafka_bootstrap_servers.into(),
             consumer_group: format!("{}-{}", identity.binary, uuid::Uuid::new_v4().simple()),
             session_timeout: Duration::from_secs(6),
             inbox_retention: shop_eventing::Retention::default().window,
             request_timeout: Duration::from_secs(10),
+            api_max_in_flight: 64,
             auth,
         }
     }

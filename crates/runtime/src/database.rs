@@ -91,3 +91,14 @@ pub async fn connect(
         }
     }
 }
+
+/// A pool of its own for one part of the service (a consumer), with the connections of `pool`
+/// (its URL and [`SESSION_SETTINGS`]) but none of its connections: what holds every connection
+/// of `pool` (a burst of API calls, each waiting for one) cannot delay that part. Connects
+/// lazily, when the part first needs a connection.
+pub fn own_pool(pool: &PgPool, max_connections: u32) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_lazy_with(pool.connect_options().as_ref().clone())
+}

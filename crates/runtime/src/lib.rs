@@ -24,6 +24,7 @@
 //!   skeleton builds and runs the rest.
 
 pub mod admin;
+pub mod admission;
 pub mod auth;
 pub mod config;
 pub mod database;

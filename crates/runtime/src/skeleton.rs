@@ -23,6 +23,7 @@ use tonic::server::NamedService;
 use tonic::service::Routes;
 
 use crate::admin::AdminApi;
+use crate::admission::Admission;
 use crate::auth::Authenticator;
 use crate::config::{Identity, ServiceSettings, Settings};
 use crate::observability::Observability;
@@ -35,21 +36,11 @@ pub trait Service: Sized + 'static {
     const IDENTITY: Identity;
     /// Its settings ([`ServiceSettings`] and its own).
     type Settings: Settings + Send + Sync + std::fmt::Debug + 'static;
-    /// What it loads before it opens its database, so that a missing file or a bad URL stops
-    /// it before anything listens (the order service's own token, the notification service's
-    /// delivery channel); `()` for none.
-    type Prepared: Send + std::fmt::Debug + 'static;
-
-    /// Its own schema (the eventing tables come with `shop_eventing::migrate`).
-    fn migrations() -> &'static Migrator;
-
-    /// Loads what [`Service::Prepared`] holds.
-    ///
-    /// # Errors
-    /// When it cannot: the service does not start.
-    fn prepare(
-        settings: &Self::Settings,
-    ) -> impl Future<Output = anyhow::Result<Self::Prepared>> + Send;
+    /// What it loads before it opens its database ([`Prepare`]); `()` for nothing.
+    type Prepared: Prepare<Self::Settings>;
+    /// Its own schema, `sqlx::migrate!("./migrations")` (the eventing tables come with
+    /// `shop_eventing::migrate`).
+    const MIGRATIONS: Migrator;
 
     /// Builds the service's parts on `wiring` (its outbox, its consumer, its tasks) and
     /// returns its public gRPC API.
@@ -63,9 +54,28 @@ pub trait Service: Sized + 'static {
     ) -> anyhow::Result<Api>;
 }
 
-/// A service's public gRPC API: its routes and the name its health checks ask for.
+/// What a service loads before it opens its database, so that a missing file or a bad URL
+/// stops it before anything listens (the order service's own token, the notification service's
+/// delivery channel).
+pub trait Prepare<S>: Sized + Send + std::fmt::Debug + 'static {
+    /// Loads it from the settings.
+    ///
+    /// # Errors
+    /// When it cannot: the service does not start.
+    fn load(settings: &S) -> impl Future<Output = anyhow::Result<Self>> + Send;
+}
+
+/// Nothing to load.
+impl<S: Sync> Prepare<S> for () {
+    async fn load(_: &S) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// A service's public gRPC API: its server behind the process's [`Admission`] limit, and the
+/// name its health checks ask for.
 pub struct Api {
-    routes: Routes,
+    routes: Box<dyn FnOnce(&Admission) -> Routes + Send>,
     name: &'static str,
 }
 
@@ -81,17 +91,19 @@ impl Api {
     /// The API `server` serves (a tonic-generated `…Server`).
     pub fn new<S>(server: S) -> Self
     where
-        S: tower_service::Service<http::Request<Body>, Error = Infallible>
-            + NamedService
+        S: tower_service::Service<
+                http::Request<Body>,
+                Response = http::Response<Body>,
+                Error = Infallible,
+            > + NamedService
             + Clone
             + Send
             + Sync
             + 'static,
-        S::Response: axum::response::IntoResponse,
         S::Future: Send + 'static,
     {
         Self {
-            routes: Routes::new(server),
+            routes: Box::new(move |admission| Routes::new(admission.admit(server))),
             name: S::NAME,
         }
     }
@@ -155,7 +167,8 @@ impl Wiring {
     }
 
     /// Runs `handler` as the service's consumer of `topics`, in its consumer group, with its
-    /// session timeout and inbox retention; the admin API sees its dead letters.
+    /// session timeout and inbox retention and with database connections of its own (not the
+    /// API's pool); the admin API sees its dead letters.
     ///
     /// # Errors
     /// When the Kafka consumer cannot be built.
@@ -171,7 +184,11 @@ impl Wiring {
         config.session_timeout = self.settings.session_timeout;
         config.retention.window = self.settings.inbox_retention;
         self.edit_admin(|admin| admin.consumer(&config));
-        let consumer = Consumer::new(self.pool.clone(), &self.kafka, config, handler)?;
+        // Its own connections: API calls waiting for the service's pool (PlaceOrder at a
+        // campaign's peak) would otherwise delay the very saga steps that finish the orders
+        // they placed, and the backlog would feed itself.
+        let pool = crate::database::own_pool(&self.pool, self.settings.consumer_db_connections);
+        let consumer = Consumer::new(pool, &self.kafka, config, handler)?;
         let shutdown = self.shutdown.clone();
         self.task(label, async move { Ok(consumer.run(shutdown).await?) });
         Ok(())
@@ -229,11 +246,11 @@ impl<S: Service> Application<S> {
         let common = settings.service();
         // First: without its callers' keys the service could serve nobody.
         let auth = Authenticator::load(&common.auth).await?;
-        let prepared = S::prepare(&settings).await?;
+        let prepared = S::Prepared::load(&settings).await?;
         let bound = Bound::open(
             &common.database_url,
             common.db_max_connections,
-            S::migrations(),
+            &S::MIGRATIONS,
             Ports {
                 grpc: common.grpc_addr,
                 metrics: common.metrics_addr,
@@ -307,9 +324,10 @@ impl<S: Service> Application<S> {
             tasks,
             ..
         } = wiring;
+        let admission = Admission::new(common.api_max_in_flight);
         let mut runner = ServiceRunner::new(
             grpc,
-            api.routes,
+            (api.routes)(&admission),
             api.name,
             common.request_timeout,
             auth,
@@ -339,7 +357,7 @@ pub async fn main<S: Service>() -> anyhow::Result<()> {
     let settings = S::Settings::from_env()?;
     let shutdown = crate::shutdown::on_signal();
     if command == Command::Migrate {
-        crate::service::migrate(&settings.service().database_url, S::migrations(), &shutdown)
+        crate::service::migrate(&settings.service().database_url, &S::MIGRATIONS, &shutdown)
             .await?;
         tracing::info!("{binary} database migrated.");
         return Ok(());

@@ -133,6 +133,16 @@ pub fn unavailable(message: impl Into<String>, retry_after: Duration) -> Status 
     )
 }
 
+/// `RESOURCE_EXHAUSTED` with a `RetryInfo`: the service is at its capacity and refuses the call
+/// instead of queuing it; the client may come back after `retry_after`.
+pub fn resource_exhausted(message: impl Into<String>, retry_after: Duration) -> Status {
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        message,
+        ErrorDetails::with_retry_info(Some(retry_after)),
+    )
+}
+
 /// `INTERNAL` without details: the cause is logged here, never sent to the client.
 pub fn internal(error: &anyhow::Error) -> Status {
     tracing::error!(error = ?error, "Internal error.");
@@ -170,6 +180,13 @@ pub enum ServiceError {
     /// A dependency is down, slow or shed: the client may retry after `retry_after`.
     #[error("{reason}")]
     Unavailable {
+        reason: String,
+        retry_after: Duration,
+    },
+    /// The service is at its capacity (its backlog of unfinished work is full): refused rather
+    /// than accepted and finished late; the client may retry after `retry_after`.
+    #[error("{reason}")]
+    Overloaded {
         reason: String,
         retry_after: Duration,
     },
@@ -219,6 +236,10 @@ impl From<ServiceError> for Status {
                 reason,
                 retry_after,
             } => unavailable(reason, retry_after),
+            ServiceError::Overloaded {
+                reason,
+                retry_after,
+            } => resource_exhausted(reason, retry_after),
             ServiceError::Unexpected(e) => internal(&e),
         }
     }

@@ -87,6 +87,7 @@ impl ProcessSuite {
             group_suffix: uuid::Uuid::new_v4().simple().to_string(),
             otlp_endpoint: None,
             env,
+            local: None,
         };
         for topic in [
             &config.order_events_topic,

@@ -77,40 +77,11 @@ pub fn binary_path(name: &str) -> PathBuf {
     path
 }
 
-/// A free port on loopback, released for a service to bind.
-///
-/// Not the kernel's pick (`bind(0)`): that comes from the ephemeral range (32768-60999 on
-/// Linux), the range every outgoing connection of the machine (Kafka clients, database pools,
-/// gRPC channels, of every test running) takes its source port from, so between this release
-/// and the service's bind another connection could take it ("Address already in use", a
-/// service that never serves). The ports here come from 20000-32767, below that range, start at
-/// a place of this process's own and are never handed out twice by it; each is checked
-/// bindable.
-///
-/// # Panics
-/// When no port of the range is free.
-pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    const FIRST: u32 = 20_000;
-    const COUNT: u32 = 12_768;
-    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
-    // A start of this process's own, so that test binaries running side by side (nextest)
-    // rarely walk the same ports.
-    let _ = NEXT.compare_exchange(
-        u32::MAX,
-        (std::process::id().wrapping_mul(7919)) % COUNT,
-        Ordering::SeqCst,
-        Ordering::SeqCst,
-    );
-    for _ in 0..COUNT {
-        let offset = NEXT.fetch_add(1, Ordering::SeqCst) % COUNT;
-        let port = u16::try_from(FIRST + offset).expect("below 32768");
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port in 20000-32767");
-}
+/// A free port on loopback, released for a service to bind: from 20000-32767, below the
+/// ephemeral range that outgoing connections take their source ports from, never handed out
+/// twice in this process (the one rule of the workspace: `shop_pgcluster::free_port`, which
+/// the tests' PostgreSQL clusters take their ports from too).
+pub use shop_testkit::free_port;
 
 /// How to run the suite.
 #[derive(Clone, Debug)]
@@ -127,12 +98,33 @@ pub struct SuiteConfig {
     pub otlp_endpoint: Option<String>,
     /// More variables, for every service.
     pub env: Vec<(String, String)>,
+    /// A local run's settings (`shop-run`, which `deploy/run.sh` starts) instead of a test's.
+    pub local: Option<LocalRun>,
+}
+
+/// How a local run of the suite (`shop-run`) starts the services where a test's would differ:
+/// on the topology's ports, with their output kept, trusting the callers its variables name
+/// (`SuiteConfig::env`: `AUTH_JWKS_FILE`, ...) rather than the test issuer, logged at `info`,
+/// with the production timers.
+#[derive(Clone, Debug)]
+pub struct LocalRun {
+    /// Each service's gRPC, metrics and admin ports.
+    pub ports: HashMap<Service, [u16; 3]>,
+    /// Where each process's output goes (`<service>.log`); kept.
+    pub logs: PathBuf,
+    /// Variables of one service only (its Kafka login, the order service's own token).
+    pub service_env: HashMap<Service, Vec<(String, String)>>,
 }
 
 impl SuiteConfig {
-    /// The consumer group (and inbox name) of `service`: `<binary>-<group_suffix>`.
+    /// The consumer group (and inbox name) of `service`: `<binary>-<group_suffix>`, or the
+    /// binary's name (its group in production) when the suffix is empty.
     pub fn group(&self, service: Service) -> String {
-        format!("{}-{}", service.binary(), self.group_suffix)
+        if self.group_suffix.is_empty() {
+            service.binary()
+        } else {
+            format!("{}-{}", service.binary(), self.group_suffix)
+        }
     }
 }
 
@@ -180,7 +172,9 @@ impl Drop for SuiteProcesses {
                 let _ = child.wait();
             }
         }
-        if std::thread::panicking() {
+        if self.config.local.is_some() {
+            // A local run's output is the operator's to read.
+        } else if std::thread::panicking() {
             eprintln!("the services' output is kept in {}", self.logs.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.logs);
@@ -195,7 +189,42 @@ impl SuiteProcesses {
     /// # Errors
     /// When a process cannot be started or does not come up within a minute.
     pub async fn start(config: SuiteConfig) -> anyhow::Result<(Self, Clients)> {
-        let logs = std::env::temp_dir().join(format!("shop-suite-{}", config.group_suffix));
+        let mut suite = Self::launch(config)?;
+        let clients = match Clients::connect(
+            &suite.endpoints(),
+            Duration::from_secs(60),
+            &shop_testkit::test_auth().operator(),
+        )
+        .await
+        {
+            Ok(clients) => clients,
+            Err(e) => return Err(e.context(suite.reports())),
+        };
+        Ok((suite, clients))
+    }
+
+    /// Starts the four services of a local run (`config.local` set) and waits until each
+    /// reports SERVING.
+    ///
+    /// # Errors
+    /// When a process cannot be started or does not come up within `patience`.
+    pub async fn start_local(config: SuiteConfig, patience: Duration) -> anyhow::Result<Self> {
+        anyhow::ensure!(config.local.is_some(), "start_local needs config.local");
+        let mut suite = Self::launch(config)?;
+        for service in Service::ALL {
+            if let Err(e) = crate::clients::wait_serving(&suite.url(service, 0), patience).await {
+                return Err(e.context(suite.reports()));
+            }
+        }
+        Ok(suite)
+    }
+
+    /// Starts replica 0 of the four services, not waiting for them.
+    fn launch(config: SuiteConfig) -> anyhow::Result<Self> {
+        let logs = match &config.local {
+            Some(local) => local.logs.clone(),
+            None => std::env::temp_dir().join(format!("shop-suite-{}", config.group_suffix)),
+        };
         std::fs::create_dir_all(&logs)?;
         let mut suite = Self {
             config,
@@ -211,23 +240,16 @@ impl SuiteProcesses {
         ] {
             suite.add(service, Vec::new())?;
         }
-        let clients = match Clients::connect(
-            &suite.endpoints(),
-            Duration::from_secs(60),
-            &shop_testkit::test_auth().operator(),
-        )
-        .await
-        {
-            Ok(clients) => clients,
-            Err(e) => {
-                let why: Vec<String> = Service::ALL
-                    .into_iter()
-                    .map(|service| suite.report(service, 0))
-                    .collect();
-                return Err(e.context(why.join("\n")));
-            }
-        };
-        Ok((suite, clients))
+        Ok(suite)
+    }
+
+    /// [`SuiteProcesses::report`] of replica 0 of every service.
+    fn reports(&mut self) -> String {
+        let why: Vec<String> = Service::ALL
+            .into_iter()
+            .map(|service| self.report(service, 0))
+            .collect();
+        why.join("\n")
     }
 
     /// Starts one more replica of `service` (same database and consumer group, ports of its
@@ -241,12 +263,26 @@ impl SuiteProcesses {
             .instances
             .range((service, 0)..=(service, usize::MAX))
             .count();
+        let fixed = self
+            .config
+            .local
+            .as_ref()
+            .and_then(|local| local.ports.get(&service))
+            .filter(|_| replica == 0);
+        let [grpc, metrics, admin] = fixed
+            .copied()
+            .unwrap_or_else(|| [free_port(), free_port(), free_port()]);
+        let log = match (&self.config.local, replica) {
+            (Some(_), 0) => format!("{}.log", service.name()),
+            _ => format!("{}-{replica}.log", service.name()),
+        };
+        let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
         let instance = Instance {
             child: None,
-            log: self.logs.join(format!("{}-{replica}.log", service.name())),
-            grpc: SocketAddr::from(([127, 0, 0, 1], free_port())),
-            metrics: SocketAddr::from(([127, 0, 0, 1], free_port())),
-            admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            log: self.logs.join(log),
+            grpc: loopback(grpc),
+            metrics: loopback(metrics),
+            admin: loopback(admin),
             env,
         };
         self.instances.insert((service, replica), instance);
@@ -294,6 +330,39 @@ impl SuiteProcesses {
                 return false;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM to every replica at once (each drains), then up to `patience` for all of them to
+    /// exit; SIGKILL to those still running after that.
+    pub async fn terminate_all(&mut self, patience: Duration) {
+        for instance in self.instances.values() {
+            if let Some(child) = &instance.child {
+                let _ = signal(child, Signal::SIGTERM);
+            }
+        }
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let mut running = 0;
+            for instance in self.instances.values_mut() {
+                if let Some(child) = instance.child.as_mut() {
+                    if let Ok(Some(_)) = child.try_wait() {
+                        instance.child = None;
+                    } else {
+                        running += 1;
+                    }
+                }
+            }
+            if running == 0 || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for instance in self.instances.values_mut() {
+            if let Some(mut child) = instance.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         }
     }
 
@@ -407,10 +476,15 @@ impl SuiteProcesses {
         let instance = &self.instances[&(service, replica)];
         let prefix = service.env_prefix();
         let mut command = Command::new(binary_path(&service.binary()));
-        // Only what is set here: the test's own environment (DATABASE_URL, OTEL_*) stays out.
+        if c.local.is_none() {
+            // Only what is set here: the test's own environment (DATABASE_URL, OTEL_*) stays
+            // out. A local run passes its environment on, as a shell would: what its operator
+            // set (`ORDER_API_MAX_IN_FLIGHT`, ...) reaches the services.
+            command
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        }
         command
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env(format!("{prefix}_GRPC_ADDR"), instance.grpc.to_string())
             .env(
                 format!("{prefix}_METRICS_ADDR"),
@@ -425,18 +499,9 @@ impl SuiteProcesses {
             )
             .env(format!("{prefix}_CONSUMER_GROUP"), c.group(service))
             .env("KAFKA_BOOTSTRAP_SERVERS", &c.kafka_bootstrap_servers)
-            .env("KAFKA_SESSION_TIMEOUT_MS", "6000")
             .env("ORDER_EVENTS_TOPIC", &c.order_events_topic)
             .env("INVENTORY_EVENTS_TOPIC", &c.inventory_events_topic)
             .env("PAYMENT_EVENTS_TOPIC", &c.payment_events_topic)
-            .env("NOTIFICATION_POLL_INTERVAL_MS", "50")
-            .env(
-                "RUST_LOG",
-                std::env::var("TEST_LOG").map_or("warn".into(), |_| "info".to_owned()),
-            )
-            .env("LOG_FORMAT", "json")
-            // Export spans promptly: a test waits for them.
-            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
             .stdin(Stdio::null());
         if let Some(inventory) = inventory {
             command.env("INVENTORY_GRPC_URL", inventory);
@@ -444,21 +509,48 @@ impl SuiteProcesses {
         if let Some(endpoint) = &c.otlp_endpoint {
             command.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint);
         }
-        // Callers' tokens are checked against the test issuer's keys; the order service calls
-        // inventory with a token of its own.
-        let auth = shop_testkit::test_auth();
-        command.envs(auth.env());
-        if service == Service::Order {
-            command.env(
-                "ORDER_SERVICE_TOKEN_FILE",
-                auth.service_token_file("order-service"),
-            );
+        let test_log = std::env::var_os("TEST_LOG").is_some() && c.local.is_none();
+        match &c.local {
+            Some(local) => {
+                command.env(
+                    "RUST_LOG",
+                    std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+                );
+                command.envs(
+                    local
+                        .service_env
+                        .get(&service)
+                        .into_iter()
+                        .flatten()
+                        .cloned(),
+                );
+            }
+            None => {
+                // A test's timers: a killed member is noticed in 6 s, notifications are
+                // polled for every 50 ms, spans exported promptly (a test waits for them).
+                command
+                    .env("KAFKA_SESSION_TIMEOUT_MS", "6000")
+                    .env("NOTIFICATION_POLL_INTERVAL_MS", "50")
+                    .env("RUST_LOG", if test_log { "info" } else { "warn" })
+                    .env("LOG_FORMAT", "json")
+                    .env("OTEL_BSP_SCHEDULE_DELAY", "100");
+                // Callers' tokens are checked against the test issuer's keys; the order
+                // service calls inventory with a token of its own.
+                let auth = shop_testkit::test_auth();
+                command.envs(auth.env());
+                if service == Service::Order {
+                    command.env(
+                        "ORDER_SERVICE_TOKEN_FILE",
+                        auth.service_token_file("order-service"),
+                    );
+                }
+            }
         }
         for (k, v) in c.env.iter().chain(&instance.env) {
             command.env(k, v);
         }
         // With TEST_LOG the output goes to the test's own; else to the replica's file.
-        if std::env::var_os("TEST_LOG").is_none() {
+        if !test_log {
             let log = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)

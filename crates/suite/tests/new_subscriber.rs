@@ -236,6 +236,7 @@ async fn a_plain_kafka_client_decodes_every_event_with_the_protos_and_the_catalo
         group_suffix: suffix,
         otlp_endpoint: None,
         env: Vec::new(),
+        local: None,
     })
     .await
     .unwrap();

@@ -61,6 +61,7 @@ fn config(
         group_suffix: uuid::Uuid::new_v4().simple().to_string(),
         otlp_endpoint: otlp,
         env: Vec::new(),
+        local: None,
     }
 }
 

@@ -8,7 +8,6 @@
 //! the JVM. No broker outlives the test or the dev process that started it.
 
 use std::io::{BufRead as _, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -100,8 +99,9 @@ impl ApacheKafka {
         Self {
             libs: libs.into(),
             dir: dir.into(),
-            port: free_port(),
-            controller_port: free_port(),
+            // Below the ephemeral range, as every server of the tests (`shop_pgcluster`).
+            port: shop_pgcluster::free_port(),
+            controller_port: shop_pgcluster::free_port(),
             heap: heap.to_owned(),
             scram: None,
             running: None,
@@ -618,13 +618,6 @@ pub async fn create_topics(
         }
     }
     Ok(())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 fn tail(path: &Path, lines: usize) -> String {

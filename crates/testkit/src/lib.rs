@@ -25,6 +25,7 @@ pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use postgres::PrivatePostgres;
 pub use reflection::reflected_services;
 pub use scrape::{sample_sum, scrape_metric};
+pub use shop_pgcluster::free_port;
 pub use tcp_proxy::TcpProxy;
 pub use topology::Topology;
 

@@ -143,3 +143,22 @@ pub fn bad_request_fields(status: &tonic::Status) -> Vec<String> {
         .map(|v| v.field)
         .collect()
 }
+
+/// Asserts that `status` refuses a call for want of capacity, as every service's admission
+/// does: `RESOURCE_EXHAUSTED` with a `RetryInfo` asking for a positive delay, which it returns.
+///
+/// # Panics
+/// When it is anything else.
+pub fn assert_overloaded(status: &tonic::Status) -> std::time::Duration {
+    use tonic_types::StatusExt as _;
+    assert_eq!(
+        status.code(),
+        tonic::Code::ResourceExhausted,
+        "refused for want of capacity: {status:?}"
+    );
+    status
+        .get_details_retry_info()
+        .and_then(|r| r.retry_delay)
+        .filter(|delay| !delay.is_zero())
+        .unwrap_or_else(|| panic!("no positive retry delay in {status:?}"))
+}

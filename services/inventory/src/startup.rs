@@ -13,9 +13,6 @@ use crate::inbound::grpc::InventoryApi;
 use crate::inbound::kafka::OrderEvents;
 use crate::metrics::InventoryMetrics;
 
-/// The service's own schema (the eventing tables come with `shop_eventing::migrate`).
-pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
-
 /// The inventory service: the catalog and its stock.
 #[derive(Debug)]
 pub struct Inventory;
@@ -24,6 +21,7 @@ pub struct Inventory;
 pub type Application = skeleton::Application<Inventory>;
 
 impl skeleton::Service for Inventory {
+    const MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
     const IDENTITY: Identity = Identity {
         name: "inventory",
         binary: "inventory-service",
@@ -34,14 +32,6 @@ impl skeleton::Service for Inventory {
     };
     type Settings = Settings;
     type Prepared = ();
-
-    fn migrations() -> &'static Migrator {
-        &MIGRATIONS
-    }
-
-    async fn prepare(_: &Settings) -> anyhow::Result<()> {
-        Ok(())
-    }
 
     fn wire(settings: Settings, (): (), wiring: &mut Wiring) -> anyhow::Result<Api> {
         let events = Events {

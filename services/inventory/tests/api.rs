@@ -31,9 +31,16 @@ struct TestApp {
     stop: CancellationToken,
     addr: std::net::SocketAddr,
     metrics_addr: std::net::SocketAddr,
+    /// The service's own pool, which its API calls use.
+    api_pool: sqlx::PgPool,
 }
 
 async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// The service with settings that `edit` changed.
+async fn spawn_app_with(edit: impl FnOnce(&mut Settings)) -> TestApp {
     shop_telemetry::init_for_tests();
     let db = TestDb::create().await;
     let kafka = TestKafka::start();
@@ -48,10 +55,11 @@ async fn spawn_app() -> TestApp {
     ));
     settings.order_events_topic = order_topic.clone();
     settings.inventory_events_topic = inventory_topic.clone();
+    edit(&mut settings);
     let consumer = settings.service.consumer_group.clone();
     let stop = CancellationToken::new();
     let app = shop_testkit::service::spawn::<Inventory>(settings, &stop).await;
-    let (addr, metrics_addr) = (app.addr, app.metrics_addr);
+    let (addr, metrics_addr, api_pool) = (app.addr, app.metrics_addr, app.pool.clone());
 
     let order_db = TestDb::create().await;
     shop_eventing::migrate(&order_db.pool).await.unwrap();
@@ -82,6 +90,7 @@ async fn spawn_app() -> TestApp {
         stop,
         addr,
         metrics_addr,
+        api_pool,
     }
 }
 
@@ -504,6 +513,91 @@ async fn an_order_reserves_then_sells_or_releases_its_stock() {
         "every unit back"
     );
     assert_eq!((two.on_hand, two.reserved, two.sold), (5, 0, 0));
+}
+
+/// A burst of API calls can hold every connection of the service's pool (each call waiting for
+/// one) and the saga still advances: the consumer has connections of its own.
+#[tokio::test]
+async fn the_saga_advances_while_api_calls_hold_every_pooled_connection() {
+    let mut app = spawn_app().await;
+    app.product("SKU-1", 100, 10).await;
+    let mut held = Vec::new();
+    for _ in 0..app.api_pool.options().get_max_connections() {
+        held.push(app.api_pool.acquire().await.unwrap());
+    }
+    app.publish("order-1", &placed("order-1", &[("SKU-1", 3)]))
+        .await;
+    let events = app.inventory_events(1).await;
+    assert_eq!(
+        of_type(&events, "shop.inventory.v1.StockReserved").len(),
+        1,
+        "the order's stock is reserved while the API's pool is exhausted"
+    );
+    assert_eq!(
+        app.reservation("order-1").await.as_deref(),
+        Some("reserved")
+    );
+    drop(held);
+}
+
+/// Past its admission limit the API refuses a call at once, with RESOURCE_EXHAUSTED and a
+/// RetryInfo, instead of queuing it behind the calls in flight; health checks are not behind
+/// the limit.
+#[tokio::test]
+async fn a_call_beyond_the_admission_limit_is_refused_at_once_with_a_retry_delay() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let mut app = spawn_app_with(|settings| settings.service.api_max_in_flight = 1).await;
+    app.product("SKU-1", 100, 10).await;
+    // The one call admitted waits for a database connection: the test holds them all.
+    let mut held = Vec::new();
+    for _ in 0..app.api_pool.options().get_max_connections() {
+        held.push(app.api_pool.acquire().await.unwrap());
+    }
+    // Two calls at once: one is admitted and waits for a connection, the other is refused
+    // (whichever reaches the limit second).
+    let call = |mut client: InventoryServiceClient<Authed>| {
+        tokio::spawn(async move {
+            client
+                .get_product(pb::GetProductRequest {
+                    sku: "SKU-1".into(),
+                })
+                .await
+        })
+    };
+    let mut calls = [call(app.client.clone()), call(app.client.clone())];
+    let (first, index, _) = futures::future::select_all(calls.iter_mut()).await;
+    let refused = first
+        .unwrap()
+        .expect_err("the call beyond the limit is refused");
+    let in_flight = &mut calls[1 - index];
+    assert!(
+        !in_flight.is_finished(),
+        "refused while the admitted call still waits"
+    );
+    shop_testkit::service::assert_overloaded(&refused);
+    let mut health = HealthClient::new(
+        tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health answers at the limit");
+
+    drop(held);
+    let admitted = in_flight
+        .await
+        .unwrap()
+        .expect("the admitted call succeeds");
+    assert_eq!(admitted.into_inner().product.unwrap().sku, "SKU-1");
+    assert_eq!(app.get("SKU-1").await.sku, "SKU-1", "admitted again");
 }
 
 #[tokio::test]

@@ -110,7 +110,7 @@ async fn replica(
 async fn two_replicas_under_contention_never_deadlock_and_apply_every_step_once() {
     shop_telemetry::init_for_tests();
     let db = TestDb::create().await;
-    inventory_service::startup::MIGRATIONS
+    <inventory_service::startup::Inventory as shop_runtime::skeleton::Service>::MIGRATIONS
         .run(&db.pool)
         .await
         .unwrap();

@@ -79,7 +79,7 @@ pub async fn list_notifications(
     let mut conn = pool.acquire().await?;
     let mut page = db::notifications(&mut conn, &query.filter, query.after, query.limit).await?;
     let listed = page.len();
-    page.retain(|n| caller.sees_customer(&n.customer_id));
+    page.retain(|n| caller.sees_customer(n.customer_id.as_str()));
     if page.len() < listed {
         return Ok((Vec::new(), String::new()));
     }

@@ -8,6 +8,9 @@ use shop_eventing::RetryPolicy;
 use shop_proto::order::v1::CancellationReason;
 use uuid::Uuid;
 
+/// A customer id, whose notifications are listed together ([`shop_proto::ids`]).
+pub use shop_proto::ids::CustomerId;
+
 /// The order outcome a notification tells. One notification per order and kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -69,7 +72,7 @@ impl DeliveryStatus {
 pub struct Notification {
     pub notification_id: Uuid,
     pub order_id: String,
-    pub customer_id: String,
+    pub customer_id: CustomerId,
     pub kind: Kind,
     pub message: String,
     /// The channel it goes (or went) through: `log` or `webhook`.
@@ -88,14 +91,18 @@ pub struct Notification {
 pub struct NewNotification {
     pub notification_id: Uuid,
     pub order_id: String,
-    pub customer_id: String,
+    pub customer_id: CustomerId,
     pub kind: Kind,
     pub message: String,
 }
 
 impl NewNotification {
     /// The confirmation of `order_id`, with its total `(amount_minor, currency)` when known.
-    pub fn order_confirmed(order_id: &str, customer_id: &str, total: Option<(i64, &str)>) -> Self {
+    pub fn order_confirmed(
+        order_id: &str,
+        customer_id: CustomerId,
+        total: Option<(i64, &str)>,
+    ) -> Self {
         let message = match total {
             Some((amount_minor, currency)) => format!(
                 "Your order {order_id} is confirmed: total {}.",
@@ -110,7 +117,7 @@ impl NewNotification {
     /// order had been confirmed).
     pub fn order_cancelled(
         order_id: &str,
-        customer_id: &str,
+        customer_id: CustomerId,
         reason: CancellationReason,
         detail: &str,
         was_confirmed: bool,
@@ -136,11 +143,11 @@ impl NewNotification {
         Self::new(order_id, customer_id, Kind::OrderCancelled, message)
     }
 
-    fn new(order_id: &str, customer_id: &str, kind: Kind, message: String) -> Self {
+    fn new(order_id: &str, customer_id: CustomerId, kind: Kind, message: String) -> Self {
         Self {
             notification_id: Uuid::now_v7(),
             order_id: order_id.to_owned(),
-            customer_id: customer_id.to_owned(),
+            customer_id,
             kind,
             message,
         }
@@ -193,7 +200,7 @@ pub fn after_failure(attempt: u32, retry: &RetryPolicy) -> AfterFailure {
 /// Whose notifications to list.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Filter {
-    Customer(String),
+    Customer(CustomerId),
     Order(String),
 }
 
@@ -229,15 +236,16 @@ impl Cursor {
     }
 }
 
-/// A customer id as every service accepts it ([`shop_proto::ids`]); empty (no filter) too.
+/// A customer id as every service accepts it ([`shop_proto::ids`]); empty (no filter) too, which
+/// is `None`.
 ///
 /// # Errors
 /// What is wrong.
-pub fn parse_customer_id(raw: &str) -> Result<(), String> {
+pub fn parse_customer_id(raw: &str) -> Result<Option<CustomerId>, String> {
     if raw.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
-    shop_proto::ids::check(raw)
+    CustomerId::parse(raw).map(Some)
 }
 
 /// An order id (opaque here, a UUID from the order service): 1 to 128 characters without
@@ -282,16 +290,16 @@ impl ListQuery {
         page_token: &str,
     ) -> Result<Self, Vec<(String, String)>> {
         let mut violations = Vec::new();
-        for (field, check) in [
-            ("customer_id", parse_customer_id(customer_id)),
-            ("order_id", parse_order_id(order_id)),
-        ] {
-            if let Err(e) = check {
-                violations.push((field.to_owned(), e));
-            }
+        let customer = parse_customer_id(customer_id)
+            .map_err(|e| violations.push(("customer_id".to_owned(), e)))
+            .ok()
+            .flatten();
+        if let Err(e) = parse_order_id(order_id) {
+            violations.push(("order_id".to_owned(), e));
         }
         let filter = match (customer_id.is_empty(), order_id.is_empty()) {
-            (false, true) => Some(Filter::Customer(customer_id.to_owned())),
+            // `None` when it did not parse (a violation recorded above).
+            (false, true) => customer.map(Filter::Customer),
             (true, false) => Some(Filter::Order(order_id.to_owned())),
             (both_empty, _) => {
                 let description = if both_empty {
@@ -354,19 +362,20 @@ mod tests {
 
     #[test]
     fn messages_tell_the_outcome() {
-        let confirmed = NewNotification::order_confirmed("o-1", "alice", Some((1999, "EUR")));
+        let alice = || CustomerId::parse("alice").unwrap();
+        let confirmed = NewNotification::order_confirmed("o-1", alice(), Some((1999, "EUR")));
         assert_eq!(confirmed.kind, Kind::OrderConfirmed);
         assert_eq!(
             confirmed.message,
             "Your order o-1 is confirmed: total 19.99 EUR."
         );
         assert_eq!(
-            NewNotification::order_confirmed("o-1", "alice", None).message,
+            NewNotification::order_confirmed("o-1", alice(), None).message,
             "Your order o-1 is confirmed."
         );
         let cancelled = NewNotification::order_cancelled(
             "o-2",
-            "alice",
+            alice(),
             CancellationReason::OutOfStock,
             "SKU-1: 2 requested, 1 available",
             false,
@@ -379,7 +388,7 @@ mod tests {
         assert_eq!(
             NewNotification::order_cancelled(
                 "o-3",
-                "alice",
+                alice(),
                 CancellationReason::CustomerCancelled,
                 " ",
                 true
@@ -390,7 +399,7 @@ mod tests {
         assert_eq!(
             NewNotification::order_cancelled(
                 "o-4",
-                "a",
+                CustomerId::parse("a").unwrap(),
                 CancellationReason::Unspecified,
                 "",
                 false
@@ -455,7 +464,10 @@ mod tests {
     #[test]
     fn a_listing_names_exactly_one_of_customer_and_order() {
         let query = ListQuery::parse("alice", "", 0, "").unwrap();
-        assert_eq!(query.filter, Filter::Customer("alice".into()));
+        assert_eq!(
+            query.filter,
+            Filter::Customer(CustomerId::parse("alice").unwrap())
+        );
         assert_eq!(query.limit, 20);
         assert_eq!(
             ListQuery::parse("", "o-1", 100, "").unwrap().filter,

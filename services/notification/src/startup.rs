@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use shop_proto::notification::v1::notification_service_server::NotificationServiceServer;
 use shop_runtime::config::Identity;
-use shop_runtime::skeleton::{self, Api, Wiring};
+use shop_runtime::skeleton::{self, Api, Prepare, Wiring};
 use sqlx::migrate::Migrator;
 
 use crate::app::{Channel, DeliveryConfig, DeliveryWorker};
@@ -20,9 +20,6 @@ use crate::outbound::channels::{ConfiguredChannel, LogChannel, WebhookChannel};
 /// How much longer than the longest delivery a claim on a notification lasts.
 const LEASE_MARGIN: Duration = Duration::from_secs(30);
 
-/// The service's own schema (the eventing tables come with `shop_eventing::migrate`).
-pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
-
 /// The notification service: what customers are told about their orders, and its delivery.
 #[derive(Debug)]
 pub struct Notifications;
@@ -31,6 +28,7 @@ pub struct Notifications;
 pub type Application = skeleton::Application<Notifications>;
 
 impl skeleton::Service for Notifications {
+    const MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
     const IDENTITY: Identity = Identity {
         name: "notification",
         binary: "notification-service",
@@ -42,20 +40,6 @@ impl skeleton::Service for Notifications {
     type Settings = Settings;
     /// The delivery channel (its HTTP client built before anything listens).
     type Prepared = ConfiguredChannel;
-
-    fn migrations() -> &'static Migrator {
-        &MIGRATIONS
-    }
-
-    async fn prepare(settings: &Settings) -> anyhow::Result<ConfiguredChannel> {
-        Ok(match &settings.webhook_url {
-            Some(url) => ConfiguredChannel::Webhook(WebhookChannel::new(
-                url.clone(),
-                settings.webhook_timeout,
-            )?),
-            None => ConfiguredChannel::Log(LogChannel),
-        })
-    }
 
     fn wire(
         settings: Settings,
@@ -101,5 +85,17 @@ impl skeleton::Service for Notifications {
         Ok(Api::new(NotificationServiceServer::new(NotificationApi {
             pool: wiring.pool.clone(),
         })))
+    }
+}
+
+impl Prepare<Settings> for ConfiguredChannel {
+    async fn load(settings: &Settings) -> anyhow::Result<Self> {
+        Ok(match &settings.webhook_url {
+            Some(url) => ConfiguredChannel::Webhook(WebhookChannel::new(
+                url.clone(),
+                settings.webhook_timeout,
+            )?),
+            None => ConfiguredChannel::Log(LogChannel),
+        })
     }
 }

@@ -1,6 +1,8 @@
 //! The order service's use cases and the saga's orchestration. Every state change and the event
 //! it causes are written in one transaction.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use shop_eventing::Publisher;
@@ -13,7 +15,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::domain::{CancellationReason, Order, OrderRequest, OrderStatus, price};
+use crate::domain::{CancellationReason, CustomerId, Order, OrderRequest, OrderStatus, price};
 use crate::metrics::{LateCompensation, OrderMetrics};
 use crate::outbound::inventory::InventoryCatalog;
 use crate::outbound::postgres::{self as db, FullOrder, OrderRow};
@@ -54,11 +56,14 @@ pub async fn place_order(
     pool: &PgPool,
     catalog: &InventoryCatalog,
     events: &Events,
+    backlog: &Backlog,
     request: OrderRequest,
 ) -> Result<Order, ServiceError> {
+    // A retry of an order already accepted gets its order, whatever the backlog.
     if let Some(existing) = existing_for_key(pool, &request).await? {
-        return Ok(existing.into());
+        return Ok(existing.try_into()?);
     }
+    backlog.admit()?;
     let prices = catalog
         .prices(&request.skus())
         .await
@@ -68,9 +73,90 @@ pub async fn place_order(
         })?;
     let priced = price(&request, &prices).map_err(|v| ServiceError::Invalid(v.into()))?;
 
-    shop_eventing::committing(record_order(pool, events, &request, &priced))
-        .await
-        .map(Order::from)
+    let order = shop_eventing::committing(record_order(pool, events, &request, &priced)).await?;
+    Ok(order.try_into()?)
+}
+
+/// The saga's backlog: how many orders are placed and not yet confirmed or cancelled, as last
+/// counted, and how many may be. PlaceOrder admits a new order only below that limit.
+///
+/// Why this signal: an order accepted is a promise to finish its saga, and every part of the
+/// saga that falls behind (a consumer's lag, an outbox not drained, a service down, a database
+/// slowed) shows up as orders left pending; consumer lag or outbox age alone would each miss the
+/// others. By Little's law the backlog is the completion rate times the time an order takes, so
+/// bounding it bounds that time: at the saga's capacity, `limit` orders pending finish within
+/// `limit / rate` seconds. Past the limit PlaceOrder answers RESOURCE_EXHAUSTED with a
+/// RetryInfo, promptly, instead of accepting work it would finish late — or at the saga
+/// deadline, cancelled.
+///
+/// The count is refreshed by [`Backlog::watch`] a few times a second (one index-only count),
+/// never per call: a burst sees the same figure for up to an interval, which the limit's
+/// margin absorbs.
+#[derive(Clone, Debug)]
+pub struct Backlog {
+    pending: Arc<AtomicI64>,
+    limit: i64,
+}
+
+impl Backlog {
+    /// How long a refused client is asked to wait: about the time the saga takes to finish a
+    /// share of its backlog.
+    pub const RETRY_AFTER: Duration = Duration::from_millis(250);
+
+    /// At most `limit` orders pending; nothing counted yet.
+    pub fn new(limit: u32) -> Self {
+        Self {
+            pending: Arc::new(AtomicI64::new(0)),
+            limit: i64::from(limit),
+        }
+    }
+
+    /// The last count.
+    pub fn pending(&self) -> i64 {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Whether a new order may be accepted.
+    ///
+    /// # Errors
+    /// [`ServiceError::Overloaded`] when the backlog is full.
+    pub fn admit(&self) -> Result<(), ServiceError> {
+        let pending = self.pending();
+        if pending >= self.limit {
+            return Err(ServiceError::Overloaded {
+                reason: format!(
+                    "{pending} orders are still being processed (at most {} are accepted at once); retry after the delay in RetryInfo",
+                    self.limit
+                ),
+                retry_after: Self::RETRY_AFTER,
+            });
+        }
+        Ok(())
+    }
+
+    /// Counts the pending orders every `interval` until `shutdown`; a failed count keeps the
+    /// last one (and is logged).
+    ///
+    /// # Errors
+    /// Never: failures are retried. The `Result` lets it run as a service task.
+    pub async fn watch(
+        self,
+        pool: PgPool,
+        interval: Duration,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        loop {
+            let counted = async { db::count_pending(&mut *pool.acquire().await?).await };
+            match counted.await {
+                Ok(pending) => self.pending.store(pending, Ordering::Relaxed),
+                Err(error) => tracing::warn!(%error, "Could not count the pending orders."),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
 }
 
 async fn record_order(
@@ -93,7 +179,7 @@ async fn record_order(
         .ok_or_else(|| anyhow::anyhow!("order vanished"))?;
     let placed = pb::OrderPlaced {
         order_id: order_id.to_string(),
-        customer_id: request.customer_id.clone(),
+        customer_id: request.customer_id.to_string(),
         lines: event_lines(&order),
         total: money(priced.total_minor, &priced.currency),
     };
@@ -157,7 +243,8 @@ pub async fn get_order(
     db::load_order(&mut conn, id)
         .await?
         .filter(|order| caller.sees_customer(&order.order.customer_id))
-        .map(Order::from)
+        .map(Order::try_from)
+        .transpose()?
         .ok_or_else(|| ServiceError::not_found("order", order_id))
 }
 
@@ -172,7 +259,7 @@ pub async fn list_orders(
     page_token: &str,
 ) -> Result<(Vec<Order>, String), ServiceError> {
     let mut violations = FieldViolations::new();
-    violations.check("customer_id", shop_proto::ids::check(customer_id));
+    let customer_id = violations.check("customer_id", CustomerId::parse(customer_id));
     if page_size > 100 {
         violations.add("page_size", "must be at most 100");
     }
@@ -185,14 +272,16 @@ pub async fn list_orders(
         }
         cursor
     };
-    violations.into_result().map_err(ServiceError::Invalid)?;
+    let Some(customer_id) = customer_id.filter(|_| violations.is_empty()) else {
+        return Err(ServiceError::Invalid(violations));
+    };
     let limit = if page_size == 0 {
         20
     } else {
         i64::from(page_size)
     };
     let mut conn = pool.acquire().await?;
-    let ids = db::order_ids_of_customer(&mut conn, customer_id, cursor, limit).await?;
+    let ids = db::order_ids_of_customer(&mut conn, &customer_id, cursor, limit).await?;
     let mut orders = Vec::with_capacity(ids.len());
     for id in &ids {
         if let Some(order) = db::load_order(&mut conn, *id).await? {
@@ -205,7 +294,11 @@ pub async fn list_orders(
         }
         _ => String::new(),
     };
-    Ok((orders.into_iter().map(Order::from).collect(), next))
+    let orders = orders
+        .into_iter()
+        .map(Order::try_from)
+        .collect::<sqlx::Result<_>>()?;
+    Ok((orders, next))
 }
 
 /// The listing name in ListOrders' page tokens.
@@ -249,9 +342,9 @@ pub async fn cancel_order(
     caller: &Caller,
 ) -> Result<Order, ServiceError> {
     let id = parse_order_id(order_id)?;
-    shop_eventing::committing(cancel_by_customer(pool, events, id, order_id, caller))
-        .await
-        .map(Order::from)
+    let order =
+        shop_eventing::committing(cancel_by_customer(pool, events, id, order_id, caller)).await?;
+    Ok(order.try_into()?)
 }
 
 async fn cancel_by_customer(

@@ -5,6 +5,11 @@ use std::collections::HashMap;
 
 use shop_proto::order::v1 as pb;
 
+/// A customer id, the key of a customer's orders ([`shop_proto::ids`]).
+pub use shop_proto::ids::CustomerId;
+/// A stock-keeping unit, the key of a product in inventory's catalog ([`shop_proto::ids`]).
+pub use shop_proto::ids::Sku;
+
 /// Status of an order. `Pending` until the saga ends in one of the two terminal states.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OrderStatus {
@@ -39,7 +44,7 @@ impl OrderStatus {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Order {
     pub order_id: uuid::Uuid,
-    pub customer_id: String,
+    pub customer_id: CustomerId,
     pub lines: Vec<OrderedLine>,
     pub total_minor: i64,
     pub currency: String,
@@ -55,7 +60,7 @@ pub struct Order {
 /// A line of a placed order, at the price it was placed at (in the order's currency).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OrderedLine {
-    pub sku: String,
+    pub sku: Sku,
     pub quantity: u32,
     pub unit_price_minor: i64,
 }
@@ -121,13 +126,13 @@ pub const MAX_QUANTITY: u32 = 1000;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OrderRequest {
     pub idempotency_key: String,
-    pub customer_id: String,
+    pub customer_id: CustomerId,
     /// (sku, quantity), in the client's order.
-    pub lines: Vec<(String, u32)>,
+    pub lines: Vec<(Sku, u32)>,
 }
 
 impl OrderRequest {
-    /// Validates a request, collecting every `(field, problem)`.
+    /// Parses a request, collecting every `(field, problem)`.
     ///
     /// # Errors
     /// All violations found.
@@ -140,18 +145,20 @@ impl OrderRequest {
         if let Err(e) = parse_idempotency_key(idempotency_key) {
             violations.push(("idempotency_key".to_owned(), e));
         }
-        if let Err(e) = shop_proto::ids::check(customer_id) {
-            violations.push(("customer_id".to_owned(), e));
-        }
+        let customer_id = CustomerId::parse(customer_id)
+            .map_err(|e| violations.push(("customer_id".to_owned(), e)))
+            .ok();
         if lines.is_empty() || lines.len() > MAX_LINES {
             violations.push((
                 "lines".to_owned(),
                 format!("must have 1 to {MAX_LINES} lines"),
             ));
         }
+        let mut parsed = Vec::with_capacity(lines.len());
         for (i, (sku, quantity)) in lines.iter().enumerate() {
-            if let Err(e) = shop_proto::ids::check(sku) {
-                violations.push((format!("lines[{i}].sku"), e));
+            match Sku::parse(sku) {
+                Ok(sku) => parsed.push((sku, *quantity)),
+                Err(e) => violations.push((format!("lines[{i}].sku"), e)),
             }
             if *quantity == 0 || *quantity > MAX_QUANTITY {
                 violations.push((
@@ -160,13 +167,14 @@ impl OrderRequest {
                 ));
             }
         }
-        if !violations.is_empty() {
+        // No violation means the customer id and every sku parsed.
+        let Some(customer_id) = customer_id.filter(|_| violations.is_empty()) else {
             return Err(violations);
-        }
+        };
         Ok(Self {
             idempotency_key: idempotency_key.to_owned(),
-            customer_id: customer_id.to_owned(),
-            lines: lines.to_vec(),
+            customer_id,
+            lines: parsed,
         })
     }
 
@@ -180,8 +188,9 @@ impl OrderRequest {
         format!("{}|{}", self.customer_id, lines.join(","))
     }
 
-    pub fn skus(&self) -> Vec<String> {
-        let mut skus: Vec<String> = self.lines.iter().map(|(s, _)| s.clone()).collect();
+    /// The skus of the request's lines, sorted, each once.
+    pub fn skus(&self) -> Vec<Sku> {
+        let mut skus: Vec<Sku> = self.lines.iter().map(|(s, _)| s.clone()).collect();
         skus.sort();
         skus.dedup();
         skus
@@ -206,7 +215,7 @@ pub fn parse_idempotency_key(raw: &str) -> Result<(), String> {
 /// A line with its price.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PricedLine {
-    pub sku: String,
+    pub sku: Sku,
     pub quantity: u32,
     pub unit_price_minor: i64,
 }
@@ -219,7 +228,8 @@ pub struct Priced {
     pub currency: String,
 }
 
-/// Prices `request` from `catalog` (sku → (unit price, currency)).
+/// Prices `request` from `catalog` (sku → (unit price, currency)), keyed by the skus as the
+/// catalog answered them.
 ///
 /// # Errors
 /// `(field, problem)` for unknown skus and for a catalog whose lines use different currencies.
@@ -232,7 +242,7 @@ pub fn price(
     let mut currency: Option<&str> = None;
     let mut total: i64 = 0;
     for (i, (sku, quantity)) in request.lines.iter().enumerate() {
-        let Some((unit, line_currency)) = catalog.get(sku) else {
+        let Some((unit, line_currency)) = catalog.get(sku.as_str()) else {
             violations.push((format!("lines[{i}].sku"), format!("unknown sku {sku}")));
             continue;
         };

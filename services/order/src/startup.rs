@@ -8,11 +8,11 @@ use std::time::Duration;
 use shop_proto::order::v1::order_service_server::OrderServiceServer;
 use shop_runtime::auth::ServiceToken;
 use shop_runtime::config::Identity;
-use shop_runtime::skeleton::{self, Api, Wiring};
+use shop_runtime::skeleton::{self, Api, Prepare, Wiring};
 use shop_telemetry::grpc::GrpcMetrics;
 use sqlx::migrate::Migrator;
 
-use crate::app::{Events, SagaDeadline, sweep_overdue};
+use crate::app::{Backlog, Events, SagaDeadline, sweep_overdue};
 use crate::config::Settings;
 use crate::inbound::grpc::OrderApi;
 use crate::inbound::kafka::SagaReplies;
@@ -22,9 +22,6 @@ use crate::outbound::inventory::{BreakerSettings, InventoryCatalog};
 /// How often the service token's file is read again (its issuer renews it well before expiry).
 const TOKEN_REREAD: Duration = Duration::from_secs(30);
 
-/// The service's own schema (the eventing tables come with `shop_eventing::migrate`).
-pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
-
 /// The order service: the orders and their sagas.
 #[derive(Debug)]
 pub struct Orders;
@@ -33,6 +30,7 @@ pub struct Orders;
 pub type Application = skeleton::Application<Orders>;
 
 impl skeleton::Service for Orders {
+    const MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
     const IDENTITY: Identity = Identity {
         name: "order",
         binary: "order-service",
@@ -44,21 +42,6 @@ impl skeleton::Service for Orders {
     type Settings = Settings;
     /// Its own identity, for its calls to inventory.
     type Prepared = ServiceToken;
-
-    fn migrations() -> &'static Migrator {
-        &MIGRATIONS
-    }
-
-    /// Its calls to inventory carry the order service's own token, never a caller's: a
-    /// customer's token does not let inventory tell the shop's pricing call from anything else.
-    async fn prepare(settings: &Settings) -> anyhow::Result<ServiceToken> {
-        match &settings.service_token_file {
-            Some(path) => ServiceToken::from_file(path).await,
-            None => anyhow::bail!(
-                "ORDER_SERVICE_TOKEN_FILE is not set: the order service needs its own token to call inventory"
-            ),
-        }
-    }
 
     fn wire(settings: Settings, token: ServiceToken, wiring: &mut Wiring) -> anyhow::Result<Api> {
         let events = Events {
@@ -98,6 +81,15 @@ impl skeleton::Service for Orders {
                 wiring.shutdown(),
             ),
         );
+        let backlog = Backlog::new(settings.max_pending_orders);
+        wiring.task(
+            "saga backlog",
+            backlog.clone().watch(
+                wiring.pool.clone(),
+                settings.backlog_refresh,
+                wiring.shutdown(),
+            ),
+        );
         wiring.task(
             "service token renewal",
             token.keep_fresh(TOKEN_REREAD, wiring.shutdown()),
@@ -106,6 +98,20 @@ impl skeleton::Service for Orders {
             pool: wiring.pool.clone(),
             catalog,
             events,
+            backlog,
         })))
+    }
+}
+
+impl Prepare<Settings> for ServiceToken {
+    /// Its calls to inventory carry the order service's own token, never a caller's: a
+    /// customer's token does not let inventory tell the shop's pricing call from anything else.
+    async fn load(settings: &Settings) -> anyhow::Result<Self> {
+        match &settings.service_token_file {
+            Some(path) => ServiceToken::from_file(path).await,
+            None => anyhow::bail!(
+                "ORDER_SERVICE_TOKEN_FILE is not set: the order service needs its own token to call inventory"
+            ),
+        }
     }
 }

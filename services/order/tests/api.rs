@@ -484,6 +484,73 @@ async fn placing_is_idempotent_per_key() {
     assert_eq!(page.orders.len(), 1, "one order for one key");
 }
 
+/// Past the saga's backlog limit (orders placed and not yet finished), PlaceOrder refuses a new
+/// order promptly with RESOURCE_EXHAUSTED and a RetryInfo instead of accepting work the saga
+/// cannot finish in time; a retry of an order already accepted still gets its order, and new
+/// orders are accepted again once the backlog drains.
+#[tokio::test]
+async fn past_the_saga_backlog_limit_new_orders_are_refused_with_a_retry_delay() {
+    let mut app = spawn_app_with(None, |settings| {
+        settings.max_pending_orders = 2;
+        settings.backlog_refresh = Duration::from_millis(20);
+    })
+    .await;
+    app.product("BOOK", 1000, 10).await;
+    let mut accepted = Vec::new();
+    for key in ["backlog-a", "backlog-b"] {
+        let order = app
+            .orders
+            .place_order(place(key, "erin", &[("BOOK", 1)]))
+            .await
+            .unwrap()
+            .into_inner()
+            .order
+            .unwrap();
+        accepted.push(order.order_id);
+    }
+    // Payment never answers here: every order stays PENDING, and the backlog is full once
+    // counted (a few more may be accepted until then: it is counted every 20 ms).
+    let refused = loop {
+        let key = format!("backlog-{}", accepted.len() + 1);
+        match app
+            .orders
+            .place_order(place(&key, "erin", &[("BOOK", 1)]))
+            .await
+        {
+            Ok(response) => accepted.push(response.into_inner().order.unwrap().order_id),
+            Err(status) => break status,
+        }
+        assert!(accepted.len() < 100, "never refused");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    shop_testkit::service::assert_overloaded(&refused);
+    let again = app
+        .orders
+        .place_order(place("backlog-a", "erin", &[("BOOK", 1)]))
+        .await
+        .expect("the retry of an accepted order gets it")
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(again.order_id, accepted[0]);
+
+    // They finish (cancelled by the customer): the backlog drains and new orders are taken.
+    for order_id in &accepted {
+        app.cancel(order_id).await.unwrap();
+    }
+    let orders = app.orders.clone();
+    shop_testkit::eventually("a new order accepted", Duration::from_secs(10), || {
+        let mut orders = orders.clone();
+        async move {
+            orders
+                .place_order(place("backlog-after", "erin", &[("BOOK", 1)]))
+                .await
+                .ok()
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn orders_are_listed_newest_first_page_by_page() {
     let mut app = spawn_app(None).await;

@@ -13,9 +13,6 @@ use crate::inbound::grpc::PaymentApi;
 use crate::inbound::kafka::OrderEvents;
 use crate::metrics::PaymentMetrics;
 
-/// The service's own schema (the eventing tables come with `shop_eventing::migrate`).
-pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
-
 /// The payment service: the customers' accounts and their payments.
 #[derive(Debug)]
 pub struct Payments;
@@ -24,6 +21,7 @@ pub struct Payments;
 pub type Application = skeleton::Application<Payments>;
 
 impl skeleton::Service for Payments {
+    const MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
     const IDENTITY: Identity = Identity {
         name: "payment",
         binary: "payment-service",
@@ -34,14 +32,6 @@ impl skeleton::Service for Payments {
     };
     type Settings = Settings;
     type Prepared = ();
-
-    fn migrations() -> &'static Migrator {
-        &MIGRATIONS
-    }
-
-    async fn prepare(_: &Settings) -> anyhow::Result<()> {
-        Ok(())
-    }
 
     fn wire(settings: Settings, (): (), wiring: &mut Wiring) -> anyhow::Result<Api> {
         let events = Events {

@@ -108,7 +108,7 @@ async fn replica(
 async fn two_replicas_under_contention_never_deadlock_and_apply_every_step_once() {
     shop_telemetry::init_for_tests();
     let db = TestDb::create().await;
-    payment_service::startup::MIGRATIONS
+    <payment_service::startup::Payments as shop_runtime::skeleton::Service>::MIGRATIONS
         .run(&db.pool)
         .await
         .unwrap();

@@ -15,7 +15,9 @@
 //! end CONFIRMED; any other outcome is reported. It seeds as the shop's operator and places
 //! each client's orders as that client's customer, with tokens minted from the dev signing key
 //! `SHOP_SIGNING_KEY` (`shop_suite::clients::dev_issuer`): every call is authenticated, as in
-//! production.
+//! production. A PlaceOrder refused for want of capacity (`RESOURCE_EXHAUSTED`) is counted and
+//! placed again with the same idempotency key after the delay its `RetryInfo` asks for, as a
+//! real client would.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +31,7 @@ use rdkafka::message::{Headers, Message};
 use shop_proto::common::v1::Money;
 use shop_proto::{inventory, order, payment};
 use shop_suite::clients::{Clients, Endpoints, dev_issuer};
+use tonic_types::StatusExt as _;
 
 struct Args {
     concurrency: usize,
@@ -201,6 +204,8 @@ async fn main() -> anyhow::Result<()> {
     let placed = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let rpc = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
+    // How long each refusal for want of capacity (RESOURCE_EXHAUSTED) took to arrive.
+    let refusals = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.seconds);
     *window_end.lock().unwrap() = Some(deadline);
@@ -214,10 +219,11 @@ async fn main() -> anyhow::Result<()> {
             Duration::from_secs(args.seconds + 600),
         );
         let (mut client, sku, run) = (c.with_token(&token).order, sku.clone(), run.clone());
-        let (placed, failed, rpc, placed_at, slots) = (
+        let (placed, failed, rpc, refusals, placed_at, slots) = (
             placed.clone(),
             failed.clone(),
             rpc.clone(),
+            refusals.clone(),
             placed_at.clone(),
             slots.clone(),
         );
@@ -235,36 +241,49 @@ async fn main() -> anyhow::Result<()> {
                     tokio::time::sleep_until(due.into()).await;
                 }
                 n += 1;
-                let call = Instant::now();
-                let result = client
-                    .place_order(order::v1::PlaceOrderRequest {
-                        idempotency_key: format!("load-{run}-{i}-{n}"),
-                        customer_id: format!("load-{run}-{i}"),
-                        lines: vec![order::v1::LineRequest {
-                            sku: sku.clone(),
-                            quantity: 1,
-                        }],
-                    })
-                    .await;
-                match result {
-                    Ok(response) => {
-                        let id = response
-                            .into_inner()
-                            .order
-                            .map(|o| o.order_id)
-                            .unwrap_or_default();
-                        placed_at.lock().unwrap().insert(id, Instant::now());
-                        let _ = rpc
-                            .lock()
-                            .unwrap()
-                            .record(u64::try_from(call.elapsed().as_micros()).unwrap_or(u64::MAX));
-                        placed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(status) => {
-                        if failed.fetch_add(1, Ordering::Relaxed) < 5 {
-                            eprintln!("PlaceOrder failed: {status}");
+                let request = order::v1::PlaceOrderRequest {
+                    idempotency_key: format!("load-{run}-{i}-{n}"),
+                    customer_id: format!("load-{run}-{i}"),
+                    lines: vec![order::v1::LineRequest {
+                        sku: sku.clone(),
+                        quantity: 1,
+                    }],
+                };
+                // As a real client: a refusal for want of capacity is retried with the same
+                // key after the delay its RetryInfo asks for (until the run's end).
+                loop {
+                    let call = Instant::now();
+                    let result = client.place_order(request.clone()).await;
+                    let took = u64::try_from(call.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    match result {
+                        Ok(response) => {
+                            let id = response
+                                .into_inner()
+                                .order
+                                .map(|o| o.order_id)
+                                .unwrap_or_default();
+                            placed_at.lock().unwrap().insert(id, Instant::now());
+                            let _ = rpc.lock().unwrap().record(took);
+                            placed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                            let _ = refusals.lock().unwrap().record(took);
+                            let delay = status
+                                .get_details_retry_info()
+                                .and_then(|r| r.retry_delay)
+                                .unwrap_or(Duration::from_millis(100));
+                            if Instant::now() + delay < deadline {
+                                tokio::time::sleep(delay).await;
+                                continue;
+                            }
+                        }
+                        Err(status) => {
+                            if failed.fetch_add(1, Ordering::Relaxed) < 5 {
+                                eprintln!("PlaceOrder failed: {status}");
+                            }
                         }
                     }
+                    break;
                 }
             }
         }));
@@ -287,6 +306,7 @@ async fn main() -> anyhow::Result<()> {
         (t.0.clone(), t.1, t.2)
     };
     let rpc = rpc.lock().unwrap().clone();
+    let refusals = refusals.lock().unwrap().clone();
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     println!(
         "placed      {placed} orders in {:.1} s = {:.0} orders/s ({} PlaceOrder failures)",
@@ -310,6 +330,12 @@ async fn main() -> anyhow::Result<()> {
         "PlaceOrder  p50 {:.1} ms, p99 {:.1} ms",
         ms(&rpc, 0.5),
         ms(&rpc, 0.99)
+    );
+    println!(
+        "refused     {} times (RESOURCE_EXHAUSTED, retried after their RetryInfo); refusal p50 {:.1} ms, p99 {:.1} ms",
+        refusals.len(),
+        ms(&refusals, 0.5),
+        ms(&refusals, 0.99)
     );
     println!(
         "placed->terminal  p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",

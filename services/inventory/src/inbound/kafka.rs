@@ -23,8 +23,7 @@ impl Handler for OrderEvents {
         tx: &mut PgConnection,
         event: &InboundEvent,
     ) -> Result<(), HandlerError> {
-        if event.is::<order_pb::OrderPlaced>() {
-            let placed: order_pb::OrderPlaced = event.decode()?;
+        if let Some(placed) = event.decode_if::<order_pb::OrderPlaced>()? {
             if placed.order_id.is_empty()
                 || placed.lines.is_empty()
                 || placed.lines.iter().any(|l| l.quantity == 0)
@@ -35,15 +34,12 @@ impl Handler for OrderEvents {
                 )));
             }
             app::reserve(tx, &self.events, &placed).await?;
-        } else if event.is::<order_pb::OrderConfirmed>() {
-            let confirmed: order_pb::OrderConfirmed = event.decode()?;
+        } else if let Some(confirmed) = event.decode_if::<order_pb::OrderConfirmed>()? {
             app::sell(tx, &confirmed.order_id).await?;
-        } else if event.is::<order_pb::OrderCancelled>() {
-            let cancelled: order_pb::OrderCancelled = event.decode()?;
+        } else if let Some(cancelled) = event.decode_if::<order_pb::OrderCancelled>()? {
             app::release(tx, &self.events, &cancelled.order_id).await?;
-        } else if event.is::<order_pb::StockReleaseRequested>() {
+        } else if let Some(requested) = event.decode_if::<order_pb::StockReleaseRequested>()? {
             // A StockReserved reached the order after it was cancelled: release it the same way.
-            let requested: order_pb::StockReleaseRequested = event.decode()?;
             app::release(tx, &self.events, &requested.order_id).await?;
         }
         // Other order events (PaymentRequested, RefundRequested) are not inventory's business.
@@ -59,17 +55,13 @@ impl Handler for OrderEvents {
         tx: &mut PgConnection,
         event: &InboundEvent,
     ) -> Result<Vec<LockKey>, HandlerError> {
-        let skus = if event.is::<order_pb::OrderPlaced>() {
-            let placed: order_pb::OrderPlaced = event.decode()?;
+        let skus = if let Some(placed) = event.decode_if::<order_pb::OrderPlaced>()? {
             placed.lines.into_iter().map(|l| l.sku).collect()
-        } else if event.is::<order_pb::OrderConfirmed>() {
-            let confirmed: order_pb::OrderConfirmed = event.decode()?;
+        } else if let Some(confirmed) = event.decode_if::<order_pb::OrderConfirmed>()? {
             app::reserved_skus(tx, &confirmed.order_id).await?
-        } else if event.is::<order_pb::OrderCancelled>() {
-            let cancelled: order_pb::OrderCancelled = event.decode()?;
+        } else if let Some(cancelled) = event.decode_if::<order_pb::OrderCancelled>()? {
             app::reserved_skus(tx, &cancelled.order_id).await?
-        } else if event.is::<order_pb::StockReleaseRequested>() {
-            let requested: order_pb::StockReleaseRequested = event.decode()?;
+        } else if let Some(requested) = event.decode_if::<order_pb::StockReleaseRequested>()? {
             app::reserved_skus(tx, &requested.order_id).await?
         } else {
             Vec::new()

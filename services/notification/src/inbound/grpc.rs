@@ -48,7 +48,7 @@ fn to_pb(notification: Notification) -> pb::Notification {
         trace_id,
         notification_id: notification.notification_id.to_string(),
         order_id: notification.order_id,
-        customer_id: notification.customer_id,
+        customer_id: notification.customer_id.to_string(),
         kind: notification.kind.as_str().to_owned(),
         message: notification.message,
         channel: notification.channel,

@@ -108,7 +108,7 @@ impl Channel for WebhookChannel {
         let body = WebhookBody {
             notification_id: notification.notification_id,
             order_id: &notification.order_id,
-            customer_id: &notification.customer_id,
+            customer_id: notification.customer_id.as_str(),
             kind: notification.kind.as_str(),
             message: &notification.message,
             created_at: notification

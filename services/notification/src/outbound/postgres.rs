@@ -7,7 +7,9 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::domain::{Cursor, DeliveryStatus, Filter, Kind, NewNotification, Notification};
+use crate::domain::{
+    Cursor, CustomerId, DeliveryStatus, Filter, Kind, NewNotification, Notification,
+};
 
 /// `SELECT`s every column of a notification, followed by the rest of the query.
 macro_rules! select_notifications {
@@ -20,7 +22,7 @@ macro_rules! select_notifications {
     };
 }
 
-/// A notification row as stored; kind and status are checked when it becomes a
+/// A notification row as stored; kind, status and customer id are parsed when it becomes a
 /// [`Notification`].
 #[derive(Clone, Debug, sqlx::FromRow)]
 struct NotificationRow {
@@ -48,7 +50,13 @@ impl TryFrom<NotificationRow> for Notification {
             attempts: u32::try_from(row.attempts).unwrap_or(0),
             notification_id: row.notification_id,
             order_id: row.order_id,
-            customer_id: row.customer_id,
+            // Only parsed customer ids are stored (the consumer parses the events' ones).
+            customer_id: CustomerId::parse(&row.customer_id).map_err(|e| {
+                sqlx::Error::ColumnDecode {
+                    index: "customer_id".to_owned(),
+                    source: e.into(),
+                }
+            })?,
             message: row.message,
             channel: row.channel,
             created_at: row.created_at,
@@ -81,7 +89,7 @@ pub async fn insert_notification(
     )
     .bind(notification.notification_id)
     .bind(&notification.order_id)
-    .bind(&notification.customer_id)
+    .bind(notification.customer_id.as_str())
     .bind(notification.kind.as_str())
     .bind(&notification.message)
     .bind(channel)
@@ -108,7 +116,7 @@ pub async fn notifications(
                  AND ($2::timestamptz IS NULL OR (created_at, notification_id) < ($2, $3)) \
                  ORDER BY created_at DESC, notification_id DESC LIMIT $4"
             ),
-            customer_id,
+            customer_id.as_str(),
         ),
         Filter::Order(order_id) => (
             select_notifications!(
@@ -116,7 +124,7 @@ pub async fn notifications(
                  AND ($2::timestamptz IS NULL OR (created_at, notification_id) < ($2, $3)) \
                  ORDER BY created_at DESC, notification_id DESC LIMIT $4"
             ),
-            order_id,
+            order_id.as_str(),
         ),
     };
     let rows: Vec<NotificationRow> = sqlx::query_as(sql)

@@ -16,7 +16,7 @@ use shop_runtime::status::ServiceError;
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
-use crate::app::{self, Events};
+use crate::app::{self, Backlog, Events};
 use crate::domain::{Order, OrderRequest, OrderStatus};
 use crate::outbound::inventory::InventoryCatalog;
 
@@ -26,6 +26,8 @@ pub struct OrderApi {
     pub pool: PgPool,
     pub catalog: InventoryCatalog,
     pub events: Events,
+    /// The saga's backlog, which PlaceOrder is admitted by.
+    pub backlog: Backlog,
 }
 
 fn timestamp(at: chrono::DateTime<chrono::Utc>) -> Option<prost_types::Timestamp> {
@@ -57,7 +59,7 @@ fn to_pb(order: Order) -> pb::Order {
             .lines
             .iter()
             .map(|l| pb::OrderLine {
-                sku: l.sku.clone(),
+                sku: l.sku.to_string(),
                 quantity: l.quantity,
                 unit_price: money(l.unit_price_minor),
             })
@@ -79,7 +81,7 @@ fn to_pb(order: Order) -> pb::Order {
             .collect(),
         created_at: timestamp(order.created_at),
         updated_at: timestamp(order.updated_at),
-        customer_id: order.customer_id,
+        customer_id: order.customer_id.to_string(),
     }
 }
 
@@ -95,7 +97,14 @@ impl OrderService for OrderApi {
         let lines: Vec<(String, u32)> = r.lines.into_iter().map(|l| (l.sku, l.quantity)).collect();
         let request = OrderRequest::parse(&r.idempotency_key, &r.customer_id, &lines)
             .map_err(|v| ServiceError::Invalid(v.into()))?;
-        let order = app::place_order(&self.pool, &self.catalog, &self.events, request).await?;
+        let order = app::place_order(
+            &self.pool,
+            &self.catalog,
+            &self.events,
+            &self.backlog,
+            request,
+        )
+        .await?;
         Ok(Response::new(pb::PlaceOrderResponse {
             order: Some(to_pb(order)),
         }))

@@ -25,11 +25,9 @@ impl Handler for SagaReplies {
         tx: &mut PgConnection,
         event: &InboundEvent,
     ) -> Result<(), HandlerError> {
-        let (id, reply) = if event.is::<inventory_pb::StockReserved>() {
-            let e: inventory_pb::StockReserved = event.decode()?;
+        let (id, reply) = if let Some(e) = event.decode_if::<inventory_pb::StockReserved>()? {
             (order_id(&e.order_id)?, SagaReply::StockReserved)
-        } else if event.is::<inventory_pb::StockRejected>() {
-            let e: inventory_pb::StockRejected = event.decode()?;
+        } else if let Some(e) = event.decode_if::<inventory_pb::StockRejected>()? {
             let detail = e
                 .lines
                 .iter()
@@ -45,11 +43,9 @@ impl Handler for SagaReplies {
                 .collect::<Vec<_>>()
                 .join(", ");
             (order_id(&e.order_id)?, SagaReply::StockRejected { detail })
-        } else if event.is::<payment_pb::PaymentCaptured>() {
-            let e: payment_pb::PaymentCaptured = event.decode()?;
+        } else if let Some(e) = event.decode_if::<payment_pb::PaymentCaptured>()? {
             (order_id(&e.order_id)?, SagaReply::PaymentCaptured)
-        } else if event.is::<payment_pb::PaymentDeclined>() {
-            let e: payment_pb::PaymentDeclined = event.decode()?;
+        } else if let Some(e) = event.decode_if::<payment_pb::PaymentDeclined>()? {
             (
                 order_id(&e.order_id)?,
                 SagaReply::PaymentDeclined {

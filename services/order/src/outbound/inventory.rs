@@ -14,6 +14,8 @@ use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::domain::Sku;
+
 /// The catalog cannot be read now; retry after the given delay.
 #[derive(Debug, thiserror::Error)]
 #[error("inventory unavailable: {reason}")]
@@ -22,7 +24,7 @@ pub struct CatalogUnavailable {
     pub retry_after: Duration,
 }
 
-/// Prices by sku: (unit price in minor units, currency).
+/// Prices by sku, as inventory names them: (unit price in minor units, currency).
 pub type Prices = HashMap<String, (i64, String)>;
 
 /// Inventory's catalog over gRPC.
@@ -65,10 +67,10 @@ impl InventoryCatalog {
     ///
     /// # Errors
     /// When inventory is down, slow past the deadline, or the breaker is open.
-    pub async fn prices(&self, skus: &[String]) -> Result<Prices, CatalogUnavailable> {
+    pub async fn prices(&self, skus: &[Sku]) -> Result<Prices, CatalogUnavailable> {
         let admission = self.breaker.admit()?;
         let mut request = tonic::Request::new(ListProductsRequest {
-            skus: skus.to_vec(),
+            skus: skus.iter().map(ToString::to_string).collect(),
             page_size: u32::try_from(skus.len()).unwrap_or(500).clamp(1, 500),
             page_token: String::new(),
         });

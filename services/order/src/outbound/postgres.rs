@@ -5,9 +5,11 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::domain::{
-    CancellationReason, Order, OrderRequest, OrderStatus, OrderedLine, Priced, StatusChange,
+    CancellationReason, CustomerId, Order, OrderRequest, OrderStatus, OrderedLine, Priced, Sku,
+    StatusChange,
 };
 
+/// An order row as stored; its customer id is parsed when it becomes an [`Order`].
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct OrderRow {
     pub order_id: Uuid,
@@ -22,6 +24,7 @@ pub struct OrderRow {
     pub updated_at: DateTime<Utc>,
 }
 
+/// An order line row as stored; its sku is parsed when it becomes an [`OrderedLine`].
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct LineRow {
     pub sku: String,
@@ -44,21 +47,34 @@ pub struct FullOrder {
     pub history: Vec<HistoryRow>,
 }
 
-impl From<FullOrder> for Order {
-    fn from(full: FullOrder) -> Self {
+/// A stored id that does not parse (only parsed ids are stored): the row cannot be decoded.
+fn undecodable(column: &str, problem: String) -> sqlx::Error {
+    sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: problem.into(),
+    }
+}
+
+impl TryFrom<FullOrder> for Order {
+    type Error = sqlx::Error;
+
+    fn try_from(full: FullOrder) -> sqlx::Result<Self> {
         let o = full.order;
-        Self {
+        Ok(Self {
             order_id: o.order_id,
-            customer_id: o.customer_id,
+            customer_id: CustomerId::parse(&o.customer_id)
+                .map_err(|e| undecodable("customer_id", e))?,
             lines: full
                 .lines
                 .into_iter()
-                .map(|l| OrderedLine {
-                    sku: l.sku,
-                    quantity: u32::try_from(l.quantity).unwrap_or(0),
-                    unit_price_minor: l.unit_price_minor,
+                .map(|l| {
+                    Ok(OrderedLine {
+                        sku: Sku::parse(&l.sku).map_err(|e| undecodable("sku", e))?,
+                        quantity: u32::try_from(l.quantity).unwrap_or(0),
+                        unit_price_minor: l.unit_price_minor,
+                    })
                 })
-                .collect(),
+                .collect::<sqlx::Result<_>>()?,
             total_minor: o.total_minor,
             currency: o.currency,
             status: OrderStatus::parse(&o.status).ok(),
@@ -77,7 +93,7 @@ impl From<FullOrder> for Order {
                 .collect(),
             created_at: o.created_at,
             updated_at: o.updated_at,
-        }
+        })
     }
 }
 
@@ -98,7 +114,7 @@ pub async fn insert_order(
          VALUES ($1, $2, 'pending', $3, $4, $5, $6) ON CONFLICT (customer_id, idempotency_key) DO NOTHING",
     )
     .bind(order_id)
-    .bind(&request.customer_id)
+    .bind(request.customer_id.as_str())
     .bind(priced.total_minor)
     .bind(&priced.currency)
     .bind(&request.idempotency_key)
@@ -135,13 +151,13 @@ pub async fn insert_order(
 /// The order a customer placed under an idempotency key (keys are the customer's own).
 pub async fn order_id_by_key(
     conn: &mut PgConnection,
-    customer_id: &str,
+    customer_id: &CustomerId,
     key: &str,
 ) -> sqlx::Result<Option<Uuid>> {
     sqlx::query_scalar(
         "SELECT order_id FROM orders WHERE customer_id = $1 AND idempotency_key = $2",
     )
-    .bind(customer_id)
+    .bind(customer_id.as_str())
     .bind(key)
     .fetch_optional(conn)
     .await
@@ -191,7 +207,7 @@ pub async fn load_order(
 #[shop_telemetry::db_span("SELECT", "orders")]
 pub async fn order_ids_of_customer(
     conn: &mut PgConnection,
-    customer_id: &str,
+    customer_id: &CustomerId,
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
 ) -> sqlx::Result<Vec<Uuid>> {
@@ -201,7 +217,7 @@ pub async fn order_ids_of_customer(
          AND ($2::timestamptz IS NULL OR (created_at, order_id) < ($2, $3)) \
          ORDER BY created_at DESC, order_id DESC LIMIT $4",
     )
-    .bind(customer_id)
+    .bind(customer_id.as_str())
     .bind(at)
     .bind(id)
     .bind(limit)
@@ -296,6 +312,15 @@ pub async fn pending_ages(
     .bind(millis(deadline))
     .fetch_one(conn)
     .await
+}
+
+/// How many orders are PENDING (placed, neither confirmed nor cancelled yet): an index-only
+/// count over `orders_pending_by_age`.
+#[shop_telemetry::db_span("SELECT", "orders")]
+pub async fn count_pending(conn: &mut PgConnection) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'pending'")
+        .fetch_one(conn)
+        .await
 }
 
 fn millis(duration: std::time::Duration) -> i64 {

@@ -23,8 +23,7 @@ impl Handler for OrderEvents {
         tx: &mut PgConnection,
         event: &InboundEvent,
     ) -> Result<(), HandlerError> {
-        if event.is::<order_pb::PaymentRequested>() {
-            let requested: order_pb::PaymentRequested = event.decode()?;
+        if let Some(requested) = event.decode_if::<order_pb::PaymentRequested>()? {
             if requested.order_id.is_empty()
                 || requested
                     .amount
@@ -37,12 +36,10 @@ impl Handler for OrderEvents {
                 )));
             }
             app::capture(tx, &self.events, &requested).await?;
-        } else if event.is::<order_pb::OrderCancelled>() {
-            let cancelled: order_pb::OrderCancelled = event.decode()?;
+        } else if let Some(cancelled) = event.decode_if::<order_pb::OrderCancelled>()? {
             refund(self, tx, &cancelled.order_id, &cancelled.customer_id).await?;
-        } else if event.is::<order_pb::RefundRequested>() {
+        } else if let Some(requested) = event.decode_if::<order_pb::RefundRequested>()? {
             // A PaymentCaptured reached the order after it was cancelled: refund it the same way.
-            let requested: order_pb::RefundRequested = event.decode()?;
             refund(self, tx, &requested.order_id, &requested.customer_id).await?;
         }
         // Other order events (OrderPlaced, OrderConfirmed, StockReleaseRequested) are not
@@ -58,24 +55,24 @@ impl Handler for OrderEvents {
         tx: &mut PgConnection,
         event: &InboundEvent,
     ) -> Result<Vec<LockKey>, HandlerError> {
-        if event.is::<order_pb::PaymentRequested>() {
-            let requested: order_pb::PaymentRequested = event.decode()?;
+        if let Some(requested) = event.decode_if::<order_pb::PaymentRequested>()? {
             Ok(vec![account_lock(&requested.customer_id)])
-        } else if event.is::<order_pb::OrderCancelled>() || event.is::<order_pb::RefundRequested>()
-        {
+        } else {
             // Both refund what was captured, into the account it was taken from.
-            let order_id = if event.is::<order_pb::OrderCancelled>() {
-                event.decode::<order_pb::OrderCancelled>()?.order_id
-            } else {
-                event.decode::<order_pb::RefundRequested>()?.order_id
+            let order_id = match event.decode_if::<order_pb::OrderCancelled>()? {
+                Some(cancelled) => Some(cancelled.order_id),
+                None => event
+                    .decode_if::<order_pb::RefundRequested>()?
+                    .map(|requested| requested.order_id),
+            };
+            let Some(order_id) = order_id else {
+                return Ok(Vec::new());
             };
             Ok(app::payer(tx, &order_id)
                 .await?
                 .map(|customer_id| account_lock(&customer_id))
                 .into_iter()
                 .collect())
-        } else {
-            Ok(Vec::new())
         }
     }
 
