@@ -203,49 +203,118 @@ impl SuiteProcesses {
         Ok((suite, clients))
     }
 
-    /// Starts the four services of a local run (`config.local` set) and waits until each
-    /// reports SERVING.
+    /// Starts the four services of a local run (`config.local` set), one after the other, each
+    /// once the one before reports SERVING.
+    ///
+    /// One at a time because a local run's ports are the topology's (50051-50064), inside the
+    /// kernel's ephemeral range: while a service binds them, a sibling starting beside it could
+    /// take one as the source port of an outgoing connection (to PostgreSQL, to the broker) and
+    /// the bind would fail ("Address already in use"). Starting them in turn leaves only the
+    /// rest of the machine to collide with, which is transient: a service that exits while
+    /// starting is started again, twice at most, a second later.
     ///
     /// # Errors
-    /// When a process cannot be started or does not come up within `patience`.
+    /// When a process cannot be started, or does not serve within `patience` (or exits at each
+    /// of its three starts).
     pub async fn start_local(config: SuiteConfig, patience: Duration) -> anyhow::Result<Self> {
+        const STARTS: usize = 3;
         anyhow::ensure!(config.local.is_some(), "start_local needs config.local");
-        let mut suite = Self::launch(config)?;
-        for service in Service::ALL {
-            if let Err(e) = crate::clients::wait_serving(&suite.url(service, 0), patience).await {
-                return Err(e.context(suite.reports()));
+        let mut suite = Self::empty(config)?;
+        for service in Self::START_ORDER {
+            suite.add(service, Vec::new())?;
+            let mut starts = 1;
+            loop {
+                match suite.serving_or_exited(service, patience).await {
+                    Ok(None) => break,
+                    Ok(Some(status)) if starts < STARTS => {
+                        eprintln!(
+                            "[shop] {}-service exited while starting ({status}); starting it again",
+                            service.name()
+                        );
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        suite.restart(service, 0)?;
+                        starts += 1;
+                    }
+                    Ok(Some(status)) => {
+                        return Err(anyhow::anyhow!(
+                            "{}-service exited at each of its {STARTS} starts, the last time {status}",
+                            service.name()
+                        )
+                        .context(suite.reports()));
+                    }
+                    Err(e) => return Err(e.context(suite.reports())),
+                }
             }
         }
         Ok(suite)
     }
 
-    /// Starts replica 0 of the four services, not waiting for them.
-    fn launch(config: SuiteConfig) -> anyhow::Result<Self> {
+    /// Waits until replica 0 of `service` reports SERVING (`None`) or exits (how).
+    ///
+    /// # Errors
+    /// When it does neither within `patience`.
+    async fn serving_or_exited(
+        &mut self,
+        service: Service,
+        patience: Duration,
+    ) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        let deadline = tokio::time::Instant::now() + patience;
+        let url = self.url(service, 0);
+        loop {
+            // Bounded: whatever holds the port may accept a connection and never answer.
+            let check = crate::clients::wait_serving(&url, Duration::ZERO);
+            if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(1), check).await {
+                return Ok(None);
+            }
+            if let Some(status) = self.exited(service, 0) {
+                return Ok(Some(status));
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "{url} is not serving after {patience:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Inventory first: the order service prices orders from its catalog.
+    const START_ORDER: [Service; 4] = [
+        Service::Inventory,
+        Service::Order,
+        Service::Payment,
+        Service::Notification,
+    ];
+
+    /// No process yet; the log directory made.
+    fn empty(config: SuiteConfig) -> anyhow::Result<Self> {
         let logs = match &config.local {
             Some(local) => local.logs.clone(),
             None => std::env::temp_dir().join(format!("shop-suite-{}", config.group_suffix)),
         };
         std::fs::create_dir_all(&logs)?;
-        let mut suite = Self {
+        Ok(Self {
             config,
             instances: BTreeMap::new(),
             logs,
-        };
-        // Inventory first: the order service prices orders from its catalog.
-        for service in [
-            Service::Inventory,
-            Service::Order,
-            Service::Payment,
-            Service::Notification,
-        ] {
+        })
+    }
+
+    /// Starts replica 0 of the four services, not waiting for them.
+    fn launch(config: SuiteConfig) -> anyhow::Result<Self> {
+        let mut suite = Self::empty(config)?;
+        for service in Self::START_ORDER {
             suite.add(service, Vec::new())?;
         }
         Ok(suite)
     }
 
-    /// [`SuiteProcesses::report`] of replica 0 of every service.
+    /// [`SuiteProcesses::report`] of replica 0 of every service started.
     fn reports(&mut self) -> String {
-        let why: Vec<String> = Service::ALL
+        let started: Vec<Service> = Service::ALL
+            .into_iter()
+            .filter(|service| self.instances.contains_key(&(*service, 0)))
+            .collect();
+        let why: Vec<String> = started
             .into_iter()
             .map(|service| self.report(service, 0))
             .collect();
@@ -285,6 +354,10 @@ impl SuiteProcesses {
             admin: loopback(admin),
             env,
         };
+        if self.config.local.is_some() {
+            // A local run's log is this run's (appended to across restarts within it).
+            std::fs::File::create(&instance.log)?;
+        }
         self.instances.insert((service, replica), instance);
         self.spawn(service, replica)?;
         Ok(replica)
