@@ -146,11 +146,22 @@ fn write_secret(path: &Path, token: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A child process of the run, its output in `log`.
+/// A child process of the run, its output in `log`; killed when dropped (when the run ends
+/// early with an error, nothing it started is left behind; the services are
+/// `SuiteProcesses`', which does the same).
 struct Extra {
     name: &'static str,
     child: Child,
     log: PathBuf,
+}
+
+impl Drop for Extra {
+    fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(Some(_))) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 fn spawn_logged(name: &'static str, command: &mut Command, log: PathBuf) -> anyhow::Result<Extra> {
@@ -441,7 +452,7 @@ async fn main() -> anyhow::Result<()> {
 
     if flag("SHOP_RUN_NO_WAIT") {
         renewal.abort();
-        shutdown(&mut suite, &mut extras).await;
+        shutdown(&mut suite, &extras).await;
         return Ok(());
     }
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -480,13 +491,13 @@ async fn main() -> anyhow::Result<()> {
     }
     renewal.abort();
     eprintln!("[shop] stopping the services");
-    shutdown(&mut suite, &mut extras).await;
+    shutdown(&mut suite, &extras).await;
     Ok(())
 }
 
 /// SIGTERM to every process at once (the services drain), SIGKILL to those still running
 /// after 4 s: well within the 5 s `deploy/run.sh` gives this process to stop.
-async fn shutdown(suite: &mut SuiteProcesses, extras: &mut [Extra]) {
+async fn shutdown(suite: &mut SuiteProcesses, extras: &[Extra]) {
     const PATIENCE: Duration = Duration::from_secs(4);
     for extra in extras.iter() {
         if let Ok(pid) = i32::try_from(extra.child.id()) {
@@ -497,13 +508,8 @@ async fn shutdown(suite: &mut SuiteProcesses, extras: &mut [Extra]) {
         }
     }
     suite.terminate_all(PATIENCE).await;
-    // The services had the time; the others (the subscriber, the trace sink) had it too.
-    for extra in extras.iter_mut() {
-        if !matches!(extra.child.try_wait(), Ok(Some(_))) {
-            let _ = extra.child.kill();
-            let _ = extra.child.wait();
-        }
-    }
+    // The others (the subscriber, the trace sink) had the same time: those still running are
+    // killed as they are dropped.
 }
 
 /// Apache Kafka's own tools (`deploy/kafka-cli.sh`), against the running broker.
