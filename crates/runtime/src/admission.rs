@@ -38,22 +38,14 @@ pub const RETRY_AFTER: Duration = Duration::from_millis(100);
 #[derive(Clone, Debug)]
 pub struct Admission {
     permits: Arc<Semaphore>,
-    limit: usize,
 }
 
 impl Admission {
     /// At most `limit` calls in flight (at least one).
     pub fn new(limit: usize) -> Self {
-        let limit = limit.max(1);
         Self {
-            permits: Arc::new(Semaphore::new(limit)),
-            limit,
+            permits: Arc::new(Semaphore::new(limit.max(1))),
         }
-    }
-
-    /// How many calls may be in flight.
-    pub fn limit(&self) -> usize {
-        self.limit
     }
 
     /// `server` behind the limit.

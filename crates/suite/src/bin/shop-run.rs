@@ -164,12 +164,23 @@ impl Drop for Extra {
     }
 }
 
-fn spawn_logged(name: &'static str, command: &mut Command, log: PathBuf) -> anyhow::Result<Extra> {
-    let out = std::fs::File::create(&log)?;
+/// Starts `command`, its stderr in `log` and its stdout there too, or in `output` (what it
+/// writes is its product: the trace sink's span trees).
+fn spawn_logged(
+    name: &'static str,
+    command: &mut Command,
+    log: PathBuf,
+    output: Option<&Path>,
+) -> anyhow::Result<Extra> {
+    let err = std::fs::File::create(&log)?;
+    let out = match output {
+        Some(path) => std::fs::File::create(path)?,
+        None => err.try_clone()?,
+    };
     let child = command
         .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out)
+        .stdout(out)
+        .stderr(err)
         .spawn()
         .with_context(|| format!("starting {name}"))?;
     Ok(Extra { name, child, log })
@@ -256,18 +267,12 @@ async fn main() -> anyhow::Result<()> {
             "--quiet-ms",
             "5000",
         ]);
-        let out = std::fs::File::create(&trace_log)?;
-        let child = sink
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(std::fs::File::create(logs.join("otlp-sink.log"))?)
-            .spawn()
-            .context("starting otlp-sink")?;
-        extras.push(Extra {
-            name: "otlp-sink",
-            child,
-            log: logs.join("otlp-sink.log"),
-        });
+        extras.push(spawn_logged(
+            "otlp-sink",
+            &mut sink,
+            logs.join("otlp-sink.log"),
+            Some(&trace_log),
+        )?);
         env.push(("OTEL_BSP_SCHEDULE_DELAY".into(), "500".into()));
         (
             Some(format!("http://127.0.0.1:{port}")),
@@ -354,14 +359,20 @@ async fn main() -> anyhow::Result<()> {
         "sales-analytics",
         &mut subscriber,
         logs.join("sales-analytics.log"),
+        None,
     )?);
     say(format!(
         "sales-analytics (example subscriber): metrics {sa_metrics}, database {}, log {}",
         sa.database,
         logs.join("sales-analytics.log").display()
     ));
-    // When its consumer first applies an event.
+    // When its consumer first applies an event: watched for the demo's report only (without a
+    // demo nothing would end the scraping, which would then run beside a load test).
+    let demo = !flag("SHOP_SKIP_DEMO");
     let first_applied = tokio::spawn(async move {
+        if !demo {
+            return None;
+        }
         loop {
             let applied = shop_testkit::scrape_metric(
                 sa_metrics,
@@ -370,7 +381,7 @@ async fn main() -> anyhow::Result<()> {
             )
             .await;
             if applied.is_some_and(|n| n > 0.0) {
-                return sa_started.elapsed();
+                return Some(sa_started.elapsed());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -379,7 +390,6 @@ async fn main() -> anyhow::Result<()> {
     let endpoints = suite.endpoints();
     let demo_run = std::env::var("SHOP_DEMO_RUN")
         .unwrap_or_else(|_| format!("{:06}", std::process::id() % 1_000_000));
-    let demo = !flag("SHOP_SKIP_DEMO");
     if demo {
         say("running the demo (every saga path)".into());
         let status = Command::new(binary_path("shop-demo"))
@@ -399,7 +409,7 @@ async fn main() -> anyhow::Result<()> {
         }
         let first = tokio::time::timeout(Duration::from_secs(30), first_applied).await;
         let first = match first {
-            Ok(Ok(after)) => format!("{} s after sales-analytics started", after.as_secs()),
+            Ok(Ok(Some(after))) => format!("{} s after sales-analytics started", after.as_secs()),
             _ => "not yet".to_owned(),
         };
         // The demo's last events (a refund, a cancellation) reach the subscriber.
