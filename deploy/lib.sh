@@ -24,6 +24,7 @@
 #   kafka_tool TOOL [ARG...]  Apache Kafka's own CLI (topics, console-consumer, consumer-groups, ...)
 #   start_dev_kafka BIN [ARG...]  -> KAFKA_BOOTSTRAP_SERVERS, DEV_KAFKA_PID (stopped at exit)
 #   shop_on_exit CMD       runs CMD when the calling script exits (last registered first)
+#   shop_report [--markdown] SECTION HEADING FILE  FILE's text into docs/benchmarks.md's SECTION
 #   shop_say MSG / shop_die MSG (also as say / die)  one line on stderr / the same, then exit 1
 #
 # Settings (environment):
@@ -169,6 +170,20 @@ _shop_free_port() {
 }
 
 _shop_port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# shop_report [--markdown] SECTION HEADING FILE: a benchmark's printed figures (FILE) into
+# SECTION of docs/benchmarks.md, under HEADING, with the machine and the commit (shop-report
+# keeps the prose around the section); as a fenced block, or as markdown with --markdown.
+shop_report() {
+  local flags=()
+  if [ "$1" = --markdown ]; then flags=(--markdown); shift; fi
+  local section=$1 heading=$2 file=$3 machine
+  (cd "$_SHOP_ROOT" && cargo build --locked -q --release -p shop-suite --bin shop-report) ||
+    shop_die "cargo build -p shop-suite --bin shop-report failed"
+  machine="$(nproc) cores ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)), $(free -g | awk '/Mem:/ {print $2}') GiB"
+  "$_SHOP_ROOT/target/release/shop-report" "${flags[@]}" "$_SHOP_ROOT/docs/benchmarks.md" "$section" \
+    "Measured $(date -u '+%Y-%m-%d %H:%M UTC') at commit $(git -C "$_SHOP_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown) by $heading, on $machine." <"$file"
+}
 
 _shop_log_tail() { # file
   if [ -s "$1" ]; then

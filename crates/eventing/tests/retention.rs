@@ -93,6 +93,62 @@ async fn records_of_types_the_handler_ignores_leave_no_inbox_row_and_are_passed_
     );
 }
 
+/// A batch of records the handler ignores has no effect to protect, so it needs no
+/// transaction and no inbox look-up: it is passed over even while the consumer's database
+/// connections are all taken (about 7 of the 16 consumptions of an order are such records).
+#[tokio::test]
+async fn records_of_types_the_handler_ignores_are_passed_over_without_the_database() {
+    let env = setup().await;
+    let topic = env.topic("retention-ignored-no-db", 1).await;
+    // The consumer's own pool of one connection, held by the test throughout.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(env.db.connect_options())
+        .await
+        .unwrap();
+    let held = pool.acquire().await.unwrap();
+    env.commit((0..10).map(|i| other(&topic, "order-1", i)).collect())
+        .await;
+    let (stop_relay, relay) = env.spawn_relay(RelayConfig::default());
+    let mut registry = prometheus_client::registry::Registry::default();
+    let mut config = consumer_config("retention-ignored-no-db", &topic);
+    config.metrics = EventingMetrics::new(&mut registry);
+    let consumer = shop_eventing::Consumer::new(
+        pool.clone(),
+        &env.config,
+        config,
+        SequencedOnly(Recorder::default()),
+    )
+    .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn({
+        let stop = stop.clone();
+        async move { consumer.run(stop).await.unwrap() }
+    });
+    shop_testkit::eventually(
+        "the ten records passed over while the pool is held",
+        Duration::from_secs(15),
+        || async {
+            (common::metric(
+                &registry,
+                "shop_consumer_messages_total",
+                &[("outcome", "ignored")],
+            ) == Some(10.0))
+            .then_some(())
+        },
+    )
+    .await;
+    drop(held);
+    stop.cancel();
+    task.await.unwrap();
+    stop_relay.cancel();
+    relay.await.unwrap().unwrap();
+    assert_eq!(
+        count(&env.db.pool, "SELECT count(*) FROM eventing_inbox").await,
+        0
+    );
+}
+
 /// How long the stream of [`the_tables_stay_bounded_over_a_long_stream_and_duplicates_inside_the_window_are_caught`]
 /// runs: `SHOP_RETENTION_TEST_SECONDS`, 10 by default (longer runs measure the rows over time).
 fn stream_length() -> Duration {

@@ -5,5 +5,8 @@
 pub mod audit;
 pub mod clients;
 pub mod harness;
+pub mod plot;
 pub mod processes;
+pub mod procstat;
 pub mod scrape;
+pub mod sweep;

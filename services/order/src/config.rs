@@ -4,6 +4,7 @@ use std::time::Duration;
 use shop_runtime::config::{self, ConfigError, ServiceSettings};
 use shop_runtime::skeleton::Service as _;
 
+use crate::app::AdmissionLimits;
 use crate::startup::Orders;
 
 /// Settings of the order service, from environment variables: those of every service
@@ -20,8 +21,10 @@ use crate::startup::Orders;
 /// | `ORDER_SAGA_DEADLINE_MS` | an order still PENDING this long after it was placed is cancelled (reason `timeout`) and compensated [`600000`] |
 /// | `ORDER_SAGA_SWEEP_INTERVAL_MS` | how often the deadline sweeper looks for such orders [`5000`] |
 /// | `ORDER_SAGA_SWEEP_BATCH` | most orders the sweeper cancels in one transaction [`100`] |
-/// | `ORDER_MAX_PENDING_ORDERS` | most orders pending at once: past it PlaceOrder answers RESOURCE_EXHAUSTED with a RetryInfo ([`crate::app::Backlog`]) [`200`] |
-/// | `ORDER_BACKLOG_REFRESH_MS` | how often the pending orders are counted for that [`200`] |
+/// | `ORDER_MAX_SAGA_WAIT_MS` | an order pending longer than this is late [`300`] |
+/// | `ORDER_MAX_LATE_ORDERS` | while this many orders placed in the last 30 s are late, PlaceOrder answers RESOURCE_EXHAUSTED with a RetryInfo ([`crate::app::Backlog`]) [`16`] |
+/// | `ORDER_MAX_PENDING_ORDERS` | the most orders pending at once: the adaptive limit on them never goes past it [`1000`] |
+/// | `ORDER_BACKLOG_REFRESH_MS` | how often the pending orders are counted for that [`50`] |
 /// | `ORDER_SERVICE_TOKEN_FILE` | the order service's own token, presented to inventory; read again every 30 s, renewed by its issuer (required) |
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -39,8 +42,8 @@ pub struct Settings {
     pub saga_sweep_interval: Duration,
     /// Most overdue orders cancelled per transaction.
     pub saga_sweep_batch: u32,
-    /// Most orders pending at once (the saga's backlog) before new ones are refused.
-    pub max_pending_orders: u32,
+    /// When PlaceOrder refuses new orders: the saga's backlog, late or too long.
+    pub admission: AdmissionLimits,
     /// How often the backlog is counted.
     pub backlog_refresh: Duration,
     /// The file holding this service's own token (for its calls to inventory).
@@ -63,8 +66,12 @@ impl Settings {
             saga_deadline: Duration::from_secs(600),
             saga_sweep_interval: Duration::from_millis(200),
             saga_sweep_batch: 100,
-            max_pending_orders: 200,
-            backlog_refresh: Duration::from_millis(200),
+            admission: AdmissionLimits {
+                max_wait: Duration::from_millis(300),
+                max_late: 16,
+                max_pending: 1000,
+            },
+            backlog_refresh: Duration::from_millis(50),
             service_token_file: None,
         }
     }
@@ -100,11 +107,12 @@ impl config::Settings for Settings {
                 Duration::from_secs(5),
             )?,
             saga_sweep_batch: config::parse("ORDER_SAGA_SWEEP_BATCH", 100)?,
-            max_pending_orders: config::parse("ORDER_MAX_PENDING_ORDERS", 200)?,
-            backlog_refresh: config::millis(
-                "ORDER_BACKLOG_REFRESH_MS",
-                Duration::from_millis(200),
-            )?,
+            admission: AdmissionLimits {
+                max_wait: config::millis("ORDER_MAX_SAGA_WAIT_MS", Duration::from_millis(300))?,
+                max_late: config::parse("ORDER_MAX_LATE_ORDERS", 16)?,
+                max_pending: config::parse("ORDER_MAX_PENDING_ORDERS", 1000)?,
+            },
+            backlog_refresh: config::millis("ORDER_BACKLOG_REFRESH_MS", Duration::from_millis(50))?,
             service_token_file: config::optional("ORDER_SERVICE_TOKEN_FILE").map(PathBuf::from),
         })
     }

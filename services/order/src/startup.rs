@@ -81,7 +81,7 @@ impl skeleton::Service for Orders {
                 wiring.shutdown(),
             ),
         );
-        let backlog = Backlog::new(settings.max_pending_orders);
+        let backlog = Backlog::new(settings.admission);
         wiring.task(
             "saga backlog",
             backlog.clone().watch(

@@ -484,71 +484,155 @@ async fn placing_is_idempotent_per_key() {
     assert_eq!(page.orders.len(), 1, "one order for one key");
 }
 
-/// Past the saga's backlog limit (orders placed and not yet finished), PlaceOrder refuses a new
-/// order promptly with RESOURCE_EXHAUSTED and a RetryInfo instead of accepting work the saga
-/// cannot finish in time; a retry of an order already accepted still gets its order, and new
-/// orders are accepted again once the backlog drains.
-#[tokio::test]
-async fn past_the_saga_backlog_limit_new_orders_are_refused_with_a_retry_delay() {
-    let mut app = spawn_app_with(None, |settings| {
-        settings.max_pending_orders = 2;
-        settings.backlog_refresh = Duration::from_millis(20);
-    })
-    .await;
-    app.product("BOOK", 1000, 10).await;
+/// Places orders (keys `{prefix}-1`, `-2`, …) until one is refused; returns the accepted ones'
+/// ids and the refusal. Payment never answers in these tests: every order stays PENDING.
+async fn place_until_refused(app: &mut TestApp, prefix: &str) -> (Vec<String>, tonic::Status) {
     let mut accepted = Vec::new();
-    for key in ["backlog-a", "backlog-b"] {
-        let order = app
-            .orders
-            .place_order(place(key, "erin", &[("BOOK", 1)]))
-            .await
-            .unwrap()
-            .into_inner()
-            .order
-            .unwrap();
-        accepted.push(order.order_id);
-    }
-    // Payment never answers here: every order stays PENDING, and the backlog is full once
-    // counted (a few more may be accepted until then: it is counted every 20 ms).
-    let refused = loop {
-        let key = format!("backlog-{}", accepted.len() + 1);
+    loop {
+        let key = format!("{prefix}-{}", accepted.len() + 1);
         match app
             .orders
             .place_order(place(&key, "erin", &[("BOOK", 1)]))
             .await
         {
             Ok(response) => accepted.push(response.into_inner().order.unwrap().order_id),
-            Err(status) => break status,
+            Err(status) => return (accepted, status),
         }
         assert!(accepted.len() < 100, "never refused");
         tokio::time::sleep(Duration::from_millis(5)).await;
-    };
-    shop_testkit::service::assert_overloaded(&refused);
-    let again = app
-        .orders
-        .place_order(place("backlog-a", "erin", &[("BOOK", 1)]))
-        .await
-        .expect("the retry of an accepted order gets it")
-        .into_inner()
-        .order
-        .unwrap();
-    assert_eq!(again.order_id, accepted[0]);
+    }
+}
 
-    // They finish (cancelled by the customer): the backlog drains and new orders are taken.
-    for order_id in &accepted {
+/// Cancels `accepted` (as their customer): the backlog drains, and the retry of the first
+/// order is answered with that order, not a second one.
+async fn drain_and_retry_the_first(app: &mut TestApp, prefix: &str, accepted: &[String]) {
+    for order_id in accepted {
         app.cancel(order_id).await.unwrap();
     }
     let orders = app.orders.clone();
+    let key = format!("{prefix}-1");
+    let again = shop_testkit::eventually(
+        "the first order answered again",
+        Duration::from_secs(10),
+        || {
+            let (mut orders, key) = (orders.clone(), key.clone());
+            async move {
+                orders
+                    .place_order(place(&key, "erin", &[("BOOK", 1)]))
+                    .await
+                    .ok()
+            }
+        },
+    )
+    .await
+    .into_inner()
+    .order
+    .unwrap();
+    assert_eq!(again.order_id, accepted[0], "the same order, not a new one");
+    // The retry counts as pending until the next count (admission cannot tell it from a new
+    // order without a query): a new order is accepted within a count or two.
+    let key = format!("{prefix}-after");
     shop_testkit::eventually("a new order accepted", Duration::from_secs(10), || {
-        let mut orders = orders.clone();
+        let (mut orders, key) = (orders.clone(), key.clone());
         async move {
             orders
-                .place_order(place("backlog-after", "erin", &[("BOOK", 1)]))
+                .place_order(place(&key, "erin", &[("BOOK", 1)]))
                 .await
                 .ok()
         }
     })
     .await;
+}
+
+/// Past the backstop (this many orders pending, whatever their age), PlaceOrder refuses a new
+/// order at once with RESOURCE_EXHAUSTED and a RetryInfo instead of accepting work the saga
+/// cannot finish in time; the retry of an accepted order is refused too while the saga is
+/// behind (it names no order), and answered with its order once the backlog drains.
+#[tokio::test]
+async fn past_the_saga_backlog_limit_new_orders_are_refused_with_a_retry_delay() {
+    let mut app = spawn_app_with(None, |settings| {
+        settings.admission.max_pending = 2;
+        settings.backlog_refresh = Duration::from_millis(20);
+    })
+    .await;
+    app.product("BOOK", 1000, 10).await;
+    // The backlog is full once counted (a few more may be accepted until then: it is counted
+    // every 20 ms).
+    let (accepted, refused) = place_until_refused(&mut app, "backlog").await;
+    assert!(
+        accepted.len() >= 2,
+        "{} accepted before the limit",
+        accepted.len()
+    );
+    shop_testkit::service::assert_overloaded(&refused);
+    assert!(
+        refused.message().contains("still being processed"),
+        "{refused:?}"
+    );
+    let retry = app
+        .orders
+        .place_order(place("backlog-1", "erin", &[("BOOK", 1)]))
+        .await
+        .expect_err("refused while the saga is behind, before any lookup");
+    shop_testkit::service::assert_overloaded(&retry);
+    drain_and_retry_the_first(&mut app, "backlog", &accepted).await;
+}
+
+/// While enough recent orders have waited longer than the wait a placed order is meant to see,
+/// new orders are refused, however few are pending: the signal is the saga's wait, not a count
+/// fitted to one machine's rate. A single straggler does not close the shop.
+#[tokio::test]
+async fn while_recent_orders_wait_too_long_new_orders_are_refused() {
+    let mut app = spawn_app_with(None, |settings| {
+        settings.admission.max_wait = Duration::from_millis(300);
+        settings.admission.max_late = 3;
+        settings.backlog_refresh = Duration::from_millis(20);
+    })
+    .await;
+    app.product("BOOK", 1000, 10).await;
+    let mut accepted = Vec::new();
+    for n in 1..=2 {
+        accepted.push(
+            app.orders
+                .place_order(place(&format!("late-{n}"), "erin", &[("BOOK", 1)]))
+                .await
+                .unwrap()
+                .into_inner()
+                .order
+                .unwrap()
+                .order_id,
+        );
+    }
+    // Two late orders, one fewer than the limit: the shop stays open.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    accepted.push(
+        app.orders
+            .place_order(place("late-3", "erin", &[("BOOK", 1)]))
+            .await
+            .expect("two stragglers do not close the shop")
+            .into_inner()
+            .order
+            .unwrap()
+            .order_id,
+    );
+    // Once the third is late too, new orders are refused.
+    let orders = app.orders.clone();
+    let refused = shop_testkit::eventually("a new order refused", Duration::from_secs(10), || {
+        let mut orders = orders.clone();
+        async move {
+            orders
+                .place_order(place("late-4", "erin", &[("BOOK", 1)]))
+                .await
+                .err()
+        }
+    })
+    .await;
+    shop_testkit::service::assert_overloaded(&refused);
+    assert!(
+        refused.message().contains("have waited over 300 ms"),
+        "{refused:?}"
+    );
+    drain_and_retry_the_first(&mut app, "late", &accepted).await;
 }
 
 #[tokio::test]

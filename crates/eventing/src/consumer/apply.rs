@@ -125,6 +125,23 @@ impl<H: Handler> Consumer<H> {
     /// back and the records before it are applied again on their own, so that the failing
     /// record's handler runs once per try (the caller settles the failure).
     pub(super) async fn apply(&self, events: &[&InboundEvent]) -> Result<Run, sqlx::Error> {
+        // Records of types the handler ignores have no effect to protect from a second
+        // delivery, so a batch of nothing else takes no transaction, no inbox look-up, not
+        // even a connection (about 7 of the 16 consumptions of an order are such batches:
+        // three round trips each, for nothing). A usable record only: an unusable one is
+        // dead-lettered, which takes the database.
+        if events
+            .iter()
+            .all(|e| e.rejected.is_none() && !self.handler.handles(e))
+        {
+            return Ok(Run {
+                applied: events
+                    .iter()
+                    .map(|_| Applied::without_effects(Outcome::Ignored))
+                    .collect(),
+                failure: None,
+            });
+        }
         let mut end = events.len();
         let mut failure = None;
         let mut run = loop {

@@ -314,13 +314,25 @@ pub async fn pending_ages(
     .await
 }
 
-/// How many orders are PENDING (placed, neither confirmed nor cancelled yet): an index-only
-/// count over `orders_pending_by_age`.
+/// How many orders are PENDING (placed, neither confirmed nor cancelled yet), and how many of
+/// those placed within `recent` have waited over `late`: one count over the partial index
+/// `orders_pending_by_age`.
 #[shop_telemetry::db_span("SELECT", "orders")]
-pub async fn count_pending(conn: &mut PgConnection) -> sqlx::Result<i64> {
-    sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'pending'")
-        .fetch_one(conn)
-        .await
+pub async fn count_pending(
+    conn: &mut PgConnection,
+    late: std::time::Duration,
+    recent: std::time::Duration,
+) -> sqlx::Result<(i64, i64)> {
+    sqlx::query_as(
+        "SELECT count(*), count(*) FILTER ( \
+             WHERE created_at < clock_timestamp() - $1 * interval '1 millisecond' \
+               AND created_at > clock_timestamp() - $2 * interval '1 millisecond') \
+         FROM orders WHERE status = 'pending'",
+    )
+    .bind(millis(late))
+    .bind(millis(recent))
+    .fetch_one(conn)
+    .await
 }
 
 fn millis(duration: std::time::Duration) -> i64 {
