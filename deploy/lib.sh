@@ -182,7 +182,7 @@ shop_report() {
     shop_die "cargo build -p shop-suite --bin shop-report failed"
   machine="$(nproc) cores ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)), $(free -g | awk '/Mem:/ {print $2}') GiB"
   "$_SHOP_ROOT/target/release/shop-report" "${flags[@]}" "$_SHOP_ROOT/docs/benchmarks.md" "$section" \
-    "Measured $(date -u '+%Y-%m-%d %H:%M UTC') at commit $(git -C "$_SHOP_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown) by $heading, on $machine." <"$file"
+    "Measured $(date -u '+%Y-%m-%d %H:%M UTC') at commit $(git -C "$_SHOP_ROOT" describe --always --dirty 2>/dev/null || echo unknown) by $heading, on $machine." <"$file"
 }
 
 _shop_log_tail() { # file

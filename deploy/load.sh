@@ -73,7 +73,7 @@ postgres=$(psql "$pg_url" -XAtc "select current_setting('server_version') || ' (
 broker_about=$(sed -n 's/^  Kafka *[^ ]*  (\(.*\))$/\1/p' "$log")
 echo "machine: $machine; suite: release build; PostgreSQL $postgres; broker: $broker_about; tracing: $tracing"
 if [ -n "$sweep" ]; then
-  load_args+=(--report docs/benchmarks.md --label "$broker" --about "Measured $(date -u '+%Y-%m-%d %H:%M UTC') at commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown) by \`deploy/load.sh --sweep --broker $broker\`: $machine, everything on it (four services, the broker, PostgreSQL $postgres, the load generator); release build; broker: $broker_about; tracing: $tracing.")
+  load_args+=(--report docs/benchmarks.md --label "$broker" --about "Measured $(date -u '+%Y-%m-%d %H:%M UTC') at commit $(git describe --always --dirty 2>/dev/null || echo unknown) by \`deploy/load.sh --sweep --broker $broker\`: $machine, everything on it (four services, the broker, PostgreSQL $postgres, the load generator); release build; broker: $broker_about; tracing: $tracing.")
 fi
 # The load generator mints its customers' and operator's tokens with the dev signing key.
 SHOP_SIGNING_KEY="$SHOP_STATE_DIR/auth/signing-key.pem" target/release/shop-load --kafka "$kafka" "${load_args[@]}"

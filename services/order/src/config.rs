@@ -52,7 +52,8 @@ pub struct Settings {
 
 impl Settings {
     /// For a test: [`ServiceSettings::for_test`], inventory at `inventory_url`, the suite's
-    /// topic names, the production saga deadline swept every 200 ms, and no token file.
+    /// topic names, the production saga deadline swept every 200 ms, an admission that refuses
+    /// only far behind, and no token file.
     pub fn for_test(service: ServiceSettings, inventory_url: impl Into<String>) -> Self {
         Self {
             service,
@@ -66,9 +67,12 @@ impl Settings {
             saga_deadline: Duration::from_secs(600),
             saga_sweep_interval: Duration::from_millis(200),
             saga_sweep_batch: 100,
+            // Tests run debug builds, several at once, and follow every order they place:
+            // late past 10 s, 250 pending before a refusal (the admission's own tests set
+            // theirs).
             admission: AdmissionLimits {
-                max_wait: Duration::from_millis(300),
-                max_late: 16,
+                max_wait: Duration::from_secs(10),
+                max_late: 250,
                 max_pending: 1000,
             },
             backlog_refresh: Duration::from_millis(50),
