@@ -509,20 +509,10 @@ async fn drain_and_retry_the_first(app: &mut TestApp, prefix: &str, accepted: &[
     for order_id in accepted {
         app.cancel(order_id).await.unwrap();
     }
-    let orders = app.orders.clone();
-    let key = format!("{prefix}-1");
-    let again = shop_testkit::eventually(
+    let again = placed_eventually(
+        app,
+        &format!("{prefix}-1"),
         "the first order answered again",
-        Duration::from_secs(10),
-        || {
-            let (mut orders, key) = (orders.clone(), key.clone());
-            async move {
-                orders
-                    .place_order(place(&key, "erin", &[("BOOK", 1)]))
-                    .await
-                    .ok()
-            }
-        },
     )
     .await
     .into_inner()
@@ -531,17 +521,26 @@ async fn drain_and_retry_the_first(app: &mut TestApp, prefix: &str, accepted: &[
     assert_eq!(again.order_id, accepted[0], "the same order, not a new one");
     // The retry counts as pending until the next count (admission cannot tell it from a new
     // order without a query): a new order is accepted within a count or two.
-    let key = format!("{prefix}-after");
-    shop_testkit::eventually("a new order accepted", Duration::from_secs(10), || {
-        let (mut orders, key) = (orders.clone(), key.clone());
+    placed_eventually(app, &format!("{prefix}-after"), "a new order accepted").await;
+}
+
+/// PlaceOrder under `key` for erin, tried again until it is accepted (within 10 s).
+async fn placed_eventually(
+    app: &TestApp,
+    key: &str,
+    what: &str,
+) -> tonic::Response<pb::PlaceOrderResponse> {
+    let orders = app.orders.clone();
+    shop_testkit::eventually(what, Duration::from_secs(10), || {
+        let mut orders = orders.clone();
         async move {
             orders
-                .place_order(place(&key, "erin", &[("BOOK", 1)]))
+                .place_order(place(key, "erin", &[("BOOK", 1)]))
                 .await
                 .ok()
         }
     })
-    .await;
+    .await
 }
 
 /// Past the backstop (this many orders pending, whatever their age), PlaceOrder refuses a new
