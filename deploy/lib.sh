@@ -195,6 +195,22 @@ _shop_log_tail() { # file
   fi
 }
 
+# The log of a deploy/run.sh that failed, for a reader (a CI log shows only its ends): Rust
+# backtraces (RUST_BACKTRACE=1, set by many CI machines) left out, the log of each service and
+# of the demo's processes as far as the run wrote them, then the run's errors again, last.
+shop_failed_run() { # run log
+  local log="$1" f
+  awk '/^(Stack backtrace|stack backtrace):$/ { skip = 1; print "  (backtrace left out)"; next }
+       skip && /^ *([0-9]+: |at )/ { next }
+       { skip = 0; print }' "$log" >&2
+  for f in "$SHOP_STATE_DIR"/logs/*.log; do
+    [ -e "$f" ] && _shop_log_tail "$f"
+  done
+  printf '[shop] --- the errors of %s ---\n' "$log" >&2
+  grep -E '^(Error: |\[shop\] (ERROR|.* exited)|thread .* panicked)' -A 6 -- "$log" |
+    grep -vE '^ *([0-9]+: |at )|^Stack backtrace:' >&2 || printf '  (no error line)\n' >&2
+}
+
 # --- PostgreSQL ---------------------------------------------------------------------------------
 
 # psql output (errors included) in _SHOP_PG_ERR; 0 when URL answers `select 1`.

@@ -56,7 +56,7 @@ SHOP_PROFILE=release SHOP_SKIP_DEMO=1 RUST_LOG="${RUST_LOG:-warn}" deploy/run.sh
 run_pid=$!
 shop_on_exit "kill $run_pid; wait $run_pid"
 until grep -q "The shop suite is running" "$log"; do
-  kill -0 "$run_pid" 2>/dev/null || { cat "$log" >&2; exit 1; }
+  kill -0 "$run_pid" 2>/dev/null || { shop_failed_run "$log"; exit 1; }
   sleep 1
 done
 kafka=$(sed -n 's/^  Kafka *\([^ ]*\).*/\1/p' "$log")

@@ -20,7 +20,7 @@ shop_on_exit "kill $run_pid; wait $run_pid"
 deadline=$((SECONDS + 600))
 until grep -q "The shop suite is running" "$log"; do
   if ! kill -0 "$run_pid" 2>/dev/null || [ $SECONDS -gt $deadline ]; then
-    cat "$log" >&2
+    shop_failed_run "$log"
     shop_die "deploy/run.sh did not bring the suite up"
   fi
   sleep 1

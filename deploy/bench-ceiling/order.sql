@@ -16,41 +16,36 @@ SELECT ceiling_uuid7() AS order_id, ceiling_uuid7() AS ev_reserved, ceiling_uuid
 -- PlaceOrder (gRPC): the idempotency look-up, outside any transaction
 -- (services/order/src/app.rs place_order:67 -> existing_for_key:235-250; outbound/postgres.rs:157-158).
 SELECT order_id FROM orders WHERE customer_id = :customer_id AND idempotency_key = :order_id;
--- record_order (app.rs:204-232; postgres.rs insert_order:112-146, load_order:182-198,
--- add_history:235-238; crates/eventing/src/outbox.rs:136-138): the order, its line, its
--- history, its OrderPlaced.
+-- record_order (app.rs record_order:348-372; postgres.rs insert_order:108-160,
+-- add_history:245-260; crates/eventing/src/outbox.rs:136-138): the order, its line, its
+-- history (each answered by its own RETURNING, no re-read), its OrderPlaced.
 BEGIN;
-INSERT INTO orders (order_id, customer_id, status, total_minor, currency, idempotency_key, request_fingerprint) VALUES (:order_id, :customer_id, 'pending', 100, 'EUR', :order_id, :fingerprint) ON CONFLICT (customer_id, idempotency_key) DO NOTHING;
+INSERT INTO orders (order_id, customer_id, status, total_minor, currency, idempotency_key, request_fingerprint) VALUES (:order_id, :customer_id, 'pending', 100, 'EUR', :order_id, :fingerprint) ON CONFLICT (customer_id, idempotency_key) DO NOTHING RETURNING order_id, customer_id, status, cancellation_reason, total_minor, currency, payment_requested, request_fingerprint, created_at, updated_at;
 INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_minor) SELECT :order_id::uuid, l.n, l.sku, l.quantity, l.price FROM unnest(ARRAY[:sku_id]::text[], ARRAY[1]::int[], ARRAY[100]::bigint[]) WITH ORDINALITY AS l(sku, quantity, price, n);
-INSERT INTO order_status_history (order_id, seq, status, reason) SELECT :order_id::uuid, coalesce(max(seq), 0) + 1, 'pending', 'placed' FROM order_status_history WHERE order_id = :order_id::uuid;
-SELECT order_id, customer_id, status, cancellation_reason, total_minor, currency, payment_requested, request_fingerprint, created_at, updated_at FROM orders WHERE order_id = :order_id;
-SELECT sku, quantity, unit_price_minor FROM order_lines WHERE order_id = :order_id ORDER BY line_no;
-SELECT status, reason, at FROM order_status_history WHERE order_id = :order_id ORDER BY seq;
+INSERT INTO order_status_history (order_id, seq, status, reason) SELECT :order_id::uuid, coalesce(max(seq), 0) + 1, 'pending', 'placed' FROM order_status_history WHERE order_id = :order_id::uuid RETURNING status, reason, at;
 INSERT INTO eventing_outbox (event_id, topic, partition_key, event_type, source, payload, headers) VALUES (ceiling_uuid7(), 'order.events.v1', :order_id, 'shop.order.v1.OrderPlaced', '/shop/order-service', decode(repeat('0a', 110), 'hex'), '{"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}');
 COMMIT;
 
 -- StockReserved, applied by the saga replies consumer (crates/eventing/src/consumer/apply.rs:
--- 172-241; services/order/src/app.rs on_reply:495,525-533; postgres.rs lock_order:169-170,
--- mark_payment_requested:267-277).
+-- 172-241; services/order/src/app.rs on_reply:630,666-674; postgres.rs lock_order:178-185,
+-- mark_payment_requested:283-295).
 BEGIN;
 SELECT event_id, true, 0 FROM eventing_inbox WHERE consumer = 'order-service' AND event_id = ANY(ARRAY[:ev_reserved]) UNION ALL SELECT event_id, false, replays FROM eventing_dead_letter WHERE consumer = 'order-service' AND event_id = ANY(ARRAY[:ev_reserved]);
 INSERT INTO eventing_inbox (consumer, event_id, event_type, topic, kafka_partition, kafka_offset) VALUES ('order-service', :ev_reserved, 'shop.inventory.v1.StockReserved', 'inventory.events.v1', :part, :off) ON CONFLICT DO NOTHING;
 SELECT order_id, customer_id, status, cancellation_reason, total_minor, currency, payment_requested, request_fingerprint, created_at, updated_at FROM orders WHERE order_id = :order_id FOR UPDATE;
 UPDATE orders SET payment_requested = true, updated_at = clock_timestamp() WHERE order_id = :order_id;
-INSERT INTO order_status_history (order_id, seq, status, reason) SELECT :order_id::uuid, coalesce(max(seq), 0) + 1, 'pending', 'stock reserved; payment requested' FROM order_status_history WHERE order_id = :order_id::uuid;
+INSERT INTO order_status_history (order_id, seq, status, reason) SELECT :order_id::uuid, coalesce(max(seq), 0) + 1, 'pending', 'stock reserved; payment requested' FROM order_status_history WHERE order_id = :order_id::uuid RETURNING status, reason, at;
 INSERT INTO eventing_outbox (event_id, topic, partition_key, event_type, source, payload, headers) VALUES (ceiling_uuid7(), 'order.events.v1', :order_id, 'shop.order.v1.PaymentRequested', '/shop/order-service', decode(repeat('0a', 75), 'hex'), '{"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}');
 COMMIT;
 
 -- PaymentCaptured, applied by the same consumer: confirmed, and OrderConfirmed
--- (app.rs on_reply:495,538-559; postgres.rs set_status:256-262).
+-- (app.rs on_reply:630,679-697; postgres.rs set_status:265-281, order_lines:215-220).
 BEGIN;
 SELECT event_id, true, 0 FROM eventing_inbox WHERE consumer = 'order-service' AND event_id = ANY(ARRAY[:ev_captured]) UNION ALL SELECT event_id, false, replays FROM eventing_dead_letter WHERE consumer = 'order-service' AND event_id = ANY(ARRAY[:ev_captured]);
 INSERT INTO eventing_inbox (consumer, event_id, event_type, topic, kafka_partition, kafka_offset) VALUES ('order-service', :ev_captured, 'shop.payment.v1.PaymentCaptured', 'payment.events.v1', :part, :off) ON CONFLICT DO NOTHING;
 SELECT order_id, customer_id, status, cancellation_reason, total_minor, currency, payment_requested, request_fingerprint, created_at, updated_at FROM orders WHERE order_id = :order_id FOR UPDATE;
 UPDATE orders SET status = 'confirmed', cancellation_reason = NULL, updated_at = clock_timestamp() WHERE order_id = :order_id;
-INSERT INTO order_status_history (order_id, seq, status, reason) SELECT :order_id::uuid, coalesce(max(seq), 0) + 1, 'confirmed', 'payment captured' FROM order_status_history WHERE order_id = :order_id::uuid;
-SELECT order_id, customer_id, status, cancellation_reason, total_minor, currency, payment_requested, request_fingerprint, created_at, updated_at FROM orders WHERE order_id = :order_id;
+INSERT INTO order_status_history (order_id, seq, status, reason) SELECT :order_id::uuid, coalesce(max(seq), 0) + 1, 'confirmed', 'payment captured' FROM order_status_history WHERE order_id = :order_id::uuid RETURNING status, reason, at;
 SELECT sku, quantity, unit_price_minor FROM order_lines WHERE order_id = :order_id ORDER BY line_no;
-SELECT status, reason, at FROM order_status_history WHERE order_id = :order_id ORDER BY seq;
 INSERT INTO eventing_outbox (event_id, topic, partition_key, event_type, source, payload, headers) VALUES (ceiling_uuid7(), 'order.events.v1', :order_id, 'shop.order.v1.OrderConfirmed', '/shop/order-service', decode(repeat('0a', 110), 'hex'), '{"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}');
 COMMIT;

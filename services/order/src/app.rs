@@ -34,14 +34,13 @@ fn money(amount_minor: i64, currency: &str) -> Option<Money> {
     })
 }
 
-fn event_lines(order: &FullOrder) -> Vec<pb::OrderLine> {
-    order
-        .lines
+fn event_lines(lines: &[db::LineRow], currency: &str) -> Vec<pb::OrderLine> {
+    lines
         .iter()
         .map(|l| pb::OrderLine {
             sku: l.sku.clone(),
             quantity: u32::try_from(l.quantity).unwrap_or(0),
-            unit_price: money(l.unit_price_minor, &order.order.currency),
+            unit_price: money(l.unit_price_minor, currency),
         })
         .collect()
 }
@@ -354,20 +353,17 @@ async fn record_order(
 ) -> Result<FullOrder, ServiceError> {
     let order_id = Uuid::now_v7();
     let mut tx = pool.begin().await?;
-    if !db::insert_order(&mut tx, order_id, request, priced).await? {
+    let Some(order) = db::insert_order(&mut tx, order_id, request, priced).await? else {
         // A concurrent retry under the same key committed first.
         drop(tx);
         return existing_for_key(pool, request)
             .await?
             .ok_or_else(|| anyhow::anyhow!("idempotency key vanished").into());
-    }
-    let order = db::load_order(&mut tx, order_id)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("order vanished"))?;
+    };
     let placed = pb::OrderPlaced {
         order_id: order_id.to_string(),
         customer_id: request.customer_id.to_string(),
-        lines: event_lines(&order),
+        lines: event_lines(&order.lines, &order.order.currency),
         total: money(priced.total_minor, &priced.currency),
     };
     events.publisher.append(&mut tx, order_id, &placed).await?;
@@ -689,13 +685,11 @@ pub async fn on_reply(
                 "payment captured",
             )
             .await?;
-            let full = db::load_order(tx, order_id)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("order vanished"))?;
+            let lines = db::order_lines(tx, order_id).await?;
             let confirmed = pb::OrderConfirmed {
                 order_id: order_id.to_string(),
                 customer_id: order.customer_id.clone(),
-                lines: event_lines(&full),
+                lines: event_lines(&lines, &order.currency),
                 total: money(order.total_minor, &order.currency),
             };
             events.publisher.append(tx, order_id, &confirmed).await?;

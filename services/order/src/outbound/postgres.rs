@@ -100,39 +100,45 @@ impl TryFrom<FullOrder> for Order {
 const ORDER_COLUMNS: &str = "order_id, customer_id, status, cancellation_reason, total_minor, currency, \
                              payment_requested, request_fingerprint, created_at, updated_at";
 
-/// Inserts a new pending order with its lines and first history entry. `false` when another
-/// order of the customer already holds the idempotency key (a concurrent retry won).
+/// Inserts a new pending order with its lines and first history entry, and answers it as
+/// stored: read back from the statements' own `RETURNING` (its lines are the ones just
+/// written), not by reading the order again. `None` when another order of the customer already
+/// holds the idempotency key (a concurrent retry won).
 #[shop_telemetry::db_span("INSERT", "orders")]
 pub async fn insert_order(
     conn: &mut PgConnection,
     order_id: Uuid,
     request: &OrderRequest,
     priced: &Priced,
-) -> sqlx::Result<bool> {
-    let inserted = sqlx::query(
+) -> sqlx::Result<Option<FullOrder>> {
+    let inserted: Option<OrderRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO orders (order_id, customer_id, status, total_minor, currency, idempotency_key, request_fingerprint) \
-         VALUES ($1, $2, 'pending', $3, $4, $5, $6) ON CONFLICT (customer_id, idempotency_key) DO NOTHING",
-    )
+         VALUES ($1, $2, 'pending', $3, $4, $5, $6) ON CONFLICT (customer_id, idempotency_key) DO NOTHING \
+         RETURNING {ORDER_COLUMNS}"
+    )))
     .bind(order_id)
     .bind(request.customer_id.as_str())
     .bind(priced.total_minor)
     .bind(&priced.currency)
     .bind(&request.idempotency_key)
     .bind(request.fingerprint())
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
-        == 1;
-    if !inserted {
-        return Ok(false);
-    }
-    let skus: Vec<&str> = priced.lines.iter().map(|l| l.sku.as_str()).collect();
-    let quantities: Vec<i32> = priced
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(order) = inserted else {
+        return Ok(None);
+    };
+    let lines: Vec<LineRow> = priced
         .lines
         .iter()
-        .map(|l| i32::try_from(l.quantity).unwrap_or(i32::MAX))
+        .map(|l| LineRow {
+            sku: l.sku.as_str().to_owned(),
+            quantity: i32::try_from(l.quantity).unwrap_or(i32::MAX),
+            unit_price_minor: l.unit_price_minor,
+        })
         .collect();
-    let prices: Vec<i64> = priced.lines.iter().map(|l| l.unit_price_minor).collect();
+    let skus: Vec<&str> = lines.iter().map(|l| l.sku.as_str()).collect();
+    let quantities: Vec<i32> = lines.iter().map(|l| l.quantity).collect();
+    let prices: Vec<i64> = lines.iter().map(|l| l.unit_price_minor).collect();
     sqlx::query(
         "INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_minor) \
          SELECT $1, l.n, l.sku, l.quantity, l.price FROM unnest($2::text[], $3::int[], $4::bigint[]) WITH ORDINALITY AS l(sku, quantity, price, n)",
@@ -143,8 +149,12 @@ pub async fn insert_order(
     .bind(&prices)
     .execute(&mut *conn)
     .await?;
-    add_history(conn, order_id, "pending", "placed").await?;
-    Ok(true)
+    let placed = add_history(conn, order_id, "pending", "placed").await?;
+    Ok(Some(FullOrder {
+        order,
+        lines,
+        history: vec![placed],
+    }))
 }
 
 #[shop_telemetry::db_span("SELECT", "orders")]
@@ -186,10 +196,7 @@ pub async fn load_order(
     .fetch_optional(&mut *conn)
     .await?;
     let Some(order) = order else { return Ok(None) };
-    let lines = sqlx::query_as("SELECT sku, quantity, unit_price_minor FROM order_lines WHERE order_id = $1 ORDER BY line_no")
-        .bind(order_id)
-        .fetch_all(&mut *conn)
-        .await?;
+    let lines = order_lines(&mut *conn, order_id).await?;
     let history = sqlx::query_as(
         "SELECT status, reason, at FROM order_status_history WHERE order_id = $1 ORDER BY seq",
     )
@@ -201,6 +208,15 @@ pub async fn load_order(
         lines,
         history,
     }))
+}
+
+/// An order's lines, in the order they were placed.
+#[shop_telemetry::db_span("SELECT", "order_lines")]
+pub async fn order_lines(conn: &mut PgConnection, order_id: Uuid) -> sqlx::Result<Vec<LineRow>> {
+    sqlx::query_as("SELECT sku, quantity, unit_price_minor FROM order_lines WHERE order_id = $1 ORDER BY line_no")
+        .bind(order_id)
+        .fetch_all(conn)
+        .await
 }
 
 /// A customer's order ids, newest first, strictly after the cursor `(created_at, order_id)`.
@@ -231,17 +247,17 @@ pub async fn add_history(
     order_id: Uuid,
     status: &str,
     reason: &str,
-) -> sqlx::Result<()> {
-    sqlx::query(
+) -> sqlx::Result<HistoryRow> {
+    sqlx::query_as(
         "INSERT INTO order_status_history (order_id, seq, status, reason) \
-         SELECT $1, coalesce(max(seq), 0) + 1, $2, $3 FROM order_status_history WHERE order_id = $1",
+         SELECT $1, coalesce(max(seq), 0) + 1, $2, $3 FROM order_status_history WHERE order_id = $1 \
+         RETURNING status, reason, at",
     )
     .bind(order_id)
     .bind(status)
     .bind(reason)
-    .execute(conn)
-    .await?;
-    Ok(())
+    .fetch_one(conn)
+    .await
 }
 
 /// Moves the order to `status` (with a cancellation reason when cancelled) and records why.
@@ -259,7 +275,8 @@ pub async fn set_status(
         .bind(cancellation_reason)
         .execute(&mut *conn)
         .await?;
-    add_history(conn, order_id, status, why).await
+    add_history(conn, order_id, status, why).await?;
+    Ok(())
 }
 
 #[shop_telemetry::db_span("UPDATE", "orders")]
@@ -274,7 +291,8 @@ pub async fn mark_payment_requested(conn: &mut PgConnection, order_id: Uuid) -> 
         "pending",
         "stock reserved; payment requested",
     )
-    .await
+    .await?;
+    Ok(())
 }
 
 /// Up to `limit` PENDING orders placed more than `deadline` ago, oldest first, locked for their
