@@ -199,16 +199,17 @@ _shop_log_tail() { # file
 # backtraces (RUST_BACKTRACE=1, set by many CI machines) left out, the log of each service and
 # of the demo's processes as far as the run wrote them, then the run's errors again, last.
 shop_failed_run() { # run log
-  local log="$1" f
-  awk '/^(Stack backtrace|stack backtrace):$/ { skip = 1; print "  (backtrace left out)"; next }
-       skip && /^ *([0-9]+: |at )/ { next }
-       { skip = 0; print }' "$log" >&2
+  local log="$1" f text
+  text=$(awk '/^(Stack backtrace|stack backtrace):$/ { skip = 1; print "  (backtrace left out)"; next }
+              skip && /^ *([0-9]+: |at )/ { next }
+              { skip = 0; print }' "$log")
+  printf '%s\n' "$text" >&2
   for f in "$SHOP_STATE_DIR"/logs/*.log; do
     [ -e "$f" ] && _shop_log_tail "$f"
   done
   printf '[shop] --- the errors of %s ---\n' "$log" >&2
-  grep -E '^(Error: |\[shop\] (ERROR|.* exited)|thread .* panicked)' -A 6 -- "$log" |
-    grep -vE '^ *([0-9]+: |at )|^Stack backtrace:' >&2 || printf '  (no error line)\n' >&2
+  grep -E '^(Error: |\[shop\] (ERROR|.* exited)|thread .* panicked)' -A 6 <<<"$text" >&2 ||
+    printf '  (no error line)\n' >&2
 }
 
 # --- PostgreSQL ---------------------------------------------------------------------------------
